@@ -212,10 +212,10 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(Frame, usize), DecodeError>
         return Err(InvalidFrame::TooLong { len, max: max_len }.into());
     }
     // Checked before the body is complete so garbage is rejected early.
-    if let Some(&ty) = buf.get(4) {
-        if FrameType::from_u8(ty).is_none() {
-            return Err(InvalidFrame::UnknownType(ty).into());
-        }
+    if let Some(&ty) = buf.get(4)
+        && FrameType::from_u8(ty).is_none()
+    {
+        return Err(InvalidFrame::UnknownType(ty).into());
     }
     let total = 4 + len;
     let Some(frame_bytes) = buf.get(4..total) else {

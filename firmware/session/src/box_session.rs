@@ -1,0 +1,711 @@
+//! The box (CNAPT) side of one session with one SNAPT: connection, planned
+//! and sudden handover, and the fall-backs between them.
+//!
+//! Planned switch, as seen from the box (make-before-break: the new tunnel is
+//! already up when [`BoxSession::switch_to`] is called):
+//!
+//! 1. `AwaitAck`: SWITCH_STEP1 sent on the old tunnel; data still flows there.
+//! 2. `AwaitPeerDrain`: SWITCH_ACK received; waiting for the server's
+//!    LAST_MESSAGE_BEFORE_REDIRECTION (nothing of the server's follows it on
+//!    the old tunnel).
+//! 3. `HeldAtSync` (multi-site only): waiting for the coordinator.
+//! 4. `AwaitRedirected`: our own drain marker sent on the old tunnel and
+//!    SWITCH_STEP2 on the new one; stream data waits for ALL_REDIRECTED, after
+//!    which it flows on the new tunnel while the old one finishes its closing
+//!    handshake (OK_TO_REDIRECTION … SERVER_SERVICES_READY_FOR_REDIRECTION).
+//!
+//! Any failure (a tunnel lost, a step over the switch timeout) turns into a
+//! sudden switch: SWITCH_UNEXPECTED with our received offsets on whichever
+//! tunnel still works, answered by ALL_REDIRECTED with the server's.
+
+use std::time::Instant;
+
+use wire::{BoxId, DisconnectCode, Frame, RefuseCode, ResetCode, Role, VERSION};
+
+use crate::config::{ConfigError, SessionConfig};
+use crate::core::{Core, SessionStats};
+use crate::event::{CloseReason, Event, SwitchKind, Timer, Transmit, TunnelId};
+use crate::keepalive::PathStats;
+use crate::streams::Streams;
+
+/// Largest batch of bytes one `poll_transmit` returns.
+const TRANSMIT_BATCH: usize = 64 * 1024;
+
+/// Why a switch command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchError {
+    /// A connection attempt or a handover is already in progress.
+    #[error("a connection or handover is already in progress")]
+    Busy,
+    /// The tunnel is already used by this session.
+    #[error("tunnel {0:?} is already in use by this session")]
+    SameTunnel(TunnelId),
+    /// The session is closed.
+    #[error("the session is closed")]
+    Closed,
+}
+
+/// Where the box session stands, for status reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxState {
+    /// No tunnel yet.
+    Idle,
+    /// CONNECT sent.
+    Connecting,
+    /// Data flows on one tunnel.
+    Established,
+    /// A planned switch is running.
+    Switching,
+    /// The tunnel was lost; waiting for a new one.
+    Recovering,
+    /// SWITCH_UNEXPECTED sent; waiting for ALL_REDIRECTED.
+    Resyncing,
+    /// The session is over.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    AwaitAck,
+    AwaitPeerDrain,
+    HeldAtSync,
+    AwaitRedirected,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Idle,
+    Connecting {
+        tunnel: TunnelId,
+        deadline: Instant,
+    },
+    Established {
+        tunnel: TunnelId,
+    },
+    Planned {
+        switch: u32,
+        old: TunnelId,
+        new: TunnelId,
+        step: Step,
+        deadline: Instant,
+    },
+    Recovering {
+        deadline: Instant,
+    },
+    Resyncing {
+        switch: u32,
+        tunnel: TunnelId,
+        deadline: Instant,
+    },
+    Closed,
+}
+
+/// One session of a box with one SNAPT. See the crate documentation for the
+/// calling contract.
+#[derive(Debug)]
+pub struct BoxSession {
+    core: Core,
+    box_id: BoxId,
+    phase: Phase,
+    session_id: u64,
+    next_switch: u32,
+    hold_at_sync: bool,
+    /// Old tunnel of a completed planned switch, finishing its handshake.
+    draining_old: Option<(TunnelId, u32)>,
+}
+
+impl BoxSession {
+    /// A session not yet connected. Streams may be opened and written at
+    /// once; their bytes wait for the first tunnel.
+    pub fn new(cfg: SessionConfig, box_id: BoxId) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Self {
+            core: Core::new(Role::Box, cfg),
+            box_id,
+            phase: Phase::Idle,
+            session_id: 0,
+            next_switch: 1,
+            hold_at_sync: false,
+            draining_old: None,
+        })
+    }
+
+    // ---- commands --------------------------------------------------------
+
+    /// Uses the freshly connected tunnel `t`: the first one sends CONNECT; with
+    /// a working tunnel it starts a planned switch; after a loss it resumes the
+    /// session with SWITCH_UNEXPECTED.
+    pub fn switch_to(&mut self, t: TunnelId, now: Instant) -> Result<(), SwitchError> {
+        if self.core.is_attached(t) {
+            return Err(SwitchError::SameTunnel(t));
+        }
+        let z = self.core.cfg.switch_timeout;
+        match self.phase {
+            Phase::Idle => {
+                self.core.attach(t, now);
+                let cfg = &self.core.cfg;
+                let connect = Frame::Connect {
+                    version: VERSION,
+                    window: cfg.window,
+                    keepalive_ms: u32::try_from(cfg.keepalive.as_millis()).unwrap_or(u32::MAX),
+                    box_id: self.box_id.clone(),
+                };
+                self.core.queue(t, connect);
+                self.phase = Phase::Connecting {
+                    tunnel: t,
+                    deadline: now + z,
+                };
+                Ok(())
+            }
+            Phase::Established { tunnel } => {
+                if let Some((old, _)) = self.draining_old.take() {
+                    self.core.close_tunnel(old, CloseReason::Drained);
+                }
+                self.core.attach(t, now);
+                let switch = self.take_switch_number();
+                self.core.queue(tunnel, Frame::SwitchStep1 { switch });
+                self.phase = Phase::Planned {
+                    switch,
+                    old: tunnel,
+                    new: t,
+                    step: Step::AwaitAck,
+                    deadline: now + z,
+                };
+                self.core.events.push_back(Event::SwitchStarted {
+                    switch,
+                    kind: SwitchKind::Planned,
+                    to: Some(t),
+                });
+                Ok(())
+            }
+            Phase::Recovering { deadline } => {
+                self.core.attach(t, now);
+                self.start_resync(t, deadline, now);
+                Ok(())
+            }
+            Phase::Connecting { .. } | Phase::Planned { .. } | Phase::Resyncing { .. } => {
+                Err(SwitchError::Busy)
+            }
+            Phase::Closed => Err(SwitchError::Closed),
+        }
+    }
+
+    /// Ends the session: DISCONNECT to the server, every stream reset.
+    pub fn close(&mut self, reason: &str) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.core.closed = true;
+        self.core.fail_all_streams(ResetCode::SessionEnded, reason);
+        if let Some(t) = self.core.primary.or(self.core.data_tunnel) {
+            let f = Frame::Disconnect {
+                code: DisconnectCode::Requested,
+                reason: reason.to_owned(),
+            };
+            self.core.queue(t, f);
+        }
+        let tunnels: Vec<TunnelId> = self.core.attached().collect();
+        for t in tunnels {
+            self.core.close_tunnel(t, CloseReason::SessionEnded);
+        }
+        self.draining_old = None;
+        self.core.keepalive.stop();
+        self.core.data_tunnel = None;
+        self.phase = Phase::Closed;
+        self.core.events.push_back(Event::SessionClosed {
+            code: DisconnectCode::Requested,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Multi-site: stop a planned switch at the synchronisation point (after
+    /// the server's drain marker) until [`Self::release_sync`].
+    pub fn set_hold_at_sync(&mut self, hold: bool) {
+        self.hold_at_sync = hold;
+    }
+
+    /// Whether a planned switch waits at the synchronisation point.
+    pub fn is_held_at_sync(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Planned {
+                step: Step::HeldAtSync,
+                ..
+            }
+        )
+    }
+
+    /// A planned switch has not yet reached the synchronisation point.
+    pub fn before_sync_point(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Planned {
+                step: Step::AwaitAck | Step::AwaitPeerDrain,
+                ..
+            }
+        )
+    }
+
+    /// Multi-site: continue a switch held at the synchronisation point.
+    pub fn release_sync(&mut self, now: Instant) {
+        if self.is_held_at_sync() {
+            self.proceed(now);
+        }
+    }
+
+    /// The application side: open, write, finish, reset streams.
+    pub fn streams(&mut self) -> Streams<'_> {
+        Streams(&mut self.core)
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    /// Bytes read from tunnel `t`.
+    pub fn handle_input(&mut self, t: TunnelId, bytes: &[u8], now: Instant) {
+        self.core.feed(t, bytes, now);
+        while self.core.is_attached(t) {
+            match self.core.next_frame(t) {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    if let Err(reason) = self.handle_frame(t, frame, now) {
+                        self.tunnel_failed(t, CloseReason::ProtocolViolation(reason), now);
+                    }
+                }
+                Err(reason) => self.tunnel_failed(t, reason, now),
+            }
+        }
+    }
+
+    /// Tunnel `t` failed (I/O error, reset, closed by the peer).
+    pub fn handle_tunnel_lost(&mut self, t: TunnelId, now: Instant) {
+        if self.core.is_attached(t) {
+            self.core.detach(t);
+            self.after_loss(t, now);
+        }
+    }
+
+    /// Timers: call when [`Self::poll_timeout`]'s deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for t in self.core.silent_tunnels(now) {
+            self.tunnel_failed(t, CloseReason::Inactive, now);
+        }
+        match self.phase {
+            Phase::Connecting { tunnel, deadline } if now >= deadline => {
+                self.core.close_tunnel(tunnel, CloseReason::Inactive);
+                self.phase = Phase::Idle;
+                self.core.events.push_back(Event::NeedTunnel);
+            }
+            Phase::Planned {
+                old, new, deadline, ..
+            } if now >= deadline => {
+                let z = self.core.cfg.switch_timeout;
+                let target = if self.core.is_attached(new) {
+                    Some(new)
+                } else if self.core.is_attached(old) {
+                    Some(old)
+                } else {
+                    None
+                };
+                match target {
+                    Some(t) => {
+                        let other = if t == new { old } else { new };
+                        self.core.close_tunnel(other, CloseReason::Inactive);
+                        self.start_resync(t, now + z, now);
+                    }
+                    None => self.enter_recovering(now + z),
+                }
+            }
+            Phase::Recovering { deadline } | Phase::Resyncing { deadline, .. }
+                if now >= deadline =>
+            {
+                self.fail_session(
+                    DisconnectCode::SwitchTimeout,
+                    "no working tunnel within the switch timeout",
+                );
+            }
+            _ => {}
+        }
+        self.core.poll_keepalive(now);
+    }
+
+    // ---- outputs ---------------------------------------------------------
+
+    /// Bytes to write to a tunnel, or `None` when there is nothing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.core.poll_transmit(TRANSMIT_BATCH)
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    /// The next deadline and why; call [`Self::handle_timeout`] then.
+    pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        let phase = match self.phase {
+            Phase::Connecting { deadline, .. }
+            | Phase::Planned { deadline, .. }
+            | Phase::Recovering { deadline }
+            | Phase::Resyncing { deadline, .. } => Some((deadline, Timer::SwitchTimeout)),
+            _ => None,
+        };
+        [
+            phase,
+            self.core
+                .keepalive
+                .deadline()
+                .map(|d| (d, Timer::Keepalive)),
+            self.core
+                .inactivity_deadline()
+                .map(|d| (d, Timer::Inactivity)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(d, _)| *d)
+    }
+
+    // ---- status ----------------------------------------------------------
+
+    /// The session's state.
+    pub fn state(&self) -> BoxState {
+        match self.phase {
+            Phase::Idle => BoxState::Idle,
+            Phase::Connecting { .. } => BoxState::Connecting,
+            Phase::Established { .. } => BoxState::Established,
+            Phase::Planned { .. } => BoxState::Switching,
+            Phase::Recovering { .. } => BoxState::Recovering,
+            Phase::Resyncing { .. } => BoxState::Resyncing,
+            Phase::Closed => BoxState::Closed,
+        }
+    }
+
+    /// The tunnel carrying stream data, if any.
+    pub fn active_tunnel(&self) -> Option<TunnelId> {
+        match self.phase {
+            Phase::Established { tunnel } => Some(tunnel),
+            _ => None,
+        }
+    }
+
+    /// The server-assigned session id (0 before CONNECT_ACK).
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.core.stats
+    }
+
+    /// RTT and loss of the active path.
+    pub fn path_stats(&self) -> PathStats {
+        self.core.path_stats()
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    fn take_switch_number(&mut self) -> u32 {
+        let n = self.next_switch;
+        self.next_switch = self.next_switch.wrapping_add(1);
+        n
+    }
+
+    fn handle_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), String> {
+        if let Frame::Disconnect { code, reason } = frame {
+            self.fail_session(code, &format!("server disconnected: {reason}"));
+            return Ok(());
+        }
+        if let Frame::Refused { code, reason } = frame {
+            return self.handle_refused(t, code, reason, now);
+        }
+        if matches!(frame, Frame::Ping { .. } | Frame::Pong { .. }) {
+            return self.core.handle_stream_frame(t, frame, now);
+        }
+        if let Some((old, switch)) = self.draining_old
+            && old == t
+        {
+            return self.handle_old_closing(t, switch, frame);
+        }
+        match self.phase {
+            Phase::Connecting { tunnel, .. } if tunnel == t => match frame {
+                Frame::ConnectAck {
+                    version,
+                    session_id,
+                    window,
+                    ..
+                } => {
+                    if version != VERSION {
+                        return Err(format!("CONNECT_ACK with version {version}"));
+                    }
+                    self.session_id = session_id;
+                    self.core.peer_window = u64::from(window);
+                    self.core.data_tunnel = Some(t);
+                    self.core.set_primary(t, now);
+                    self.phase = Phase::Established { tunnel: t };
+                    self.core.events.push_back(Event::Connected { session_id });
+                    Ok(())
+                }
+                other => Err(out_of_state(&other, "while connecting")),
+            },
+            Phase::Established { tunnel } if tunnel == t => {
+                self.core.handle_stream_frame(t, frame, now)
+            }
+            Phase::Planned {
+                switch,
+                old,
+                new,
+                step,
+                ..
+            } => {
+                let z = self.core.cfg.switch_timeout;
+                match (t == old, step, frame) {
+                    (true, Step::AwaitAck, Frame::SwitchAck { switch: s }) if s == switch => {
+                        self.set_step(Step::AwaitPeerDrain, now + z);
+                        Ok(())
+                    }
+                    (
+                        true,
+                        Step::AwaitPeerDrain,
+                        Frame::LastMessageBeforeRedirection { switch: s },
+                    ) if s == switch => {
+                        if self.hold_at_sync {
+                            self.set_step(Step::HeldAtSync, now + z);
+                        } else {
+                            self.proceed(now);
+                        }
+                        Ok(())
+                    }
+                    (true, Step::AwaitRedirected, Frame::OkToRedirection { switch: s })
+                        if s == switch =>
+                    {
+                        self.core
+                            .queue(old, Frame::ClientServicesReadyForRedirection { switch });
+                        Ok(())
+                    }
+                    (
+                        true,
+                        Step::AwaitRedirected,
+                        Frame::ServerServicesReadyForRedirection { switch: s },
+                    ) if s == switch => {
+                        self.core.close_tunnel(old, CloseReason::Drained);
+                        Ok(())
+                    }
+                    // Before the server's drain marker its stream data still
+                    // arrives on the old tunnel.
+                    (true, Step::AwaitAck | Step::AwaitPeerDrain, f) => {
+                        self.core.handle_stream_frame(t, f, now)
+                    }
+                    (false, Step::AwaitRedirected, Frame::AllRedirected { switch: s, sync })
+                        if s == switch && t == new =>
+                    {
+                        self.core.apply_sync(&sync)?;
+                        self.complete(switch, SwitchKind::Planned, new, now);
+                        if self.core.is_attached(old) {
+                            self.draining_old = Some((old, switch));
+                        }
+                        Ok(())
+                    }
+                    (_, _, f) => Err(out_of_state(&f, "during a planned switch")),
+                }
+            }
+            Phase::Resyncing { switch, tunnel, .. } if tunnel == t => match frame {
+                Frame::AllRedirected { switch: s, sync } if s == switch => {
+                    self.core.apply_sync(&sync)?;
+                    self.complete(switch, SwitchKind::Sudden, t, now);
+                    Ok(())
+                }
+                // Leftovers of a planned switch abandoned on this tunnel.
+                Frame::SwitchAck { .. }
+                | Frame::LastMessageBeforeRedirection { .. }
+                | Frame::OkToRedirection { .. }
+                | Frame::ServerServicesReadyForRedirection { .. }
+                | Frame::AllRedirected { .. } => Ok(()),
+                // Same ordered tunnel: anything the server sent before it
+                // resynchronised is contiguous, and resent bytes are trimmed.
+                f => self.core.handle_stream_frame(t, f, now),
+            },
+            _ => Err(out_of_state(
+                &frame,
+                "on a tunnel this session no longer uses",
+            )),
+        }
+    }
+
+    fn handle_old_closing(&mut self, t: TunnelId, switch: u32, frame: Frame) -> Result<(), String> {
+        match frame {
+            Frame::OkToRedirection { switch: s } if s == switch => {
+                self.core
+                    .queue(t, Frame::ClientServicesReadyForRedirection { switch });
+            }
+            Frame::ServerServicesReadyForRedirection { switch: s } if s == switch => {
+                self.draining_old = None;
+                self.core.close_tunnel(t, CloseReason::Drained);
+            }
+            f => return Err(out_of_state(&f, "on a drained tunnel")),
+        }
+        Ok(())
+    }
+
+    fn handle_refused(
+        &mut self,
+        t: TunnelId,
+        code: RefuseCode,
+        reason: String,
+        now: Instant,
+    ) -> Result<(), String> {
+        self.core.events.push_back(Event::Refused {
+            code,
+            reason: reason.clone(),
+        });
+        match self.phase {
+            Phase::Connecting { tunnel, .. } if tunnel == t => {
+                self.core.close_tunnel(t, CloseReason::Refused(code));
+                self.phase = Phase::Idle;
+                Ok(())
+            }
+            Phase::Resyncing { tunnel, .. } if tunnel == t => {
+                self.fail_session(
+                    DisconnectCode::Other(0),
+                    &format!("resumption refused: {reason}"),
+                );
+                Ok(())
+            }
+            Phase::Planned { new, .. } if new == t => {
+                self.core.close_tunnel(t, CloseReason::Refused(code));
+                self.after_loss(t, now);
+                Ok(())
+            }
+            _ => Err("REFUSED outside a connection attempt".into()),
+        }
+    }
+
+    /// The synchronisation point is passed: drain marker on the old tunnel,
+    /// SWITCH_STEP2 on the new one; stream data waits for ALL_REDIRECTED.
+    fn proceed(&mut self, now: Instant) {
+        if let Phase::Planned {
+            switch, old, new, ..
+        } = self.phase
+        {
+            self.core
+                .queue(old, Frame::LastMessageBeforeRedirection { switch });
+            self.core.data_tunnel = None;
+            let step2 = Frame::SwitchStep2 {
+                version: VERSION,
+                session_id: self.session_id,
+                switch,
+                box_id: self.box_id.clone(),
+            };
+            self.core.queue(new, step2);
+            self.set_step(Step::AwaitRedirected, now + self.core.cfg.switch_timeout);
+        }
+    }
+
+    fn set_step(&mut self, next: Step, next_deadline: Instant) {
+        if let Phase::Planned { step, deadline, .. } = &mut self.phase {
+            *step = next;
+            *deadline = next_deadline;
+        }
+    }
+
+    fn complete(&mut self, switch: u32, kind: SwitchKind, t: TunnelId, now: Instant) {
+        self.core.data_tunnel = Some(t);
+        self.core.set_primary(t, now);
+        self.core.stats.switches += 1;
+        self.phase = Phase::Established { tunnel: t };
+        self.core.events.push_back(Event::SwitchCompleted {
+            switch,
+            kind,
+            to: t,
+        });
+    }
+
+    fn start_resync(&mut self, t: TunnelId, deadline: Instant, now: Instant) {
+        let switch = self.take_switch_number();
+        let frame = Frame::SwitchUnexpected {
+            version: VERSION,
+            session_id: self.session_id,
+            switch,
+            box_id: self.box_id.clone(),
+            sync: self.core.sync_state(),
+        };
+        self.core.data_tunnel = None;
+        self.core.queue(t, frame);
+        self.core.keepalive.stop();
+        self.core.primary = None;
+        // A resynchronisation waits at most Z, but never past the overall deadline.
+        let deadline = deadline.min(now + self.core.cfg.switch_timeout);
+        self.phase = Phase::Resyncing {
+            switch,
+            tunnel: t,
+            deadline,
+        };
+        self.core.events.push_back(Event::SwitchStarted {
+            switch,
+            kind: SwitchKind::Sudden,
+            to: Some(t),
+        });
+    }
+
+    fn enter_recovering(&mut self, deadline: Instant) {
+        self.core.data_tunnel = None;
+        self.phase = Phase::Recovering { deadline };
+        self.core.events.push_back(Event::NeedTunnel);
+    }
+
+    fn tunnel_failed(&mut self, t: TunnelId, reason: CloseReason, now: Instant) {
+        if self.core.is_attached(t) {
+            self.core.close_tunnel(t, reason);
+            self.after_loss(t, now);
+        }
+    }
+
+    /// `t` is gone (already detached): decide what the session does next.
+    fn after_loss(&mut self, t: TunnelId, now: Instant) {
+        let z = self.core.cfg.switch_timeout;
+        if self.draining_old.is_some_and(|(old, _)| old == t) {
+            self.draining_old = None;
+            return;
+        }
+        match self.phase {
+            Phase::Connecting { tunnel, .. } if tunnel == t => {
+                self.phase = Phase::Idle;
+                self.core.events.push_back(Event::NeedTunnel);
+            }
+            Phase::Established { tunnel } if tunnel == t => self.enter_recovering(now + z),
+            Phase::Planned { old, new, .. } if t == old || t == new => {
+                let survivor = if t == old { new } else { old };
+                if self.core.is_attached(survivor) {
+                    self.start_resync(survivor, now + z, now);
+                } else {
+                    self.enter_recovering(now + z);
+                }
+            }
+            Phase::Resyncing {
+                tunnel, deadline, ..
+            } if tunnel == t => {
+                self.phase = Phase::Recovering { deadline };
+                self.core.events.push_back(Event::NeedTunnel);
+            }
+            _ => {}
+        }
+    }
+
+    fn fail_session(&mut self, code: DisconnectCode, reason: &str) {
+        self.core.closed = true;
+        self.core.fail_all_streams(ResetCode::SessionEnded, reason);
+        let tunnels: Vec<TunnelId> = self.core.attached().collect();
+        for t in tunnels {
+            self.core.close_tunnel(t, CloseReason::SessionEnded);
+        }
+        self.draining_old = None;
+        self.phase = Phase::Closed;
+        self.core.events.push_back(Event::SessionClosed {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+fn out_of_state(frame: &Frame, when: &str) -> String {
+    format!("{} not allowed {when}", frame.frame_type().name())
+}

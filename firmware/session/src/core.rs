@@ -1,0 +1,830 @@
+//! The part of a session both roles share: the stream table, credit and
+//! replay, frame scheduling onto the data tunnel, keepalive, and the offset
+//! resynchronisation used after a sudden switch.
+//!
+//! The role-specific handover phases (box: `box_session`, server:
+//! `server_session`) decide *which* tunnel carries data and when; this module
+//! does the rest.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use wire::{Frame, ResetCode, Role, ServiceName, StreamId, StreamKind, StreamSync, SyncState};
+
+use crate::config::SessionConfig;
+use crate::event::{CloseReason, Event, Transmit, TunnelId};
+use crate::keepalive::{Keepalive, PathStats};
+use crate::reader::FrameReader;
+use crate::stream::{Stream, StreamViolation};
+
+/// Why an application-side stream operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// No such stream (never opened, or already closed or reset).
+    #[error("unknown stream {0}")]
+    UnknownStream(StreamId),
+    /// The session already has `max_streams` streams.
+    #[error("too many streams (limit {0})")]
+    TooManyStreams(u32),
+    /// The stream's direction was already finished.
+    #[error("stream {0} is already finished")]
+    AlreadyFinished(StreamId),
+    /// A byte-stream operation on a datagram flow or the reverse.
+    #[error("stream {0} is of the wrong kind for this operation")]
+    WrongKind(StreamId),
+    /// The session is closed.
+    #[error("the session is closed")]
+    SessionClosed,
+    /// Stream ids are exhausted (2^31 streams opened in one session).
+    #[error("stream ids exhausted")]
+    IdsExhausted,
+}
+
+/// Counters of one session, for status reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionStats {
+    /// Stream payload bytes transmitted, replays included.
+    pub bytes_sent: u64,
+    /// Stream payload bytes delivered to the driver (new bytes only).
+    pub bytes_received: u64,
+    /// Payload bytes transmitted again after a resynchronisation.
+    pub bytes_replayed: u64,
+    /// Bytes currently held in replay buffers.
+    pub bytes_buffered: u64,
+    /// Streams and flows open now.
+    pub streams_open: u64,
+    /// Datagrams dropped because the transition queue was full.
+    pub datagrams_dropped: u64,
+    /// Handovers completed.
+    pub switches: u64,
+}
+
+#[derive(Debug)]
+struct TunnelIn {
+    reader: FrameReader,
+    last_heard: Instant,
+}
+
+/// Shared engine of both roles.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub role: Role,
+    pub cfg: SessionConfig,
+    pub peer_window: u64,
+    streams: BTreeMap<StreamId, Stream>,
+    next_index: u32,
+    peer_opened_seen: u32,
+    /// Where stream frames go; `None` pauses them (they stay buffered).
+    pub data_tunnel: Option<TunnelId>,
+    /// The tunnel probed by keepalives and watched for inactivity.
+    pub primary: Option<TunnelId>,
+    control: VecDeque<(TunnelId, Frame)>,
+    resets: VecDeque<(StreamId, ResetCode, String)>,
+    datagrams: VecDeque<(StreamId, Vec<u8>)>,
+    blocked: BTreeSet<StreamId>,
+    tunnels: BTreeMap<TunnelId, TunnelIn>,
+    pub events: VecDeque<Event>,
+    pub keepalive: Keepalive,
+    pub stats: SessionStats,
+    rr_next: u32,
+    /// The session ended: no new streams.
+    pub closed: bool,
+}
+
+impl Core {
+    pub fn new(role: Role, cfg: SessionConfig) -> Self {
+        Self {
+            role,
+            peer_window: u64::from(cfg.window),
+            keepalive: Keepalive::new(cfg.keepalive),
+            cfg,
+            streams: BTreeMap::new(),
+            next_index: 0,
+            peer_opened_seen: 0,
+            data_tunnel: None,
+            primary: None,
+            control: VecDeque::new(),
+            resets: VecDeque::new(),
+            datagrams: VecDeque::new(),
+            blocked: BTreeSet::new(),
+            tunnels: BTreeMap::new(),
+            events: VecDeque::new(),
+            stats: SessionStats::default(),
+            rr_next: 0,
+            closed: false,
+        }
+    }
+
+    // ---- tunnels -------------------------------------------------------
+
+    /// Starts accepting input from `t`.
+    pub fn attach(&mut self, t: TunnelId, now: Instant) {
+        self.tunnels.entry(t).or_insert(TunnelIn {
+            reader: FrameReader::default(),
+            last_heard: now,
+        });
+    }
+
+    /// Stops accepting input from `t`. Frames already queued for it stay
+    /// queued: the driver flushes them before acting on `CloseTunnel` (a
+    /// REFUSED or DISCONNECT must reach the peer), and drops them if the
+    /// tunnel is already gone.
+    pub fn detach(&mut self, t: TunnelId) {
+        self.tunnels.remove(&t);
+        if self.data_tunnel == Some(t) {
+            self.data_tunnel = None;
+        }
+        if self.primary == Some(t) {
+            self.primary = None;
+            self.keepalive.stop();
+        }
+    }
+
+    /// Detaches `t` and asks the driver to close it.
+    pub fn close_tunnel(&mut self, t: TunnelId, reason: CloseReason) {
+        if self.tunnels.contains_key(&t) {
+            self.detach(t);
+            self.events
+                .push_back(Event::CloseTunnel { tunnel: t, reason });
+        }
+    }
+
+    pub fn is_attached(&self, t: TunnelId) -> bool {
+        self.tunnels.contains_key(&t)
+    }
+
+    pub fn attached(&self) -> impl Iterator<Item = TunnelId> + '_ {
+        self.tunnels.keys().copied()
+    }
+
+    pub fn feed(&mut self, t: TunnelId, bytes: &[u8], now: Instant) {
+        if let Some(tin) = self.tunnels.get_mut(&t) {
+            tin.reader.push(bytes);
+            if !bytes.is_empty() {
+                tin.last_heard = now;
+            }
+        }
+    }
+
+    /// The next frame received on `t`; a malformed one is returned as a
+    /// protocol violation (the caller closes the tunnel).
+    pub fn next_frame(&mut self, t: TunnelId) -> Result<Option<Frame>, CloseReason> {
+        let max = self.cfg.max_frame_len;
+        match self.tunnels.get_mut(&t) {
+            None => Ok(None),
+            Some(tin) => tin
+                .reader
+                .next_frame(max)
+                .map_err(|e| CloseReason::ProtocolViolation(e.to_string())),
+        }
+    }
+
+    /// Earliest moment an attached tunnel reaches the inactivity timeout.
+    pub fn inactivity_deadline(&self) -> Option<Instant> {
+        self.tunnels
+            .values()
+            .map(|t| t.last_heard + self.cfg.inactivity_timeout)
+            .min()
+    }
+
+    /// Tunnels silent for the inactivity timeout at `now`.
+    pub fn silent_tunnels(&self, now: Instant) -> Vec<TunnelId> {
+        self.tunnels
+            .iter()
+            .filter(|(_, tin)| now >= tin.last_heard + self.cfg.inactivity_timeout)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    pub fn queue(&mut self, t: TunnelId, frame: Frame) {
+        self.control.push_back((t, frame));
+    }
+
+    /// Makes `t` the probed tunnel of a new path.
+    pub fn set_primary(&mut self, t: TunnelId, now: Instant) {
+        self.primary = Some(t);
+        self.keepalive.start_path(now);
+    }
+
+    pub fn path_stats(&self) -> PathStats {
+        self.keepalive.stats
+    }
+
+    /// Queues a PING on the primary tunnel if one is due.
+    pub fn poll_keepalive(&mut self, now: Instant) {
+        if let Some(t) = self.primary
+            && let Some(nonce) = self.keepalive.poll_ping(now)
+        {
+            self.queue(t, Frame::Ping { nonce });
+        }
+    }
+
+    // ---- application side --------------------------------------------
+
+    pub fn open_stream(
+        &mut self,
+        kind: StreamKind,
+        service: ServiceName,
+        dest: Option<SocketAddr>,
+    ) -> Result<StreamId, StreamError> {
+        if self.closed {
+            return Err(StreamError::SessionClosed);
+        }
+        if self.streams.len() >= self.cfg.max_streams as usize {
+            return Err(StreamError::TooManyStreams(self.cfg.max_streams));
+        }
+        let id = StreamId::new(self.role, self.next_index).ok_or(StreamError::IdsExhausted)?;
+        self.next_index += 1;
+        let s = Stream::new(
+            kind,
+            service,
+            dest,
+            true,
+            u64::from(self.cfg.window),
+            self.peer_window,
+        );
+        self.streams.insert(id, s);
+        self.stats.streams_open = self.streams.len() as u64;
+        Ok(id)
+    }
+
+    /// Bytes `send` would accept on `id` now.
+    pub fn send_capacity(&self, id: StreamId) -> usize {
+        match self.streams.get(&id) {
+            Some(s) if s.send.fin.is_none() => {
+                let per_stream = (self.peer_window as usize).saturating_sub(s.send.buffered());
+                let session = self
+                    .cfg
+                    .max_buffered_bytes
+                    .saturating_sub(self.stats.bytes_buffered as usize);
+                per_stream.min(session)
+            }
+            _ => 0,
+        }
+    }
+
+    pub fn send(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        let room = self.send_capacity(id);
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream(id))?;
+        if s.kind != StreamKind::Stream {
+            return Err(StreamError::WrongKind(id));
+        }
+        if s.send.fin.is_some() {
+            return Err(StreamError::AlreadyFinished(id));
+        }
+        let n = s.send.write(data, room);
+        if s.send.blocked {
+            self.blocked.insert(id);
+        }
+        self.stats.bytes_buffered += n as u64;
+        Ok(n)
+    }
+
+    pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream(id))?;
+        if s.kind != StreamKind::Stream {
+            return Err(StreamError::WrongKind(id));
+        }
+        if s.send.fin.is_some() {
+            return Err(StreamError::AlreadyFinished(id));
+        }
+        s.send.fin = Some(s.send.written());
+        Ok(())
+    }
+
+    pub fn reset(
+        &mut self,
+        id: StreamId,
+        code: ResetCode,
+        reason: &str,
+    ) -> Result<(), StreamError> {
+        let s = self
+            .remove_stream(id)
+            .ok_or(StreamError::UnknownStream(id))?;
+        // A stream whose OPEN never left needs no RESET either.
+        if !s.open_pending {
+            self.resets.push_back((id, code, reason.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub fn handle_delivered(&mut self, id: StreamId, n: usize) -> Result<(), StreamError> {
+        let window = u64::from(self.cfg.window);
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream(id))?;
+        s.recv.handle_delivered(n as u64, window);
+        Ok(())
+    }
+
+    pub fn send_datagram(&mut self, flow: StreamId, bytes: Vec<u8>) -> Result<(), StreamError> {
+        match self.streams.get(&flow) {
+            None => return Err(StreamError::UnknownStream(flow)),
+            Some(s) if s.kind != StreamKind::Datagram => return Err(StreamError::WrongKind(flow)),
+            Some(_) => {}
+        }
+        if self.datagrams.len() >= self.cfg.max_queued_datagrams {
+            self.datagrams.pop_front();
+            self.stats.datagrams_dropped += 1;
+        }
+        self.datagrams.push_back((flow, bytes));
+        Ok(())
+    }
+
+    /// Resets every stream (the session ended), telling the driver.
+    pub fn fail_all_streams(&mut self, code: ResetCode, reason: &str) {
+        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.remove_stream(id);
+            self.events.push_back(Event::StreamReset {
+                stream: id,
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        self.resets.clear();
+        self.datagrams.clear();
+    }
+
+    fn remove_stream(&mut self, id: StreamId) -> Option<Stream> {
+        let s = self.streams.remove(&id)?;
+        self.stats.bytes_buffered -= s.send.buffered() as u64;
+        self.stats.streams_open = self.streams.len() as u64;
+        self.blocked.remove(&id);
+        Some(s)
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    // ---- frames from the peer -----------------------------------------
+
+    /// Is `id` a stream this side knew and has since forgotten (closed or
+    /// reset)? `Err` if it cannot have existed yet.
+    fn forgotten(&self, id: StreamId) -> Result<bool, String> {
+        if self.streams.contains_key(&id) {
+            return Ok(false);
+        }
+        let seen = if id.opener() == self.role {
+            self.next_index
+        } else {
+            self.peer_opened_seen
+        };
+        if id.index() < seen {
+            Ok(true)
+        } else {
+            Err(format!("frame for stream {id}, which was never opened"))
+        }
+    }
+
+    /// Handles a stream-level frame (OPEN … DATAGRAM, PING, PONG). Returns
+    /// `Err` with a reason when the peer broke the protocol.
+    pub fn handle_stream_frame(
+        &mut self,
+        t: TunnelId,
+        frame: Frame,
+        now: Instant,
+    ) -> Result<(), String> {
+        match frame {
+            Frame::Ping { nonce } => self.queue(t, Frame::Pong { nonce }),
+            Frame::Pong { nonce } => self.keepalive.handle_pong(nonce, now),
+            Frame::Open {
+                stream,
+                kind,
+                service,
+                dest,
+            } => self.handle_open(stream, kind, service, dest)?,
+            Frame::Data {
+                stream,
+                offset,
+                payload,
+            } => {
+                if self.forgotten(stream)? {
+                    return Ok(());
+                }
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return Ok(());
+                };
+                if s.kind != StreamKind::Stream {
+                    return Err(format!("DATA on datagram flow {stream}"));
+                }
+                let bytes = s
+                    .recv
+                    .handle_data(offset, payload)
+                    .map_err(|e| violation(stream, e))?;
+                if !bytes.is_empty() {
+                    self.stats.bytes_received += bytes.len() as u64;
+                    self.events.push_back(Event::Data { stream, bytes });
+                }
+                self.maybe_finished(stream);
+            }
+            Frame::Fin { stream, offset } => {
+                if self.forgotten(stream)? {
+                    return Ok(());
+                }
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return Ok(());
+                };
+                s.recv
+                    .handle_fin(offset)
+                    .map_err(|e| violation(stream, e))?;
+                self.maybe_finished(stream);
+            }
+            Frame::Ack {
+                stream,
+                offset,
+                fin,
+            } => {
+                if self.forgotten(stream)? {
+                    return Ok(());
+                }
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return Ok(());
+                };
+                let before = s.send.buffered();
+                let writable = s
+                    .send
+                    .handle_ack(offset, fin)
+                    .map_err(|e| violation(stream, e))?;
+                let freed = before - s.send.buffered();
+                self.stats.bytes_buffered -= freed as u64;
+                if writable {
+                    self.blocked.remove(&stream);
+                    self.events.push_back(Event::Writable { stream });
+                }
+                if freed > 0 {
+                    // Session-wide room freed: streams blocked on it may retry.
+                    for id in std::mem::take(&mut self.blocked) {
+                        if let Some(s) = self.streams.get_mut(&id) {
+                            s.send.blocked = false;
+                        }
+                        self.events.push_back(Event::Writable { stream: id });
+                    }
+                }
+                self.reap(stream);
+            }
+            Frame::Window { stream, limit } => {
+                if self.forgotten(stream)? {
+                    return Ok(());
+                }
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.send.peer_limit = s.send.peer_limit.max(limit);
+                }
+            }
+            Frame::Reset {
+                stream,
+                code,
+                reason,
+            } => {
+                if self.forgotten(stream)? {
+                    return Ok(());
+                }
+                let Some(s) = self.remove_stream(stream) else {
+                    return Ok(());
+                };
+                let graceful = code == ResetCode::Gone
+                    && s.send.fin.is_some()
+                    && s.recv.fin == Some(s.recv.received);
+                if graceful {
+                    self.events.push_back(Event::StreamClosed { stream });
+                } else {
+                    self.events.push_back(Event::StreamReset {
+                        stream,
+                        code,
+                        reason,
+                    });
+                }
+            }
+            Frame::Datagram { flow, payload } => {
+                if self.forgotten(flow)? {
+                    return Ok(());
+                }
+                match self.streams.get(&flow) {
+                    Some(s) if s.kind == StreamKind::Datagram => {
+                        self.events.push_back(Event::Datagram {
+                            flow,
+                            bytes: payload,
+                        });
+                    }
+                    Some(_) => return Err(format!("DATAGRAM on byte stream {flow}")),
+                    None => {}
+                }
+            }
+            other => {
+                return Err(format!(
+                    "{} is not a stream frame",
+                    other.frame_type().name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_open(
+        &mut self,
+        stream: StreamId,
+        kind: StreamKind,
+        service: ServiceName,
+        dest: Option<SocketAddr>,
+    ) -> Result<(), String> {
+        if stream.opener() != self.role.peer() {
+            return Err(format!(
+                "OPEN of stream {stream}, whose id belongs to this side"
+            ));
+        }
+        if self.streams.contains_key(&stream) {
+            return Err(format!("second OPEN of stream {stream}"));
+        }
+        if stream.index() < self.peer_opened_seen {
+            // Opened, then forgotten here: the peer missed our RESET.
+            self.resets
+                .push_back((stream, ResetCode::Gone, "stream already ended".into()));
+            return Ok(());
+        }
+        self.peer_opened_seen = stream.index() + 1;
+        if self.streams.len() >= self.cfg.max_streams as usize {
+            let reason = format!("session limit of {} streams reached", self.cfg.max_streams);
+            self.resets
+                .push_back((stream, ResetCode::TooManyStreams, reason));
+            return Ok(());
+        }
+        let s = Stream::new(
+            kind,
+            service.clone(),
+            dest,
+            false,
+            u64::from(self.cfg.window),
+            self.peer_window,
+        );
+        self.streams.insert(stream, s);
+        self.stats.streams_open = self.streams.len() as u64;
+        self.events.push_back(Event::StreamOpened {
+            stream,
+            kind,
+            service,
+            dest,
+        });
+        Ok(())
+    }
+
+    fn maybe_finished(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get_mut(&id)
+            && s.recv.finish_due()
+        {
+            s.recv.fin_emitted = true;
+            // An empty final delivery still needs its FIN acknowledged.
+            if s.recv.delivered == s.recv.received {
+                s.recv.ack_pending = true;
+            }
+            self.events.push_back(Event::Finished { stream: id });
+        }
+    }
+
+    fn reap(&mut self, id: StreamId) {
+        if self.streams.get(&id).is_some_and(Stream::done) {
+            self.remove_stream(id);
+            self.events.push_back(Event::StreamClosed { stream: id });
+        }
+    }
+
+    // ---- resynchronisation ---------------------------------------------
+
+    /// What we have received of every stream, for SWITCH_UNEXPECTED /
+    /// ALL_REDIRECTED.
+    pub fn sync_state(&self) -> SyncState {
+        SyncState {
+            peer_opened_seen: self.peer_opened_seen,
+            streams: self
+                .streams
+                .iter()
+                .map(|(id, s)| StreamSync {
+                    stream: *id,
+                    received: s.recv.received,
+                    fin_received: s.recv.fin.is_some(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies the peer's [`SyncState`]: every stream resumes from what the
+    /// peer has, lost OPENs are sent again, streams the peer forgot end.
+    pub fn apply_sync(&mut self, peer: &SyncState) -> Result<(), String> {
+        let mut listed = BTreeSet::new();
+        for e in &peer.streams {
+            if !listed.insert(e.stream) {
+                return Err(format!("stream {} listed twice", e.stream));
+            }
+            match self.streams.get_mut(&e.stream) {
+                Some(s) if s.kind == StreamKind::Stream => {
+                    s.send
+                        .rewind(e.received, e.fin_received)
+                        .map_err(|v| violation(e.stream, v))?;
+                }
+                Some(_) => {}
+                None => {
+                    if self.forgotten(e.stream)? {
+                        self.resets.push_back((
+                            e.stream,
+                            ResetCode::Gone,
+                            "stream already ended".into(),
+                        ));
+                    }
+                    // Otherwise the peer opened it and will OPEN it again.
+                }
+            }
+        }
+        let unlisted: Vec<StreamId> = self
+            .streams
+            .keys()
+            .copied()
+            .filter(|id| !listed.contains(id))
+            .collect();
+        for id in unlisted {
+            let lost_open = id.opener() == self.role && id.index() >= peer.peer_opened_seen;
+            if lost_open {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    if s.send.acked > 0 || s.recv.received > 0 {
+                        return Err(format!(
+                            "stream {id} exchanged data but its OPEN is unknown"
+                        ));
+                    }
+                    s.open_pending = true;
+                    s.send.sent = 0;
+                    s.send.fin_sent = false;
+                }
+            } else if let Some(s) = self.remove_stream(id) {
+                // The peer forgot it: it ended normally there, or was reset.
+                if s.send.fin.is_some() && s.recv.fin == Some(s.recv.received) {
+                    self.events.push_back(Event::StreamClosed { stream: id });
+                } else {
+                    self.events.push_back(Event::StreamReset {
+                        stream: id,
+                        code: ResetCode::Gone,
+                        reason: "the peer no longer knows this stream".into(),
+                    });
+                }
+            }
+        }
+        for s in self.streams.values_mut() {
+            s.recv.ack_pending = true;
+        }
+        Ok(())
+    }
+
+    // ---- output ----------------------------------------------------------
+
+    /// Frames to write: control frames first (each to its tunnel, in order),
+    /// then stream frames on the data tunnel, round-robin over streams.
+    pub fn poll_transmit(&mut self, max_bytes: usize) -> Option<Transmit> {
+        if let Some(&(t, _)) = self.control.front() {
+            let mut bytes = Vec::new();
+            while let Some((ct, _)) = self.control.front() {
+                if *ct != t || bytes.len() >= max_bytes {
+                    break;
+                }
+                if let Some((_, f)) = self.control.pop_front() {
+                    wire::encode(&f, &mut bytes);
+                }
+            }
+            return Some(Transmit { tunnel: t, bytes });
+        }
+        let t = self.data_tunnel?;
+        let mut out = Vec::new();
+        while let Some((stream, code, reason)) = self.resets.pop_front() {
+            wire::encode(
+                &Frame::Reset {
+                    stream,
+                    code,
+                    reason,
+                },
+                &mut out,
+            );
+        }
+        self.write_stream_frames(&mut out, max_bytes);
+        while out.len() < max_bytes {
+            let Some((flow, payload)) = self.datagrams.pop_front() else {
+                break;
+            };
+            if self.streams.get(&flow).is_some_and(|s| !s.open_pending) {
+                wire::encode(&Frame::Datagram { flow, payload }, &mut out);
+            }
+        }
+        if out.is_empty() {
+            None
+        } else {
+            Some(Transmit {
+                tunnel: t,
+                bytes: out,
+            })
+        }
+    }
+
+    fn write_stream_frames(&mut self, out: &mut Vec<u8>, max_bytes: usize) {
+        let window = u64::from(self.cfg.window);
+        let chunk = self.cfg.max_data_payload;
+        let ids: Vec<StreamId> = self
+            .streams
+            .range(StreamId(self.rr_next)..)
+            .chain(self.streams.range(..StreamId(self.rr_next)))
+            .map(|(id, _)| *id)
+            .collect();
+        // Control parts (OPEN, ACK, WINDOW) of every stream first: they are
+        // small and unblock the peer.
+        for id in &ids {
+            let Some(s) = self.streams.get_mut(id) else {
+                continue;
+            };
+            if s.open_pending {
+                s.open_pending = false;
+                let f = Frame::Open {
+                    stream: *id,
+                    kind: s.kind,
+                    service: s.service.clone(),
+                    dest: s.dest,
+                };
+                wire::encode(&f, out);
+            }
+            if s.recv.ack_pending {
+                s.recv.ack_pending = false;
+                let fin = s.recv.fin_delivered();
+                wire::encode(
+                    &Frame::Ack {
+                        stream: *id,
+                        offset: s.recv.delivered,
+                        fin,
+                    },
+                    out,
+                );
+                s.recv.ack_sent = s.recv.delivered;
+                s.recv.fin_ack_sent |= fin;
+                let limit = s.recv.delivered + window;
+                if limit > s.recv.limit {
+                    s.recv.limit = limit;
+                }
+                wire::encode(
+                    &Frame::Window {
+                        stream: *id,
+                        limit: s.recv.limit,
+                    },
+                    out,
+                );
+            }
+        }
+        // Then data, one chunk per stream per pass.
+        let mut progress = true;
+        while progress && out.len() < max_bytes {
+            progress = false;
+            for id in &ids {
+                if out.len() >= max_bytes {
+                    self.rr_next = id.0;
+                    break;
+                }
+                let Some(s) = self.streams.get_mut(id) else {
+                    continue;
+                };
+                if let Some((offset, payload, replayed)) = s.send.next_chunk(chunk) {
+                    self.stats.bytes_sent += payload.len() as u64;
+                    self.stats.bytes_replayed += replayed;
+                    wire::encode(
+                        &Frame::Data {
+                            stream: *id,
+                            offset,
+                            payload,
+                        },
+                        out,
+                    );
+                    progress = true;
+                }
+                if s.send.fin_due() {
+                    s.send.fin_sent = true;
+                    wire::encode(
+                        &Frame::Fin {
+                            stream: *id,
+                            offset: s.send.sent,
+                        },
+                        out,
+                    );
+                }
+            }
+        }
+        for id in ids {
+            self.reap(id);
+        }
+    }
+}
+
+fn violation(stream: StreamId, v: StreamViolation) -> String {
+    format!("stream {stream}: {v}")
+}
+
+#[cfg(test)]
+mod tests;

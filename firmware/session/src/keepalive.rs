@@ -1,0 +1,141 @@
+//! Keepalive PING/PONG bookkeeping and the path statistics the decision task
+//! reads: smoothed RTT and variance (RFC 6298 weights) and lost probes.
+
+use std::time::{Duration, Instant};
+
+/// Health of the tunnel currently carrying the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathStats {
+    /// Smoothed round-trip time, once a PONG has arrived.
+    pub srtt: Option<Duration>,
+    /// Round-trip time variance estimate.
+    pub rttvar: Duration,
+    /// Most recent sample.
+    pub latest_rtt: Option<Duration>,
+    /// Smallest sample on this path.
+    pub min_rtt: Option<Duration>,
+    /// PINGs sent on this path.
+    pub pings_sent: u64,
+    /// PINGs that got no PONG before the next was due.
+    pub pings_lost: u64,
+}
+
+impl PathStats {
+    /// Fraction of probes lost on this path, 0.0 when none were sent.
+    pub fn loss_ratio(&self) -> f64 {
+        if self.pings_sent == 0 {
+            0.0
+        } else {
+            self.pings_lost as f64 / self.pings_sent as f64
+        }
+    }
+
+    fn sample(&mut self, rtt: Duration) {
+        self.latest_rtt = Some(rtt);
+        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+}
+
+/// When to probe, and what is outstanding.
+#[derive(Debug)]
+pub(crate) struct Keepalive {
+    interval: Duration,
+    next_ping: Option<Instant>,
+    outstanding: Option<(u64, Instant)>,
+    next_nonce: u64,
+    pub stats: PathStats,
+}
+
+impl Keepalive {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            next_ping: None,
+            outstanding: None,
+            next_nonce: 1,
+            stats: PathStats::default(),
+        }
+    }
+
+    /// A new path starts: forget the old one's figures and probe at once.
+    pub fn start_path(&mut self, now: Instant) {
+        self.stats = PathStats::default();
+        self.outstanding = None;
+        self.next_ping = Some(now);
+    }
+
+    /// No path: stop probing.
+    pub fn stop(&mut self) {
+        self.next_ping = None;
+        self.outstanding = None;
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.next_ping
+    }
+
+    /// If a PING is due, returns its nonce (and counts an unanswered one lost).
+    pub fn poll_ping(&mut self, now: Instant) -> Option<u64> {
+        let due = self.next_ping?;
+        if now < due {
+            return None;
+        }
+        if self.outstanding.take().is_some() {
+            self.stats.pings_lost += 1;
+        }
+        let nonce = self.next_nonce;
+        self.next_nonce = self.next_nonce.wrapping_add(1);
+        self.outstanding = Some((nonce, now));
+        self.stats.pings_sent += 1;
+        self.next_ping = Some(now + self.interval);
+        Some(nonce)
+    }
+
+    pub fn handle_pong(&mut self, nonce: u64, now: Instant) {
+        if let Some((n, sent)) = self.outstanding
+            && n == nonce
+        {
+            self.outstanding = None;
+            self.stats.sample(now.saturating_duration_since(sent));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_is_smoothed_and_losses_are_counted() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut k = Keepalive::new(ms(100));
+        k.start_path(t0);
+        let n = k.poll_ping(t0).unwrap();
+        assert_eq!(k.poll_ping(t0 + ms(50)), None);
+        k.handle_pong(n, t0 + ms(40));
+        assert_eq!(k.stats.srtt, Some(ms(40)));
+        assert_eq!(k.stats.rttvar, ms(20));
+        let n = k.poll_ping(t0 + ms(100)).unwrap();
+        k.handle_pong(n + 7, t0 + ms(110)); // stale nonce: ignored
+        k.handle_pong(n, t0 + ms(180));
+        assert_eq!(k.stats.srtt, Some(ms(45)));
+        assert_eq!(k.stats.min_rtt, Some(ms(40)));
+        k.poll_ping(t0 + ms(200)).unwrap();
+        k.poll_ping(t0 + ms(300)).unwrap();
+        assert_eq!(k.stats.pings_lost, 1);
+        assert_eq!(k.stats.pings_sent, 4);
+        assert!((k.stats.loss_ratio() - 0.25).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,395 @@
+//! The SNAPT side as a whole: tunnels arriving from many boxes, each bound to
+//! its box's [`ServerSession`] by its first frame and its authenticated
+//! identity; capacity limits; session ids.
+//!
+//! A tunnel's first frame must be CONNECT (new session), SWITCH_STEP2 or
+//! SWITCH_UNEXPECTED (move an existing one). The box id in the frame must be
+//! the identity the TLS layer authenticated, and a session can only be moved
+//! by its owner: anything else is answered with REFUSED and the tunnel is
+//! closed, leaving every session as it was.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+use wire::{BoxId, DisconnectCode, Frame, RefuseCode, VERSION};
+
+use crate::config::{ConfigError, SessionConfig};
+use crate::event::{CloseReason, Event, Timer, Transmit, TunnelId};
+use crate::reader::FrameReader;
+use crate::rng::SplitMix64;
+use crate::server_session::ServerSession;
+
+/// Limits of a server, on top of each session's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Limits and timers of every session.
+    pub session: SessionConfig,
+    /// Most boxes with a session at once; CONNECT beyond is REFUSED
+    /// `OverCapacity`. Default 1000.
+    pub max_sessions: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            session: SessionConfig::default(),
+            max_sessions: 1000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.session.validate()?;
+        if self.max_sessions == 0 {
+            return Err(ConfigError {
+                field: "max_sessions",
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An event of one box's session (`box_id` set) or of a tunnel that never
+/// got bound to one (`box_id` `None`: only `CloseTunnel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEvent {
+    /// The session's box, if the tunnel was bound.
+    pub box_id: Option<BoxId>,
+    /// What happened.
+    pub event: Event,
+}
+
+#[derive(Debug)]
+struct Unbound {
+    identity: BoxId,
+    reader: FrameReader,
+    deadline: Instant,
+}
+
+/// All sessions of one SNAPT.
+#[derive(Debug)]
+pub struct Server {
+    cfg: ServerConfig,
+    rng: SplitMix64,
+    sessions: HashMap<BoxId, ServerSession>,
+    by_id: HashMap<u64, BoxId>,
+    unbound: HashMap<TunnelId, Unbound>,
+    bound: HashMap<TunnelId, BoxId>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<ServerEvent>,
+    dirty: BTreeSet<BoxId>,
+}
+
+impl Server {
+    /// A server; `seed` feeds the session-id generator (pass real entropy).
+    pub fn new(cfg: ServerConfig, seed: u64) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Self {
+            cfg,
+            rng: SplitMix64::new(seed),
+            sessions: HashMap::new(),
+            by_id: HashMap::new(),
+            unbound: HashMap::new(),
+            bound: HashMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            dirty: BTreeSet::new(),
+        })
+    }
+
+    /// A tunnel was accepted and its peer authenticated as `identity`.
+    pub fn handle_tunnel_up(&mut self, t: TunnelId, identity: BoxId, now: Instant) {
+        let deadline = now + self.cfg.session.inactivity_timeout;
+        self.unbound.insert(
+            t,
+            Unbound {
+                identity,
+                reader: FrameReader::default(),
+                deadline,
+            },
+        );
+    }
+
+    /// Bytes read from tunnel `t`.
+    pub fn handle_input(&mut self, t: TunnelId, bytes: &[u8], now: Instant) {
+        if let Some(box_id) = self.bound.get(&t).cloned() {
+            if let Some(s) = self.sessions.get_mut(&box_id) {
+                s.handle_input(t, bytes, now);
+            }
+            self.after_session_call(&box_id);
+            return;
+        }
+        let Some(u) = self.unbound.get_mut(&t) else {
+            return;
+        };
+        u.reader.push(bytes);
+        match u.reader.next_frame(self.cfg.session.max_frame_len) {
+            Ok(None) => {}
+            Ok(Some(frame)) => {
+                let rest = u.reader.take_rest();
+                let identity = u.identity.clone();
+                self.unbound.remove(&t);
+                self.handle_first_frame(t, identity, frame, &rest, now);
+            }
+            Err(e) => {
+                self.unbound.remove(&t);
+                let reason = CloseReason::ProtocolViolation(e.to_string());
+                self.events.push_back(ServerEvent {
+                    box_id: None,
+                    event: Event::CloseTunnel { tunnel: t, reason },
+                });
+            }
+        }
+    }
+
+    /// Tunnel `t` is gone (I/O error, closed by either side).
+    pub fn handle_tunnel_lost(&mut self, t: TunnelId, now: Instant) {
+        self.unbound.remove(&t);
+        if let Some(box_id) = self.bound.remove(&t) {
+            if let Some(s) = self.sessions.get_mut(&box_id) {
+                s.handle_tunnel_lost(t, now);
+            }
+            self.after_session_call(&box_id);
+        }
+    }
+
+    /// Timers: call when [`Self::poll_timeout`]'s deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<TunnelId> = self
+            .unbound
+            .iter()
+            .filter(|(_, u)| now >= u.deadline)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            self.unbound.remove(&t);
+            self.events.push_back(ServerEvent {
+                box_id: None,
+                event: Event::CloseTunnel {
+                    tunnel: t,
+                    reason: CloseReason::Inactive,
+                },
+            });
+        }
+        let due: Vec<BoxId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.poll_timeout().is_some_and(|(d, _)| now >= d))
+            .map(|(b, _)| b.clone())
+            .collect();
+        for box_id in due {
+            if let Some(s) = self.sessions.get_mut(&box_id) {
+                s.handle_timeout(now);
+            }
+            self.after_session_call(&box_id);
+        }
+    }
+
+    /// Ends a box's session (operator "kick"): DISCONNECT, streams reset.
+    pub fn disconnect(&mut self, box_id: &BoxId, code: DisconnectCode, reason: &str) -> bool {
+        let Some(s) = self.sessions.get_mut(box_id) else {
+            return false;
+        };
+        s.disconnect(code, reason);
+        self.after_session_call(box_id);
+        true
+    }
+
+    /// A box's session, for its streams and status. Marks it for output.
+    pub fn session_mut(&mut self, box_id: &BoxId) -> Option<&mut ServerSession> {
+        let s = self.sessions.get_mut(box_id)?;
+        self.dirty.insert(box_id.clone());
+        Some(s)
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> impl Iterator<Item = &ServerSession> {
+        self.sessions.values()
+    }
+
+    /// Bytes to write to a tunnel.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(tx) = self.out.pop_front() {
+            return Some(tx);
+        }
+        while let Some(box_id) = self.dirty.pop_first() {
+            let Some(s) = self.sessions.get_mut(&box_id) else {
+                continue;
+            };
+            if let Some(tx) = s.poll_transmit() {
+                self.dirty.insert(box_id);
+                return Some(tx);
+            }
+        }
+        None
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next deadline and why.
+    pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        let unbound = self
+            .unbound
+            .values()
+            .map(|u| (u.deadline, Timer::Inactivity));
+        self.sessions
+            .values()
+            .filter_map(ServerSession::poll_timeout)
+            .chain(unbound)
+            .min_by_key(|(d, _)| *d)
+    }
+
+    fn handle_first_frame(
+        &mut self,
+        t: TunnelId,
+        identity: BoxId,
+        frame: Frame,
+        rest: &[u8],
+        now: Instant,
+    ) {
+        let (version, claimed) = match &frame {
+            Frame::Connect {
+                version, box_id, ..
+            }
+            | Frame::SwitchStep2 {
+                version, box_id, ..
+            }
+            | Frame::SwitchUnexpected {
+                version, box_id, ..
+            } => (*version, box_id.clone()),
+            other => {
+                let reason = format!("{} cannot open a tunnel", other.frame_type().name());
+                return self.refuse(t, RefuseCode::UnexpectedFrame, reason);
+            }
+        };
+        if version != VERSION {
+            return self.refuse(
+                t,
+                RefuseCode::UnsupportedVersion,
+                format!("this server speaks version {VERSION}"),
+            );
+        }
+        if claimed != identity {
+            let reason = format!("frame names box {claimed} but the certificate is {identity}");
+            return self.refuse(t, RefuseCode::WrongIdentity, reason);
+        }
+        match frame {
+            Frame::Connect { window, .. } => self.connect(t, identity, window, rest, now),
+            Frame::SwitchStep2 { session_id, .. } | Frame::SwitchUnexpected { session_id, .. } => {
+                let Some(owner) = self.by_id.get(&session_id).cloned() else {
+                    return self.refuse(
+                        t,
+                        RefuseCode::UnknownSession,
+                        "no such session (expired?)".into(),
+                    );
+                };
+                if owner != identity {
+                    return self.refuse(
+                        t,
+                        RefuseCode::NotOwner,
+                        "the session belongs to another box".into(),
+                    );
+                }
+                let Some(s) = self.sessions.get_mut(&owner) else {
+                    return;
+                };
+                match s.bind(t, frame, rest, now) {
+                    Ok(()) => {
+                        self.bound.insert(t, owner.clone());
+                        self.after_session_call(&owner);
+                    }
+                    Err((code, reason)) => self.refuse(t, code, reason),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn connect(&mut self, t: TunnelId, identity: BoxId, window: u32, rest: &[u8], now: Instant) {
+        if self.sessions.contains_key(&identity) {
+            // The box restarted: its old session cannot be resumed any more.
+            if let Some(old) = self.sessions.get_mut(&identity) {
+                old.disconnect(
+                    DisconnectCode::Replaced,
+                    "a new session of this box replaced it",
+                );
+            }
+            self.after_session_call(&identity);
+        }
+        if self.sessions.len() >= self.cfg.max_sessions {
+            let reason = format!("server is at its limit of {} boxes", self.cfg.max_sessions);
+            return self.refuse(t, RefuseCode::OverCapacity, reason);
+        }
+        let mut session_id = self.rng.next_u64();
+        while session_id == 0 || self.by_id.contains_key(&session_id) {
+            session_id = self.rng.next_u64();
+        }
+        let mut s = ServerSession::new(
+            self.cfg.session.clone(),
+            identity.clone(),
+            session_id,
+            window,
+            t,
+            now,
+        );
+        s.handle_input(t, rest, now);
+        self.sessions.insert(identity.clone(), s);
+        self.by_id.insert(session_id, identity.clone());
+        self.bound.insert(t, identity.clone());
+        self.after_session_call(&identity);
+    }
+
+    fn refuse(&mut self, t: TunnelId, code: RefuseCode, reason: String) {
+        let mut bytes = Vec::new();
+        wire::encode(&Frame::Refused { code, reason }, &mut bytes);
+        self.out.push_back(Transmit { tunnel: t, bytes });
+        let event = Event::CloseTunnel {
+            tunnel: t,
+            reason: CloseReason::Refused(code),
+        };
+        self.events.push_back(ServerEvent {
+            box_id: None,
+            event,
+        });
+    }
+
+    /// Moves a session's events out, schedules its output, forgets it once
+    /// released.
+    fn after_session_call(&mut self, box_id: &BoxId) {
+        let Some(s) = self.sessions.get_mut(box_id) else {
+            return;
+        };
+        while let Some(event) = s.poll_event() {
+            self.events.push_back(ServerEvent {
+                box_id: Some(box_id.clone()),
+                event,
+            });
+        }
+        // Output first: a released session may still have DISCONNECT queued.
+        while let Some(tx) = if s.is_released() {
+            s.poll_transmit()
+        } else {
+            None
+        } {
+            self.out.push_back(tx);
+        }
+        if s.is_released() {
+            let id = s.session_id();
+            self.sessions.remove(box_id);
+            self.by_id.remove(&id);
+            self.bound.retain(|_, b| b != box_id);
+            self.dirty.remove(box_id);
+        } else {
+            self.dirty.insert(box_id.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,472 @@
+//! The server (SNAPT) side of one box's session: its handover phases.
+//!
+//! * `Established`: data flows on one tunnel.
+//! * `Planned` (after SWITCH_STEP1): SWITCH_ACK and our drain marker went out on
+//!   the old tunnel; our stream data waits. The box's stream data still
+//!   arrives on the old tunnel until its own marker. Once both the box's marker
+//!   and SWITCH_STEP2 (on the new tunnel) are in, ALL_REDIRECTED goes out on the
+//!   new tunnel and data flows there.
+//! * `Orphaned`: no usable tunnel (lost, or a planned switch stuck past Z);
+//!   waiting for SWITCH_UNEXPECTED until the switch timeout, then the session
+//!   is released with every stream reset.
+//!
+//! SWITCH_UNEXPECTED is accepted in every phase, on a new tunnel or one
+//! already bound: it drops the other tunnels and resynchronises offsets.
+
+use std::time::Instant;
+
+use wire::{BoxId, DisconnectCode, Frame, RefuseCode, ResetCode, Role, SyncState, VERSION};
+
+use crate::config::SessionConfig;
+use crate::core::{Core, SessionStats};
+use crate::event::{CloseReason, Event, SwitchKind, Timer, Transmit, TunnelId};
+use crate::keepalive::PathStats;
+use crate::streams::Streams;
+
+const TRANSMIT_BATCH: usize = 64 * 1024;
+
+/// Where a box's session stands on the server, for status reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Data flows on one tunnel.
+    Established,
+    /// A planned switch is running.
+    Switching,
+    /// No usable tunnel; waiting for the box to resume.
+    Orphaned,
+    /// Released; about to be forgotten.
+    Released,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Established {
+        tunnel: TunnelId,
+    },
+    Planned {
+        switch: u32,
+        old: TunnelId,
+        new: Option<TunnelId>,
+        box_drained: bool,
+        deadline: Instant,
+    },
+    Orphaned {
+        deadline: Instant,
+    },
+    Released,
+}
+
+/// One box's session on the server.
+#[derive(Debug)]
+pub struct ServerSession {
+    core: Core,
+    owner: BoxId,
+    session_id: u64,
+    phase: Phase,
+    draining_old: Option<(TunnelId, u32)>,
+}
+
+impl ServerSession {
+    pub(crate) fn new(
+        cfg: SessionConfig,
+        owner: BoxId,
+        session_id: u64,
+        peer_window: u32,
+        t: TunnelId,
+        now: Instant,
+    ) -> Self {
+        let mut core = Core::new(Role::Server, cfg);
+        core.peer_window = u64::from(peer_window);
+        core.attach(t, now);
+        let ack = Frame::ConnectAck {
+            version: VERSION,
+            session_id,
+            window: core.cfg.window,
+            keepalive_ms: u32::try_from(core.cfg.keepalive.as_millis()).unwrap_or(u32::MAX),
+        };
+        core.queue(t, ack);
+        core.data_tunnel = Some(t);
+        core.set_primary(t, now);
+        core.events.push_back(Event::Connected { session_id });
+        Self {
+            core,
+            owner,
+            session_id,
+            phase: Phase::Established { tunnel: t },
+            draining_old: None,
+        }
+    }
+
+    /// The box owning this session.
+    pub fn owner(&self) -> &BoxId {
+        &self.owner
+    }
+
+    /// The session's id.
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    /// The application side: open (client-service) streams, write, finish.
+    pub fn streams(&mut self) -> Streams<'_> {
+        Streams(&mut self.core)
+    }
+
+    /// The session's state.
+    pub fn state(&self) -> ServerState {
+        match self.phase {
+            Phase::Established { .. } => ServerState::Established,
+            Phase::Planned { .. } => ServerState::Switching,
+            Phase::Orphaned { .. } => ServerState::Orphaned,
+            Phase::Released => ServerState::Released,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.core.stats
+    }
+
+    /// RTT and loss of the active path.
+    pub fn path_stats(&self) -> PathStats {
+        self.core.path_stats()
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        matches!(self.phase, Phase::Released)
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.core.poll_transmit(TRANSMIT_BATCH)
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        let phase = match self.phase {
+            Phase::Planned { deadline, .. } | Phase::Orphaned { deadline } => {
+                Some((deadline, Timer::SwitchTimeout))
+            }
+            _ => None,
+        };
+        [
+            phase,
+            self.core
+                .keepalive
+                .deadline()
+                .map(|d| (d, Timer::Keepalive)),
+            self.core
+                .inactivity_deadline()
+                .map(|d| (d, Timer::Inactivity)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(d, _)| *d)
+    }
+
+    /// A tunnel not yet bound opened with SWITCH_STEP2 or SWITCH_UNEXPECTED
+    /// for this session; identity and ownership were checked by the server.
+    /// `rest` is whatever arrived after that first frame.
+    pub(crate) fn bind(
+        &mut self,
+        t: TunnelId,
+        frame: Frame,
+        rest: &[u8],
+        now: Instant,
+    ) -> Result<(), (RefuseCode, String)> {
+        match (frame, self.phase) {
+            (
+                Frame::SwitchStep2 { switch, .. },
+                Phase::Planned {
+                    switch: s,
+                    new: None,
+                    ..
+                },
+            ) if s == switch => {
+                self.core.attach(t, now);
+                if let Phase::Planned { new, .. } = &mut self.phase {
+                    *new = Some(t);
+                }
+                self.maybe_complete_planned(now);
+            }
+            (Frame::SwitchStep2 { switch, .. }, _) => {
+                return Err((
+                    RefuseCode::BadSwitch,
+                    format!("no planned switch {switch} is waiting"),
+                ));
+            }
+            (Frame::SwitchUnexpected { switch, sync, .. }, _) => {
+                self.core.attach(t, now);
+                self.resync(t, switch, &sync, now);
+            }
+            (f, _) => {
+                return Err((
+                    RefuseCode::UnexpectedFrame,
+                    format!("{} cannot bind a tunnel", f.frame_type().name()),
+                ));
+            }
+        }
+        self.handle_input(t, rest, now);
+        Ok(())
+    }
+
+    pub(crate) fn handle_input(&mut self, t: TunnelId, bytes: &[u8], now: Instant) {
+        self.core.feed(t, bytes, now);
+        while self.core.is_attached(t) {
+            match self.core.next_frame(t) {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    if let Err(reason) = self.handle_frame(t, frame, now) {
+                        self.tunnel_failed(t, CloseReason::ProtocolViolation(reason), now);
+                    }
+                }
+                Err(reason) => self.tunnel_failed(t, reason, now),
+            }
+        }
+    }
+
+    pub(crate) fn handle_tunnel_lost(&mut self, t: TunnelId, now: Instant) {
+        if self.core.is_attached(t) {
+            self.core.detach(t);
+            self.after_loss(t, now);
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        for t in self.core.silent_tunnels(now) {
+            self.tunnel_failed(t, CloseReason::Inactive, now);
+        }
+        match self.phase {
+            Phase::Planned { deadline, .. } if now >= deadline => {
+                // The planned switch is stuck: the box may still resume with
+                // SWITCH_UNEXPECTED on either tunnel.
+                self.core.data_tunnel = None;
+                self.phase = Phase::Orphaned {
+                    deadline: now + self.core.cfg.switch_timeout,
+                };
+            }
+            Phase::Orphaned { deadline } if now >= deadline => {
+                self.release(
+                    DisconnectCode::SwitchTimeout,
+                    "the box did not resume within the switch timeout",
+                );
+            }
+            _ => {}
+        }
+        self.core.poll_keepalive(now);
+    }
+
+    /// Ends the session from the server side (operator kick, shutdown).
+    pub(crate) fn disconnect(&mut self, code: DisconnectCode, reason: &str) {
+        if let Some(t) = self.core.primary.or(self.core.data_tunnel) {
+            self.core.queue(
+                t,
+                Frame::Disconnect {
+                    code,
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+        self.release(code, reason);
+    }
+
+    fn handle_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), String> {
+        match frame {
+            Frame::Disconnect { reason, .. } => {
+                self.release(
+                    DisconnectCode::Requested,
+                    &format!("box disconnected: {reason}"),
+                );
+                return Ok(());
+            }
+            Frame::Ping { .. } | Frame::Pong { .. } => {
+                return self.core.handle_stream_frame(t, frame, now);
+            }
+            Frame::SwitchUnexpected {
+                version,
+                session_id,
+                switch,
+                box_id,
+                sync,
+            } => {
+                if version != VERSION || session_id != self.session_id || box_id != self.owner {
+                    return Err("SWITCH_UNEXPECTED for another session".into());
+                }
+                self.resync(t, switch, &sync, now);
+                return Ok(());
+            }
+            _ => {}
+        }
+        if let Some((old, switch)) = self.draining_old
+            && old == t
+        {
+            return self.handle_old_closing(t, switch, frame);
+        }
+        match self.phase {
+            Phase::Established { tunnel } if tunnel == t => match frame {
+                Frame::SwitchStep1 { switch } => {
+                    self.core.queue(t, Frame::SwitchAck { switch });
+                    self.core
+                        .queue(t, Frame::LastMessageBeforeRedirection { switch });
+                    self.core.data_tunnel = None;
+                    let deadline = now + self.core.cfg.switch_timeout;
+                    self.phase = Phase::Planned {
+                        switch,
+                        old: t,
+                        new: None,
+                        box_drained: false,
+                        deadline,
+                    };
+                    self.core.events.push_back(Event::SwitchStarted {
+                        switch,
+                        kind: SwitchKind::Planned,
+                        to: None,
+                    });
+                    Ok(())
+                }
+                f => self.core.handle_stream_frame(t, f, now),
+            },
+            Phase::Planned {
+                switch,
+                old,
+                box_drained,
+                ..
+            } if t == old => match frame {
+                Frame::LastMessageBeforeRedirection { switch: s }
+                    if s == switch && !box_drained =>
+                {
+                    self.core.queue(old, Frame::OkToRedirection { switch });
+                    if let Phase::Planned { box_drained, .. } = &mut self.phase {
+                        *box_drained = true;
+                    }
+                    self.maybe_complete_planned(now);
+                    Ok(())
+                }
+                f if !box_drained => self.core.handle_stream_frame(t, f, now),
+                f => Err(format!(
+                    "{} after the box's drain marker",
+                    f.frame_type().name()
+                )),
+            },
+            _ => Err(format!(
+                "{} not allowed in this state",
+                frame.frame_type().name()
+            )),
+        }
+    }
+
+    fn handle_old_closing(&mut self, t: TunnelId, switch: u32, frame: Frame) -> Result<(), String> {
+        match frame {
+            Frame::ClientServicesReadyForRedirection { switch: s } if s == switch => {
+                self.core
+                    .queue(t, Frame::ServerServicesReadyForRedirection { switch });
+                self.draining_old = None;
+                self.core.close_tunnel(t, CloseReason::Drained);
+                Ok(())
+            }
+            f => Err(format!("{} on a drained tunnel", f.frame_type().name())),
+        }
+    }
+
+    fn maybe_complete_planned(&mut self, now: Instant) {
+        if let Phase::Planned {
+            switch,
+            old,
+            new: Some(new),
+            box_drained: true,
+            ..
+        } = self.phase
+        {
+            let sync = self.core.sync_state();
+            self.core.queue(new, Frame::AllRedirected { switch, sync });
+            if self.core.is_attached(old) {
+                self.draining_old = Some((old, switch));
+            }
+            self.complete(switch, SwitchKind::Planned, new, now);
+        }
+    }
+
+    fn resync(&mut self, t: TunnelId, switch: u32, peer: &SyncState, now: Instant) {
+        let others: Vec<TunnelId> = self.core.attached().filter(|o| *o != t).collect();
+        for o in others {
+            self.core.close_tunnel(o, CloseReason::Replaced);
+        }
+        self.draining_old = None;
+        if let Err(reason) = self.core.apply_sync(peer) {
+            self.tunnel_failed(t, CloseReason::ProtocolViolation(reason), now);
+            return;
+        }
+        let sync = self.core.sync_state();
+        self.core.queue(t, Frame::AllRedirected { switch, sync });
+        self.complete(switch, SwitchKind::Sudden, t, now);
+    }
+
+    fn complete(&mut self, switch: u32, kind: SwitchKind, t: TunnelId, now: Instant) {
+        self.core.data_tunnel = Some(t);
+        self.core.set_primary(t, now);
+        self.core.stats.switches += 1;
+        self.phase = Phase::Established { tunnel: t };
+        self.core.events.push_back(Event::SwitchCompleted {
+            switch,
+            kind,
+            to: t,
+        });
+    }
+
+    fn tunnel_failed(&mut self, t: TunnelId, reason: CloseReason, now: Instant) {
+        if self.core.is_attached(t) {
+            self.core.close_tunnel(t, reason);
+            self.after_loss(t, now);
+        }
+    }
+
+    fn after_loss(&mut self, t: TunnelId, now: Instant) {
+        if self.draining_old.is_some_and(|(old, _)| old == t) {
+            self.draining_old = None;
+            return;
+        }
+        let orphan_deadline = now + self.core.cfg.switch_timeout;
+        match self.phase {
+            Phase::Established { tunnel } if tunnel == t => {
+                self.core.data_tunnel = None;
+                self.phase = Phase::Orphaned {
+                    deadline: orphan_deadline,
+                };
+            }
+            Phase::Planned { old, .. } if old == t => {
+                // The box will resume with SWITCH_UNEXPECTED (possibly on the
+                // new tunnel, which stays bound).
+                self.phase = Phase::Orphaned {
+                    deadline: orphan_deadline,
+                };
+            }
+            Phase::Planned { new: Some(new), .. } if new == t => {
+                if let Phase::Planned { new, .. } = &mut self.phase {
+                    *new = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn release(&mut self, code: DisconnectCode, reason: &str) {
+        if self.is_released() {
+            return;
+        }
+        self.core.closed = true;
+        self.core.fail_all_streams(ResetCode::SessionEnded, reason);
+        let tunnels: Vec<TunnelId> = self.core.attached().collect();
+        for t in tunnels {
+            self.core.close_tunnel(t, CloseReason::SessionEnded);
+        }
+        self.core.keepalive.stop();
+        self.draining_old = None;
+        self.phase = Phase::Released;
+        self.core.events.push_back(Event::SessionClosed {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+}
