@@ -630,16 +630,16 @@ impl Core {
                         .map_err(|v| violation(e.stream, v))?;
                 }
                 Some(_) => {}
-                None => {
-                    if self.forgotten(e.stream)? {
-                        self.resets.push_back((
-                            e.stream,
-                            ResetCode::Gone,
-                            "stream already ended".into(),
-                        ));
+                None => match self.forgotten(e.stream) {
+                    Ok(_) => {
+                        let reason = "stream already ended".to_owned();
+                        self.resets.push_back((e.stream, ResetCode::Gone, reason));
                     }
-                    // Otherwise the peer opened it and will OPEN it again.
-                }
+                    // The peer opened it and its OPEN never arrived: the peer
+                    // sends it again, since our `peer_opened_seen` is lower.
+                    Err(_) if e.stream.opener() == self.role.peer() => {}
+                    Err(reason) => return Err(reason),
+                },
             }
         }
         let unlisted: Vec<StreamId> = self
