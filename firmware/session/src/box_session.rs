@@ -87,6 +87,9 @@ enum Phase {
         old: TunnelId,
         new: TunnelId,
         step: Step,
+        /// SERVER_SERVICES_READY_FOR_REDIRECTION arrived: the old tunnel may
+        /// close once the new one is confirmed by ALL_REDIRECTED.
+        old_done: bool,
         deadline: Instant,
     },
     Recovering {
@@ -151,6 +154,7 @@ impl BoxSession {
                     box_id: self.box_id.clone(),
                 };
                 self.core.queue(t, connect);
+                self.core.watch(t, now);
                 self.phase = Phase::Connecting {
                     tunnel: t,
                     deadline: now + z,
@@ -169,6 +173,7 @@ impl BoxSession {
                     old: tunnel,
                     new: t,
                     step: Step::AwaitAck,
+                    old_done: false,
                     deadline: now + z,
                 };
                 self.core.events.push_back(Event::SwitchStarted {
@@ -392,6 +397,11 @@ impl BoxSession {
         self.session_id
     }
 
+    /// Most streams this session may hold (its `max_streams`).
+    pub fn stream_limit(&self) -> u32 {
+        self.core.cfg.max_streams
+    }
+
     /// Counters.
     pub fn stats(&self) -> SessionStats {
         self.core.stats
@@ -455,6 +465,7 @@ impl BoxSession {
                 old,
                 new,
                 step,
+                old_done,
                 ..
             } => {
                 let z = self.core.cfg.switch_timeout;
@@ -487,7 +498,11 @@ impl BoxSession {
                         Step::AwaitRedirected,
                         Frame::ServerServicesReadyForRedirection { switch: s },
                     ) if s == switch => {
-                        self.core.close_tunnel(old, CloseReason::Drained);
+                        // Make before break: the old tunnel stays until the
+                        // new one is confirmed.
+                        if let Phase::Planned { old_done, .. } = &mut self.phase {
+                            *old_done = true;
+                        }
                         Ok(())
                     }
                     // Before the server's drain marker its stream data still
@@ -500,7 +515,9 @@ impl BoxSession {
                     {
                         self.core.apply_sync(&sync)?;
                         self.complete(switch, SwitchKind::Planned, new, now);
-                        if self.core.is_attached(old) {
+                        if old_done {
+                            self.core.close_tunnel(old, CloseReason::Drained);
+                        } else if self.core.is_attached(old) {
                             self.draining_old = Some((old, switch));
                         }
                         Ok(())
@@ -596,6 +613,7 @@ impl BoxSession {
                 box_id: self.box_id.clone(),
             };
             self.core.queue(new, step2);
+            self.core.watch(new, now);
             self.set_step(Step::AwaitRedirected, now + self.core.cfg.switch_timeout);
         }
     }
@@ -630,6 +648,7 @@ impl BoxSession {
         };
         self.core.data_tunnel = None;
         self.core.queue(t, frame);
+        self.core.watch(t, now);
         self.core.keepalive.stop();
         self.core.primary = None;
         // A resynchronisation waits at most Z, but never past the overall deadline.
@@ -709,3 +728,6 @@ impl BoxSession {
 fn out_of_state(frame: &Frame, when: &str) -> String {
     format!("{} not allowed {when}", frame.frame_type().name())
 }
+
+#[cfg(test)]
+mod tests;

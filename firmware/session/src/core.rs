@@ -64,6 +64,9 @@ pub struct SessionStats {
 struct TunnelIn {
     reader: FrameReader,
     last_heard: Instant,
+    /// Traffic is expected: silence past the inactivity timeout kills it.
+    /// A make-before-break tunnel waits unwatched until it is used.
+    watched: bool,
 }
 
 /// Shared engine of both roles.
@@ -123,7 +126,18 @@ impl Core {
         self.tunnels.entry(t).or_insert(TunnelIn {
             reader: FrameReader::default(),
             last_heard: now,
+            watched: false,
         });
+    }
+
+    /// From now on `t` must not stay silent for the inactivity timeout.
+    pub fn watch(&mut self, t: TunnelId, now: Instant) {
+        if let Some(tin) = self.tunnels.get_mut(&t) {
+            if !tin.watched {
+                tin.watched = true;
+                tin.last_heard = now;
+            }
+        }
     }
 
     /// Stops accepting input from `t`. Frames already queued for it stay
@@ -184,6 +198,7 @@ impl Core {
     pub fn inactivity_deadline(&self) -> Option<Instant> {
         self.tunnels
             .values()
+            .filter(|t| t.watched)
             .map(|t| t.last_heard + self.cfg.inactivity_timeout)
             .min()
     }
@@ -192,7 +207,7 @@ impl Core {
     pub fn silent_tunnels(&self, now: Instant) -> Vec<TunnelId> {
         self.tunnels
             .iter()
-            .filter(|(_, tin)| now >= tin.last_heard + self.cfg.inactivity_timeout)
+            .filter(|(_, tin)| tin.watched && now >= tin.last_heard + self.cfg.inactivity_timeout)
             .map(|(t, _)| *t)
             .collect()
     }
@@ -203,6 +218,7 @@ impl Core {
 
     /// Makes `t` the probed tunnel of a new path.
     pub fn set_primary(&mut self, t: TunnelId, now: Instant) {
+        self.watch(t, now);
         self.primary = Some(t);
         self.keepalive.start_path(now);
     }

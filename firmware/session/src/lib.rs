@@ -58,6 +58,8 @@ mod server;
 mod server_session;
 mod stream;
 mod streams;
+#[cfg(test)]
+mod testkit;
 
 pub use box_session::{BoxSession, BoxState, SwitchError};
 pub use config::{ConfigError, SessionConfig};

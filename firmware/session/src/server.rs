@@ -102,7 +102,9 @@ impl Server {
 
     /// A tunnel was accepted and its peer authenticated as `identity`.
     pub fn handle_tunnel_up(&mut self, t: TunnelId, identity: BoxId, now: Instant) {
-        let deadline = now + self.cfg.session.inactivity_timeout;
+        // A make-before-break tunnel legitimately waits for SWITCH_STEP2 while
+        // the old path drains: allow it the switch timeout.
+        let deadline = now + self.cfg.session.switch_timeout;
         self.unbound.insert(
             t,
             Unbound {

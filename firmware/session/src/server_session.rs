@@ -48,6 +48,8 @@ enum Phase {
         old: TunnelId,
         new: Option<TunnelId>,
         box_drained: bool,
+        /// The old tunnel finished its closing handshake.
+        old_done: bool,
         deadline: Instant,
     },
     Orphaned {
@@ -199,6 +201,7 @@ impl ServerSession {
             }
             (Frame::SwitchUnexpected { switch, sync, .. }, _) => {
                 self.core.attach(t, now);
+                self.core.watch(t, now);
                 self.resync(t, switch, &sync, now);
             }
             (f, _) => {
@@ -317,6 +320,7 @@ impl ServerSession {
                         old: t,
                         new: None,
                         box_drained: false,
+                        old_done: false,
                         deadline,
                     };
                     self.core.events.push_back(Event::SwitchStarted {
@@ -344,6 +348,18 @@ impl ServerSession {
                     self.maybe_complete_planned(now);
                     Ok(())
                 }
+                Frame::ClientServicesReadyForRedirection { switch: s }
+                    if s == switch && box_drained =>
+                {
+                    self.core
+                        .queue(old, Frame::ServerServicesReadyForRedirection { switch });
+                    if let Phase::Planned { old_done, .. } = &mut self.phase {
+                        *old_done = true;
+                    }
+                    // The box closes the old tunnel once the new one is
+                    // confirmed; until then it may still resynchronise on it.
+                    Ok(())
+                }
                 f if !box_drained => self.core.handle_stream_frame(t, f, now),
                 f => Err(format!(
                     "{} after the box's drain marker",
@@ -362,8 +378,8 @@ impl ServerSession {
             Frame::ClientServicesReadyForRedirection { switch: s } if s == switch => {
                 self.core
                     .queue(t, Frame::ServerServicesReadyForRedirection { switch });
+                // The box closes it; if it does not, the inactivity timeout will.
                 self.draining_old = None;
-                self.core.close_tunnel(t, CloseReason::Drained);
                 Ok(())
             }
             f => Err(format!("{} on a drained tunnel", f.frame_type().name())),
@@ -435,6 +451,11 @@ impl ServerSession {
                     deadline: orphan_deadline,
                 };
             }
+            Phase::Planned {
+                old,
+                old_done: true,
+                ..
+            } if old == t => {}
             Phase::Planned { old, .. } if old == t => {
                 // The box will resume with SWITCH_UNEXPECTED (possibly on the
                 // new tunnel, which stays bound).

@@ -1,1 +1,314 @@
+//! Refusals, session binding and timers of the server side.
 
+use std::time::Duration;
+
+use wire::{DisconnectCode, Frame, RefuseCode, StreamKind, SyncState, VERSION};
+
+use crate::testkit::{Pair, bytes, cfg, id};
+use crate::{BoxState, CloseReason, Event, ServerState};
+
+fn connect(box_id: &str, version: u16) -> Vec<u8> {
+    bytes(&[Frame::Connect {
+        version,
+        window: 65536,
+        keepalive_ms: 100,
+        box_id: id(box_id),
+    }])
+}
+
+fn refused(frames: &[Frame]) -> RefuseCode {
+    match frames {
+        [Frame::Refused { code, reason }] => {
+            assert!(!reason.is_empty(), "a refusal states its reason");
+            *code
+        }
+        other => panic!("expected one REFUSED, got {other:?}"),
+    }
+}
+
+#[test]
+fn connect_with_an_unknown_version_is_refused() {
+    let mut p = Pair::new(cfg(), 10);
+    let t = p.tunnel("box-a");
+    let answer = p.raw_to_server(t, &connect("box-a", VERSION + 1));
+    assert_eq!(refused(&answer), RefuseCode::UnsupportedVersion);
+    assert!(!p.open.contains(&t), "the tunnel is closed");
+    assert_eq!(p.server.sessions().count(), 0);
+}
+
+#[test]
+fn connect_naming_another_box_than_the_certificate_is_refused() {
+    let mut p = Pair::new(cfg(), 10);
+    let t = p.tunnel("box-a");
+    let answer = p.raw_to_server(t, &connect("box-b", VERSION));
+    assert_eq!(refused(&answer), RefuseCode::WrongIdentity);
+}
+
+#[test]
+fn connect_beyond_max_sessions_is_refused_over_capacity() {
+    let mut p = Pair::new(cfg(), 1);
+    let t1 = p.tunnel("box-a");
+    let first = p.raw_to_server(t1, &connect("box-a", VERSION));
+    assert!(matches!(first[..], [Frame::ConnectAck { .. }]));
+    let t2 = p.tunnel("box-b");
+    let answer = p.raw_to_server(t2, &connect("box-b", VERSION));
+    assert_eq!(refused(&answer), RefuseCode::OverCapacity);
+    assert_eq!(
+        p.server.sessions().count(),
+        1,
+        "the first box keeps its session"
+    );
+}
+
+#[test]
+fn box_learns_of_capacity_refusal_with_a_clear_event() {
+    let mut p = Pair::new(cfg(), 1);
+    let other = p.tunnel("box-z");
+    p.raw_to_server(other, &connect("box-z", VERSION));
+    let t = p.tunnel("box-a");
+    p.bx.switch_to(t, p.now).unwrap();
+    p.pump();
+    assert!(p.box_events.iter().any(|e| matches!(e,
+        Event::Refused { code: RefuseCode::OverCapacity, reason } if reason.contains("limit of 1 boxes"))));
+    assert!(p.box_events.contains(&Event::CloseTunnel {
+        tunnel: t,
+        reason: CloseReason::Refused(RefuseCode::OverCapacity)
+    }));
+    assert_eq!(p.bx.state(), BoxState::Idle, "the box may try again later");
+}
+
+#[test]
+fn a_first_frame_other_than_connect_or_switch_is_refused() {
+    let mut p = Pair::new(cfg(), 10);
+    let t = p.tunnel("box-a");
+    let answer = p.raw_to_server(t, &bytes(&[Frame::Ping { nonce: 1 }]));
+    assert_eq!(refused(&answer), RefuseCode::UnexpectedFrame);
+}
+
+#[test]
+fn resuming_an_unknown_session_is_refused() {
+    let mut p = Pair::new(cfg(), 10);
+    let t = p.tunnel("box-a");
+    let f = Frame::SwitchUnexpected {
+        version: VERSION,
+        session_id: 99,
+        switch: 1,
+        box_id: id("box-a"),
+        sync: SyncState::default(),
+    };
+    assert_eq!(
+        refused(&p.raw_to_server(t, &bytes(&[f]))),
+        RefuseCode::UnknownSession
+    );
+}
+
+#[test]
+fn another_box_cannot_take_over_a_session_by_switch_unexpected_or_step2() {
+    let mut p = Pair::connected();
+    let session_id = p.bx.session_id();
+    let sid =
+        p.bx.streams()
+            .open(
+                StreamKind::Stream,
+                wire::ServiceName::new("echo").unwrap(),
+                None,
+            )
+            .unwrap();
+    p.bx.streams().send(sid, b"hello").unwrap();
+    p.pump();
+    let intruder = p.tunnel("box-b");
+    let grab = Frame::SwitchUnexpected {
+        version: VERSION,
+        session_id,
+        switch: 1,
+        box_id: id("box-b"),
+        sync: SyncState::default(),
+    };
+    assert_eq!(
+        refused(&p.raw_to_server(intruder, &bytes(&[grab]))),
+        RefuseCode::NotOwner
+    );
+    // Claiming the owner's id over its own certificate fails too.
+    let intruder = p.tunnel("box-b");
+    let grab = Frame::SwitchStep2 {
+        version: VERSION,
+        session_id,
+        switch: 1,
+        box_id: id("box-a"),
+    };
+    assert_eq!(
+        refused(&p.raw_to_server(intruder, &bytes(&[grab]))),
+        RefuseCode::WrongIdentity
+    );
+    // The owner's session is untouched and still carries data.
+    assert_eq!(p.bx.state(), BoxState::Established);
+    p.bx.streams().send(sid, b" world").unwrap();
+    p.pump();
+    let got: Vec<u8> = p
+        .server_events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Data { bytes, .. } => Some(bytes.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(got, b"hello world");
+}
+
+#[test]
+fn switch_step2_without_a_planned_switch_is_refused() {
+    let mut p = Pair::connected();
+    let session_id = p.bx.session_id();
+    let t = p.tunnel("box-a");
+    let f = Frame::SwitchStep2 {
+        version: VERSION,
+        session_id,
+        switch: 5,
+        box_id: id("box-a"),
+    };
+    assert_eq!(
+        refused(&p.raw_to_server(t, &bytes(&[f]))),
+        RefuseCode::BadSwitch
+    );
+    assert_eq!(p.bx.state(), BoxState::Established);
+}
+
+#[test]
+fn garbage_on_one_tunnel_closes_only_that_tunnel() {
+    let mut p = Pair::connected();
+    let stranger = p.tunnel("box-c");
+    let answer = p.raw_to_server(stranger, &[0xde, 0xad, 0xbe, 0xef, 0x00, 0x11, 0x22]);
+    assert!(answer.is_empty());
+    assert!(!p.open.contains(&stranger));
+    assert!(p.server_events.iter().any(|e| e.box_id.is_none()
+        && matches!(
+            &e.event,
+            Event::CloseTunnel {
+                reason: CloseReason::ProtocolViolation(_),
+                ..
+            }
+        )));
+    assert_eq!(p.server.sessions().count(), 1);
+    assert_eq!(p.bx.state(), BoxState::Established);
+}
+
+#[test]
+fn oversized_frame_on_a_bound_tunnel_closes_it_and_the_box_resumes() {
+    let mut p = Pair::connected();
+    let t = p.bx.active_tunnel().unwrap();
+    // A length field far beyond max_frame_len, as if from a broken peer.
+    p.server
+        .handle_input(t, &[0x7f, 0xff, 0xff, 0xff, 0x11], p.now);
+    p.pump();
+    assert!(!p.open.contains(&t));
+    assert_eq!(
+        p.server.sessions().next().unwrap().state(),
+        ServerState::Orphaned
+    );
+    assert_eq!(p.bx.state(), BoxState::Recovering);
+    let t2 = p.tunnel("box-a");
+    p.bx.switch_to(t2, p.now).unwrap();
+    p.pump();
+    assert_eq!(p.bx.state(), BoxState::Established);
+}
+
+#[test]
+fn out_of_state_frame_closes_the_tunnel_with_a_reason() {
+    let mut p = Pair::connected();
+    let t = p.bx.active_tunnel().unwrap();
+    p.raw_to_server(t, &bytes(&[Frame::OkToRedirection { switch: 3 }]));
+    assert!(p.server_events.iter().any(|e| matches!(&e.event,
+        Event::CloseTunnel { reason: CloseReason::ProtocolViolation(r), .. } if r.contains("OK_TO_REDIRECTION"))));
+}
+
+#[test]
+fn silent_box_is_released_after_inactivity_then_switch_timeout() {
+    let mut p = Pair::connected();
+    let t = p.bx.active_tunnel().unwrap();
+    // The box vanishes without a word: its tunnel delivers nothing more.
+    p.open.remove(&t);
+    p.advance(Duration::from_millis(499));
+    assert_eq!(
+        p.server.sessions().next().unwrap().state(),
+        ServerState::Established
+    );
+    p.advance(Duration::from_millis(2));
+    assert_eq!(
+        p.server.sessions().next().unwrap().state(),
+        ServerState::Orphaned
+    );
+    p.advance(Duration::from_millis(3000));
+    assert_eq!(p.server.sessions().count(), 0, "released after Z");
+    assert!(p.server_events.iter().any(|e| matches!(
+        &e.event,
+        Event::SessionClosed {
+            code: DisconnectCode::SwitchTimeout,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn unbound_tunnel_that_says_nothing_is_closed_after_the_switch_timeout() {
+    let mut p = Pair::new(cfg(), 10);
+    let t = p.tunnel("box-a");
+    p.advance(Duration::from_millis(2900));
+    assert!(p.open.contains(&t));
+    p.advance(Duration::from_millis(200));
+    assert!(!p.open.contains(&t));
+}
+
+#[test]
+fn disconnect_from_the_box_releases_everything() {
+    let mut p = Pair::connected();
+    let sid =
+        p.bx.streams()
+            .open(
+                StreamKind::Stream,
+                wire::ServiceName::new("s").unwrap(),
+                None,
+            )
+            .unwrap();
+    p.bx.streams().send(sid, b"x").unwrap();
+    p.pump();
+    p.bx.close("technician pressed stop");
+    p.pump();
+    assert_eq!(p.server.sessions().count(), 0);
+    assert!(
+        p.server_events
+            .iter()
+            .any(|e| matches!(&e.event, Event::StreamReset { .. }))
+    );
+    assert_eq!(p.bx.state(), BoxState::Closed);
+    assert!(p.open.is_empty(), "every tunnel closed");
+}
+
+#[test]
+fn kick_by_the_operator_ends_the_box_session_with_its_reason() {
+    let mut p = Pair::connected();
+    assert!(
+        p.server
+            .disconnect(&id("box-a"), DisconnectCode::Requested, "revoked")
+    );
+    p.pump();
+    assert_eq!(p.bx.state(), BoxState::Closed);
+    assert!(
+        p.box_events.iter().any(
+            |e| matches!(e, Event::SessionClosed { reason, .. } if reason.contains("revoked"))
+        )
+    );
+}
+
+#[test]
+fn a_reconnecting_box_replaces_its_old_session() {
+    let mut p = Pair::connected();
+    let old = p.bx.session_id();
+    let mut fresh = crate::BoxSession::new(cfg(), id("box-a")).unwrap();
+    let t = p.tunnel("box-a");
+    fresh.switch_to(t, p.now).unwrap();
+    let hello = fresh.poll_transmit().unwrap();
+    let answer = p.raw_to_server(t, &hello.bytes);
+    assert!(matches!(answer[..], [Frame::ConnectAck { session_id, .. }] if session_id != old));
+    assert_eq!(p.server.sessions().count(), 1);
+}
