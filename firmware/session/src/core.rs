@@ -132,11 +132,11 @@ impl Core {
 
     /// From now on `t` must not stay silent for the inactivity timeout.
     pub fn watch(&mut self, t: TunnelId, now: Instant) {
-        if let Some(tin) = self.tunnels.get_mut(&t) {
-            if !tin.watched {
-                tin.watched = true;
-                tin.last_heard = now;
-            }
+        if let Some(tin) = self.tunnels.get_mut(&t)
+            && !tin.watched
+        {
+            tin.watched = true;
+            tin.last_heard = now;
         }
     }
 

@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::large_enum_variant
+)]
 //! The exactly-once guarantee across planned and sudden switches, checked in
 //! the deterministic world (`world/`): scripted scenarios and property tests.
 

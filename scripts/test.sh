@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The whole cbox test suite, as CI runs it (.ci/run calls exactly this).
+#
+#   sudo ./scripts/test.sh            # everything
+#   FUZZ_SECONDS=0 ./scripts/test.sh  # skip the fuzz smoke run
+#
+# Installs what it needs with apt-get (idempotent), then: formatting, clippy
+# with warnings as errors, the purity check of the protocol core, every
+# workspace test (unit, property, simulation, doc-vector), and a short
+# cargo-fuzz smoke run over the committed corpus when a nightly toolchain is
+# available.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# System packages the suite needs; installed only when missing.
+PACKAGES=(shellcheck)
+ensure_packages() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "error: missing packages ${missing[*]}; run as root (sudo $0) to install them" >&2
+            exit 1
+        fi
+        step "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+}
+
+ensure_packages
+command -v cargo >/dev/null || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
+
+step "shellcheck"
+shellcheck scripts/*.sh .ci/run
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "protocol core is pure: no tokio in wire/session"
+if cargo tree -p wire -p session -e normal --prefix none --locked | grep -E '^(tokio|mio|socket2) '; then
+    echo "error: the pure crates depend on an async runtime or socket crate" >&2
+    exit 1
+fi
+echo "ok"
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+if [ "$FUZZ_SECONDS" -gt 0 ] && cargo +nightly --version >/dev/null 2>&1; then
+    step "fuzz smoke: ${FUZZ_SECONDS}s per target over the committed corpus"
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+    for target in decode server; do
+        # Run on a copy of the corpus so the committed one stays as it is.
+        work=$(mktemp -d)
+        cp -r "firmware/fuzz/corpus/$target/." "$work/"
+        log="$work.log"
+        status=0
+        cargo +nightly fuzz run --fuzz-dir firmware/fuzz "$target" "$work" -- \
+            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 >"$log" 2>&1 || status=$?
+        grep -E '^(Done|stat::number_of_executed_units)' "$log" || true
+        rm -rf "$work"
+        if [ "$status" -ne 0 ]; then
+            tail -n 40 "$log" >&2
+            echo "error: fuzz target $target failed (exit $status)" >&2
+            exit 1
+        fi
+        rm -f "$log"
+    done
+elif [ "$FUZZ_SECONDS" -gt 0 ]; then
+    step "fuzz smoke skipped: no nightly toolchain (see docs/testing.md)"
+fi
+
+step "cargo test --workspace"
+# --all-targets: unit, integration and property tests (there are no doc tests).
+results=$(mktemp)
+cargo test --workspace --all-targets --locked 2>&1 | tee "$results"
+passed=$(grep -Eo '[0-9]+ passed' "$results" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$results" | awk '{s += $1} END {print s + 0}')
+rm -f "$results"
+echo
+echo "cbox: $passed passed, $failed failed"
