@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use session::{BoxSession, Event, Server, ServerConfig, SessionConfig, TunnelId};
 use wire::{BoxId, Frame, ServiceName, StreamId, StreamKind, StreamSync, SyncState, VERSION};
 
@@ -148,7 +149,11 @@ impl Net {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 1000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn an_attacking_box_cannot_disturb_another_boxs_session(attacks in prop::collection::vec(attack(), 1..30)) {

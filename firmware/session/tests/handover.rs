@@ -10,6 +10,7 @@
 mod world;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use world::{StreamPlan, World, ms, test_config};
 
 fn plan(opened_by_box: bool, up: u64, down: u64, start_ms: u64) -> StreamPlan {
@@ -19,6 +20,17 @@ fn plan(opened_by_box: bool, up: u64, down: u64, start_ms: u64) -> StreamPlan {
         up,
         down,
         start_ms,
+    }
+}
+
+/// Failing cases are recorded in `handover.proptest-regressions` (committed)
+/// and replayed first on every run.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
     }
 }
 
@@ -204,7 +216,7 @@ fn run_script(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, ..config() })]
 
     /// Random streams both ways, random planned switches, cuts mid-frame
     /// (noticed or silent) and outages shorter than Z: every byte arrives
@@ -217,14 +229,15 @@ proptest! {
         streams in prop::collection::vec(stream_plan(), 1..6),
         actions in prop::collection::vec(action(), 0..12),
     ) {
-        let w = run_script(1, latency, consume, &streams, &actions);
+                let mut w = run_script(1, latency, consume, &streams, &actions);
         w.assert_all_complete();
         prop_assert!(w.sessions_closed.is_empty(), "session ended: {:?}", w.sessions_closed);
+        w.close_and_assert_nothing_left();
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 300, ..config() })]
 
     /// The same with two SNAPTs switched together.
     #[test]
@@ -233,7 +246,40 @@ proptest! {
         streams in prop::collection::vec(stream_plan(), 1..6),
         actions in prop::collection::vec(action(), 0..8),
     ) {
-        let w = run_script(2, latency, u64::MAX, &streams, &actions);
+                let mut w = run_script(2, latency, u64::MAX, &streams, &actions);
         w.assert_all_complete();
+        w.close_and_assert_nothing_left();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..config() })]
+
+    /// With outages that may outlast the switch timeout Z: no byte ever
+    /// arrives wrong or twice; a stream is reset (with its reason) only when
+    /// an outage really left the box without a tunnel for about Z.
+    #[test]
+    fn streams_are_reset_only_after_the_switch_timeout(
+        latency in 1u64..30,
+        streams in prop::collection::vec(stream_plan(), 1..5),
+        actions in prop::collection::vec(prop_oneof![
+            3 => action(),
+            1 => (2000u64..8000).prop_map(Action::Outage),
+        ], 0..10),
+    ) {
+        let w = run_script(1, latency, u64::MAX, &streams, &actions);
+        w.assert_exactly_once_or_reset();
+        let z = test_config().switch_timeout.as_millis() as u64;
+                let longest_outage = w.longest_outage().as_millis() as u64;
+        let any_reset = w.streams.iter().any(|s| !s.reset.is_empty());
+        if any_reset || !w.sessions_closed.is_empty() {
+            // Recovery needs the outage to end, a connect (2 × latency) and a
+            // round trip before the deadline.
+            prop_assert!(longest_outage + 4 * latency + 10 >= z,
+                "reset after an outage of only {} ms: {:?}", longest_outage, w.sessions_closed);
+        }
+        if longest_outage + 4 * latency + 10 < z {
+            w.assert_all_complete();
+        }
     }
 }

@@ -91,6 +91,10 @@ pub struct AppStream {
     /// Server → box.
     pub down: Direction,
     pub reset: Vec<(bool, ResetCode, String)>,
+    /// Arrival time and size of every `Data` event, box → server.
+    pub up_arrivals: Vec<(Instant, usize)>,
+    /// The same, server → box.
+    pub down_arrivals: Vec<(Instant, usize)>,
     pub closed_box: bool,
     pub closed_server: bool,
     pub id: Option<StreamId>,
@@ -123,6 +127,8 @@ pub struct World {
     pub latency: Duration,
     /// Tunnels cannot be brought up before this time (both uplinks down).
     pub outage_until: Instant,
+    /// Periods without any uplink, overlapping outages merged.
+    pub outage_spans: Vec<(Instant, Instant)>,
     /// Pending connection attempts (site, when).
     connects: Vec<(usize, Instant)>,
     /// A planned switch waiting for its new tunnels to connect.
@@ -171,6 +177,7 @@ impl World {
             next_tunnel: 1,
             latency,
             outage_until: base,
+            outage_spans: Vec::new(),
             connects: Vec::new(),
             planned_at: None,
             streams: Vec::new(),
@@ -214,6 +221,8 @@ impl World {
             up,
             down,
             reset: Vec::new(),
+            up_arrivals: Vec::new(),
+            down_arrivals: Vec::new(),
             closed_box: false,
             closed_server: false,
             id: None,
@@ -301,7 +310,12 @@ impl World {
 
     /// No uplink can carry a new tunnel for `d` (open tunnels are cut too).
     pub fn outage(&mut self, d: Duration) {
-        self.outage_until = self.now + d;
+        let end = self.now + d;
+        match self.outage_spans.last_mut() {
+            Some((_, until)) if *until >= self.now => *until = (*until).max(end),
+            _ => self.outage_spans.push((self.now, end)),
+        }
+        self.outage_until = self.outage_until.max(end);
         self.cut(0, false);
     }
 
@@ -591,6 +605,7 @@ impl World {
         match ev {
             Event::Data { stream, bytes } => {
                 let i = self.by_box[&(site, stream)];
+                self.streams[i].down_arrivals.push((now, bytes.len()));
                 check_bytes(&mut self.streams[i].down, stream, false, &bytes);
             }
             Event::Finished { stream } => {
@@ -651,6 +666,7 @@ impl World {
         match ev {
             Event::Data { stream, bytes } => {
                 let i = self.by_server[&(site, stream)];
+                self.streams[i].up_arrivals.push((self.now, bytes.len()));
                 check_bytes(&mut self.streams[i].up, stream, true, &bytes);
             }
             Event::Finished { stream } => {
@@ -864,6 +880,44 @@ impl World {
                 );
             }
         }
+    }
+
+    /// The box ends its sessions (DISCONNECT); afterwards neither side may
+    /// hold any session or stream state.
+    pub fn close_and_assert_nothing_left(&mut self) {
+        for site in 0..self.sites() {
+            self.session(site).close("test over");
+        }
+        self.run_for(ms(2_000));
+        for (site, server) in self.servers.iter().enumerate() {
+            assert_eq!(
+                server.sessions().count(),
+                0,
+                "site {site}: session left on the server"
+            );
+        }
+        for site in 0..self.sites() {
+            assert_eq!(self.session(site).streams().count(), 0);
+            assert_eq!(self.session(site).stats().bytes_buffered, 0);
+        }
+    }
+
+    /// The longest period without any uplink.
+    pub fn longest_outage(&self) -> Duration {
+        self.outage_spans
+            .iter()
+            .map(|(a, b)| *b - *a)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Largest gap between consecutive arrivals of a direction's data.
+    pub fn max_gap(arrivals: &[(Instant, usize)]) -> Duration {
+        arrivals
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .max()
+            .unwrap_or_default()
     }
 
     pub fn stream_count_everywhere(&mut self) -> (usize, usize) {
