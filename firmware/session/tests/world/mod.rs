@@ -79,6 +79,39 @@ pub struct Direction {
     pub undelivered: u64,
     pub fin_received: bool,
     pub corrupt_at: Option<u64>,
+    /// Paced writer: `RECORD` bytes every `pace` from the stream's start.
+    pub pace: Option<Duration>,
+    pub start: Option<Instant>,
+    pub measure_from: Option<Instant>,
+    /// Largest delay from a record's write time to its complete arrival.
+    pub max_record_delay: Duration,
+}
+
+/// Size of a paced writer's record.
+pub const RECORD: u64 = 100;
+
+impl Direction {
+    /// Bytes the writer has produced by `now`.
+    fn allowed(&self, now: Instant) -> u64 {
+        match (self.pace, self.start) {
+            (Some(p), Some(s)) if now >= s => {
+                let ticks = ((now - s).as_nanos() / p.as_nanos().max(1)) as u64 + 1;
+                (ticks * RECORD).min(self.total)
+            }
+            (Some(_), _) => 0,
+            (None, _) => self.total,
+        }
+    }
+
+    /// When a paced writer produces its next record.
+    fn next_write(&self, now: Instant) -> Option<Instant> {
+        let (p, s) = (self.pace?, self.start?);
+        if self.written >= self.total || now < s {
+            return None;
+        }
+        let ticks = ((now - s).as_nanos() / p.as_nanos().max(1)) as u32 + 1;
+        Some(s + p * ticks)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +141,20 @@ pub struct StreamPlan {
     pub up: u64,
     pub down: u64,
     pub start_ms: u64,
+}
+
+impl StreamPlan {
+    /// A paced stream: `RECORD`-byte records every `pace_ms` in both directions.
+    pub fn paced(site: usize, records: u64, pace_ms: u64) -> (Self, Duration) {
+        let p = Self {
+            site,
+            opened_by_box: true,
+            up: records * RECORD,
+            down: records * RECORD,
+            start_ms: 0,
+        };
+        (p, ms(pace_ms))
+    }
 }
 
 pub enum BoxSide {
@@ -200,6 +247,20 @@ impl World {
 
     pub fn sites(&self) -> usize {
         self.servers.len()
+    }
+
+    /// A stream whose writers produce a record every `pace`.
+    pub fn plan_paced_stream(&mut self, p: StreamPlan, pace: Duration) {
+        self.plan_stream(p);
+        if let Some(s) = self.streams.last_mut() {
+            for d in [&mut s.up, &mut s.down] {
+                d.pace = Some(pace);
+                d.start = Some(s.start);
+                // Records written while the first tunnel connects are late
+                // for that reason only: measure from 0.5 s on.
+                d.measure_from = Some(s.start + ms(500));
+            }
+        }
     }
 
     pub fn plan_stream(&mut self, p: StreamPlan) {
@@ -376,6 +437,13 @@ impl World {
                 .map(|(_, at)| (*at).max(self.outage_until)),
         );
         c.extend(self.planned_at.map(|at| at.max(self.outage_until)));
+        // Paced writers.
+        for s in &self.streams {
+            if s.id.is_some() {
+                c.extend(s.up.next_write(self.now));
+                c.extend(s.down.next_write(self.now));
+            }
+        }
         // Streams waiting for their start time.
         c.extend(
             self.streams
@@ -606,7 +674,7 @@ impl World {
             Event::Data { stream, bytes } => {
                 let i = self.by_box[&(site, stream)];
                 self.streams[i].down_arrivals.push((now, bytes.len()));
-                check_bytes(&mut self.streams[i].down, stream, false, &bytes);
+                check_bytes(&mut self.streams[i].down, stream, false, &bytes, now);
             }
             Event::Finished { stream } => {
                 let i = self.by_box[&(site, stream)];
@@ -667,7 +735,7 @@ impl World {
             Event::Data { stream, bytes } => {
                 let i = self.by_server[&(site, stream)];
                 self.streams[i].up_arrivals.push((self.now, bytes.len()));
-                check_bytes(&mut self.streams[i].up, stream, true, &bytes);
+                check_bytes(&mut self.streams[i].up, stream, true, &bytes, self.now);
             }
             Event::Finished { stream } => {
                 let i = self.by_server[&(site, stream)];
@@ -776,14 +844,16 @@ impl World {
             self.streams[i].down.clone()
         };
         let mut moved = false;
+        let now = self.now;
         let box_id = BoxId::new("box-1").unwrap();
         // Writer side.
         if dir.written < dir.total || !dir.finished {
             let mut written = dir.written;
             let mut finished = dir.finished;
             let mut op = |streams: &mut session::Streams<'_>| {
-                if written < dir.total {
-                    let n = (dir.total - written).min(8 * 1024) as usize;
+                let allowed = dir.allowed(now);
+                if written < allowed {
+                    let n = (allowed - written).min(8 * 1024) as usize;
                     let buf: Vec<u8> = (0..n as u64)
                         .map(|k| pattern(sid, up, written + k))
                         .collect();
@@ -935,7 +1005,21 @@ impl World {
     }
 }
 
-fn check_bytes(d: &mut Direction, stream: StreamId, up: bool, bytes: &[u8]) {
+fn check_bytes(d: &mut Direction, stream: StreamId, up: bool, bytes: &[u8], now: Instant) {
+    if let (Some(pace), Some(start)) = (d.pace, d.start) {
+        // Records completed by these bytes, and how late each one is.
+        let first = d.received / RECORD;
+        let last = (d.received + bytes.len() as u64) / RECORD;
+        for k in first..last {
+            let written_at = start + pace * k as u32;
+            if d.measure_from.is_some_and(|m| written_at < m) {
+                continue;
+            }
+            d.max_record_delay = d
+                .max_record_delay
+                .max(now.saturating_duration_since(written_at));
+        }
+    }
     for (k, b) in bytes.iter().enumerate() {
         let off = d.received + k as u64;
         if d.corrupt_at.is_none() && (off >= d.total || *b != pattern(stream, up, off)) {
