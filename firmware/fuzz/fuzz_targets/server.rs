@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let Ok(mut server) = Server::new(ServerConfig { session: cfg.clone(), max_sessions: 3 }, 9) else { return };
     let Ok(honest_id) = BoxId::new("honest") else { return };
-    let Ok(mut honest) = BoxSession::new(cfg, honest_id.clone()) else { return };
+    let Ok(mut honest) = BoxSession::new(cfg, honest_id.clone(), 1) else { return };
     let home = TunnelId(1);
     server.handle_tunnel_up(home, honest_id, now);
     if honest.switch_to(home, now).is_err() {

@@ -113,6 +113,8 @@ pub struct BoxSession {
     session_id: u64,
     next_switch: u32,
     hold_at_sync: bool,
+    /// Carried by the next CONNECT, then incremented.
+    incarnation: u64,
     /// Old tunnel of a completed planned switch, finishing its handshake.
     draining_old: Option<(TunnelId, u32)>,
 }
@@ -120,7 +122,13 @@ pub struct BoxSession {
 impl BoxSession {
     /// A session not yet connected. Streams may be opened and written at
     /// once; their bytes wait for the first tunnel.
-    pub fn new(cfg: SessionConfig, box_id: BoxId) -> Result<Self, ConfigError> {
+    ///
+    /// `incarnation` must exceed every value a previous session of this box
+    /// used, also across restarts (a persisted counter, or milliseconds of
+    /// wall-clock time at start): each CONNECT carries it (then it is
+    /// incremented), and the server refuses a CONNECT no newer than the live
+    /// session's, so a late, abandoned attempt cannot replace it.
+    pub fn new(cfg: SessionConfig, box_id: BoxId, incarnation: u64) -> Result<Self, ConfigError> {
         cfg.validate()?;
         Ok(Self {
             core: Core::new(Role::Box, cfg),
@@ -129,6 +137,7 @@ impl BoxSession {
             session_id: 0,
             next_switch: 1,
             hold_at_sync: false,
+            incarnation,
             draining_old: None,
         })
     }
@@ -151,8 +160,10 @@ impl BoxSession {
                     version: VERSION,
                     window: cfg.window,
                     keepalive_ms: u32::try_from(cfg.keepalive.as_millis()).unwrap_or(u32::MAX),
+                    incarnation: self.incarnation,
                     box_id: self.box_id.clone(),
                 };
+                self.incarnation = self.incarnation.saturating_add(1);
                 self.core.queue(t, connect);
                 self.core.watch(t, now);
                 self.phase = Phase::Connecting {

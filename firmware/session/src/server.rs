@@ -282,7 +282,11 @@ impl Server {
             return self.refuse(t, RefuseCode::WrongIdentity, reason);
         }
         match frame {
-            Frame::Connect { window, .. } => self.connect(t, identity, window, rest, now),
+            Frame::Connect {
+                window,
+                incarnation,
+                ..
+            } => self.connect(t, identity, window, incarnation, rest, now),
             Frame::SwitchStep2 { session_id, .. } | Frame::SwitchUnexpected { session_id, .. } => {
                 let Some(owner) = self.by_id.get(&session_id).cloned() else {
                     return self.refuse(
@@ -313,7 +317,24 @@ impl Server {
         }
     }
 
-    fn connect(&mut self, t: TunnelId, identity: BoxId, window: u32, rest: &[u8], now: Instant) {
+    fn connect(
+        &mut self,
+        t: TunnelId,
+        identity: BoxId,
+        window: u32,
+        incarnation: u64,
+        rest: &[u8],
+        now: Instant,
+    ) {
+        if let Some(live) = self.sessions.get(&identity)
+            && incarnation <= live.incarnation()
+        {
+            let reason = format!(
+                "connection attempt {incarnation} is not newer than the live session's {}",
+                live.incarnation()
+            );
+            return self.refuse(t, RefuseCode::Stale, reason);
+        }
         if self.sessions.contains_key(&identity) {
             // The box restarted: its old session cannot be resumed any more.
             if let Some(old) = self.sessions.get_mut(&identity) {
@@ -336,6 +357,7 @@ impl Server {
             self.cfg.session.clone(),
             identity.clone(),
             session_id,
+            incarnation,
             window,
             t,
             now,

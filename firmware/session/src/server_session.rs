@@ -64,6 +64,7 @@ pub struct ServerSession {
     core: Core,
     owner: BoxId,
     session_id: u64,
+    incarnation: u64,
     phase: Phase,
     draining_old: Option<(TunnelId, u32)>,
 }
@@ -73,6 +74,7 @@ impl ServerSession {
         cfg: SessionConfig,
         owner: BoxId,
         session_id: u64,
+        incarnation: u64,
         peer_window: u32,
         t: TunnelId,
         now: Instant,
@@ -94,6 +96,7 @@ impl ServerSession {
             core,
             owner,
             session_id,
+            incarnation,
             phase: Phase::Established { tunnel: t },
             draining_old: None,
         }
@@ -107,6 +110,11 @@ impl ServerSession {
     /// The session's id.
     pub fn session_id(&self) -> u64 {
         self.session_id
+    }
+
+    /// The incarnation of the CONNECT that created it.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// The application side: open (client-service) streams, write, finish.

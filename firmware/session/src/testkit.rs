@@ -63,7 +63,7 @@ impl Pair {
         .unwrap();
         Self {
             now: Instant::now(),
-            bx: BoxSession::new(cfg, id("box-a")).unwrap(),
+            bx: BoxSession::new(cfg, id("box-a"), 1).unwrap(),
             server,
             open: BTreeSet::new(),
             box_events: Vec::new(),

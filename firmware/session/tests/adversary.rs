@@ -32,6 +32,7 @@ fn attack() -> impl Strategy<Value = Attack> {
             version,
             window: 4096,
             keepalive_ms: 100,
+            incarnation: u64::from(version),
             box_id: BoxId::new(&b).unwrap(),
         }),
         any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
@@ -159,7 +160,7 @@ proptest! {
     fn an_attacking_box_cannot_disturb_another_boxs_session(attacks in prop::collection::vec(attack(), 1..30)) {
         let cfg = SessionConfig { keepalive: Duration::from_secs(60), inactivity_timeout: Duration::from_secs(120), ..SessionConfig::default() };
         let server = Server::new(ServerConfig { session: cfg.clone(), max_sessions: 8 }, 1).unwrap();
-        let victim = BoxSession::new(cfg, BoxId::new("victim").unwrap()).unwrap();
+        let victim = BoxSession::new(cfg, BoxId::new("victim").unwrap(), 1).unwrap();
         let mut net = Net { now: Instant::now(), server, victim, open: BTreeSet::new(), received: Vec::new() };
         net.open.insert(TunnelId(1));
         net.server.handle_tunnel_up(TunnelId(1), BoxId::new("victim").unwrap(), net.now);

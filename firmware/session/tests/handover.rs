@@ -126,6 +126,17 @@ fn outage_longer_than_the_switch_timeout_resets_with_a_reason() {
 }
 
 #[test]
+fn a_stall_longer_than_the_inactivity_timeout_moves_the_session_and_late_bytes_are_ignored() {
+    let mut w = World::new(1, test_config(), ms(10));
+    w.plan_stream(plan(true, 200_000, 200_000, 0));
+    w.run_for(ms(60));
+    w.stall(ms(800));
+    settle(&mut w);
+    w.assert_all_complete();
+    assert_eq!(w.switches_completed, 1, "the box moved to a new tunnel");
+}
+
+#[test]
 fn multi_site_planned_switch_completes_on_every_site() {
     let mut w = World::new(2, test_config(), ms(15));
     w.plan_stream(StreamPlan {
@@ -163,6 +174,7 @@ enum Action {
     Planned,
     Cut { keep: u32, silent: bool },
     Outage(u64),
+    Stall(u64),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -170,7 +182,8 @@ fn action() -> impl Strategy<Value = Action> {
         4 => (1u64..400).prop_map(Action::Wait),
         2 => Just(Action::Planned),
         2 => (0u32..=1000, any::<bool>()).prop_map(|(keep, silent)| Action::Cut { keep, silent }),
-        1 => (1u64..1500).prop_map(Action::Outage),
+                1 => (1u64..1500).prop_map(Action::Outage),
+        1 => (1u64..900).prop_map(Action::Stall),
     ]
 }
 
@@ -209,6 +222,7 @@ fn run_script(
             Action::Planned => w.planned_switch(),
             Action::Cut { keep, silent } => w.cut(*keep, *silent),
             Action::Outage(d) => w.outage(ms(*d)),
+            Action::Stall(d) => w.stall(ms(*d)),
         }
     }
     settle(&mut w);

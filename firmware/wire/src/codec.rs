@@ -73,11 +73,13 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             version,
             window,
             keepalive_ms,
+            incarnation,
             box_id,
         } => {
             out.extend_from_slice(&version.to_be_bytes());
             out.extend_from_slice(&window.to_be_bytes());
             out.extend_from_slice(&keepalive_ms.to_be_bytes());
+            out.extend_from_slice(&incarnation.to_be_bytes());
             put_str(out, box_id.as_str());
         }
         Frame::ConnectAck {
@@ -237,6 +239,7 @@ fn decode_body(ty: FrameType, r: &mut Reader<'_>) -> Result<Frame, InvalidFrame>
             version: r.u16()?,
             window: r.u32()?,
             keepalive_ms: r.u32()?,
+            incarnation: r.u64()?,
             box_id: r.box_id()?,
         },
         FrameType::ConnectAck => Frame::ConnectAck {

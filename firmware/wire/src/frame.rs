@@ -18,6 +18,9 @@ pub enum Frame {
         window: u32,
         /// Keepalive interval the box will use (milliseconds).
         keepalive_ms: u32,
+        /// Grows with every connection attempt of the box, across restarts;
+        /// a CONNECT no newer than the live session's is stale.
+        incarnation: u64,
         /// The box's id; must equal the tunnel's authenticated identity.
         box_id: BoxId,
     },
@@ -246,8 +249,10 @@ code_enum! {
         NotOwner = 5,
         /// The first frame on a tunnel was not CONNECT/SWITCH_STEP2/SWITCH_UNEXPECTED.
         UnexpectedFrame = 6,
-        /// The switch sequence number does not match the one in progress.
+                /// The switch sequence number does not match the one in progress.
         BadSwitch = 7,
+        /// A CONNECT older than the box's live session (a late, abandoned attempt).
+        Stale = 8,
     }
 }
 

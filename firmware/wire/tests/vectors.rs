@@ -34,6 +34,7 @@ fn vectors() -> Vec<(&'static str, Frame)> {
                 version: 1,
                 window: 262_144,
                 keepalive_ms: 1000,
+                incarnation: 0x1234,
                 box_id: bid.clone(),
             },
         ),

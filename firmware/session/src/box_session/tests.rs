@@ -9,7 +9,7 @@ use crate::{BoxSession, BoxState, Event, SwitchError, SwitchKind, TunnelId};
 
 #[test]
 fn connect_without_an_answer_times_out_and_asks_for_another_tunnel() {
-    let mut bx = BoxSession::new(cfg(), crate::testkit::id("box-a")).unwrap();
+    let mut bx = BoxSession::new(cfg(), crate::testkit::id("box-a"), 1).unwrap();
     let now = std::time::Instant::now();
     bx.switch_to(TunnelId(1), now).unwrap();
     let hello = bx.poll_transmit().unwrap();

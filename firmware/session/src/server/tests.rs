@@ -8,10 +8,15 @@ use crate::testkit::{Pair, bytes, cfg, id};
 use crate::{BoxState, CloseReason, Event, ServerState};
 
 fn connect(box_id: &str, version: u16) -> Vec<u8> {
+    connect_attempt(box_id, version, 1)
+}
+
+fn connect_attempt(box_id: &str, version: u16, incarnation: u64) -> Vec<u8> {
     bytes(&[Frame::Connect {
         version,
         window: 65536,
         keepalive_ms: 100,
+        incarnation,
         box_id: id(box_id),
     }])
 }
@@ -304,11 +309,31 @@ fn kick_by_the_operator_ends_the_box_session_with_its_reason() {
 fn a_reconnecting_box_replaces_its_old_session() {
     let mut p = Pair::connected();
     let old = p.bx.session_id();
-    let mut fresh = crate::BoxSession::new(cfg(), id("box-a")).unwrap();
+    let mut fresh = crate::BoxSession::new(cfg(), id("box-a"), 100).unwrap();
     let t = p.tunnel("box-a");
     fresh.switch_to(t, p.now).unwrap();
     let hello = fresh.poll_transmit().unwrap();
     let answer = p.raw_to_server(t, &hello.bytes);
     assert!(matches!(answer[..], [Frame::ConnectAck { session_id, .. }] if session_id != old));
     assert_eq!(p.server.sessions().count(), 1);
+}
+
+#[test]
+fn a_late_connect_of_an_abandoned_attempt_cannot_replace_the_live_session() {
+    // The box's first attempt (incarnation 1) stalled; it gave up and is now
+    // connected with attempt 2. The first CONNECT then arrives after all.
+    let mut p = Pair::new(cfg(), 10);
+    let live = p.tunnel("box-a");
+    let first = p.raw_to_server(live, &connect_attempt("box-a", VERSION, 2));
+    assert!(matches!(first[..], [Frame::ConnectAck { .. }]));
+    let late = p.tunnel("box-a");
+    let answer = p.raw_to_server(late, &connect_attempt("box-a", VERSION, 1));
+    assert_eq!(refused(&answer), RefuseCode::Stale);
+    assert!(p.open.contains(&live), "the live session keeps its tunnel");
+    assert_eq!(p.server.sessions().next().map(|s| s.incarnation()), Some(2));
+    // A newer attempt (the box restarted) does replace it.
+    let restart = p.tunnel("box-a");
+    let answer = p.raw_to_server(restart, &connect_attempt("box-a", VERSION, 3));
+    assert!(matches!(answer[..], [Frame::ConnectAck { .. }]));
+    assert_eq!(p.server.sessions().next().map(|s| s.incarnation()), Some(3));
 }

@@ -52,6 +52,8 @@ struct Pipe {
     /// (unless the pipe is a blackhole).
     closing: bool,
     notified: bool,
+    /// Nothing is delivered before this (a stall: late, not lost).
+    hold_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -199,7 +201,7 @@ impl World {
     pub fn new(sites: usize, cfg: SessionConfig, latency: Duration) -> Self {
         let base = Instant::now();
         let box_id = BoxId::new("box-1").unwrap();
-        let mk = || BoxSession::new(cfg.clone(), box_id.clone()).unwrap();
+        let mk = || BoxSession::new(cfg.clone(), box_id.clone(), 1).unwrap();
         let box_side = if sites == 1 {
             BoxSide::One(mk())
         } else {
@@ -367,6 +369,23 @@ impl World {
             "{:?} cut silent={silent} keep={keep_permille}",
             self.now - self.base
         ));
+    }
+
+    /// Every open tunnel stops delivering for `d`, then delivers everything
+    /// late (nothing lost): like a radio fade under TCP retransmission.
+    pub fn stall(&mut self, d: Duration) {
+        let until = self.now + d;
+        for t in self.tunnels.values_mut() {
+            for pipe in [&mut t.up, &mut t.down] {
+                pipe.hold_until = Some(until);
+                for (at, _) in pipe.in_flight.iter_mut() {
+                    *at = (*at).max(until);
+                }
+                pipe.tail = pipe.tail.map(|t| t.max(until));
+            }
+        }
+        self.log
+            .push(format!("{:?} stall {d:?}", self.now - self.base));
     }
 
     /// No uplink can carry a new tunnel for `d` (open tunnels are cut too).
@@ -586,7 +605,9 @@ impl World {
         if pipe.blackhole || pipe.closing {
             return;
         }
-        let at = (now + latency).max(pipe.tail.unwrap_or(now));
+        let at = (now + latency)
+            .max(pipe.tail.unwrap_or(now))
+            .max(pipe.hold_until.unwrap_or(now));
         pipe.tail = Some(at);
         pipe.in_flight.push_back((at, bytes));
     }
@@ -605,10 +626,15 @@ impl World {
                 .sum();
             self.max_buffered_seen = self.max_buffered_seen.max(buffered);
             for site in 0..self.sites() {
-                let b = self.session(site).stats().bytes_buffered;
+                let st = self.session(site).stats();
+                let b = st.bytes_buffered;
                 assert!(
                     b <= self.cfg.max_buffered_bytes as u64,
                     "box replay buffers over the bound: {b}"
+                );
+                assert!(
+                    b <= st.streams_open * u64::from(self.cfg.window),
+                    "box replay buffers exceed one window per stream: {b}"
                 );
                 for s in self.servers[site].sessions() {
                     let b = s.stats().bytes_buffered;

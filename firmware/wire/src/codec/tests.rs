@@ -54,14 +54,22 @@ pub(crate) fn any_frame() -> impl Strategy<Value = Frame> {
     let bid = || token().prop_map(|s| BoxId::new(&s).unwrap());
     let svc = token().prop_map(|s| ServiceName::new(&s).unwrap());
     prop_oneof![
-        (any::<u16>(), any::<u32>(), any::<u32>(), bid()).prop_map(
-            |(version, window, keepalive_ms, box_id)| Frame::Connect {
-                version,
-                window,
-                keepalive_ms,
-                box_id
-            }
-        ),
+        (
+            any::<u16>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            bid()
+        )
+            .prop_map(|(version, window, keepalive_ms, incarnation, box_id)| {
+                Frame::Connect {
+                    version,
+                    window,
+                    keepalive_ms,
+                    incarnation,
+                    box_id,
+                }
+            }),
         (any::<u16>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
             |(version, session_id, window, keepalive_ms)| Frame::ConnectAck {
                 version,
@@ -236,6 +244,7 @@ fn bad_box_id_in_connect_is_invalid() {
             version: 1,
             window: 1,
             keepalive_ms: 1,
+            incarnation: 1,
             box_id: BoxId::new("ok").unwrap(),
         },
         &mut buf,
