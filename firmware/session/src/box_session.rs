@@ -365,19 +365,7 @@ impl BoxSession {
             | Phase::Resyncing { deadline, .. } => Some((deadline, Timer::SwitchTimeout)),
             _ => None,
         };
-        [
-            phase,
-            self.core
-                .keepalive
-                .deadline()
-                .map(|d| (d, Timer::Keepalive)),
-            self.core
-                .inactivity_deadline()
-                .map(|d| (d, Timer::Inactivity)),
-        ]
-        .into_iter()
-        .flatten()
-        .min_by_key(|(d, _)| *d)
+        self.core.poll_timeout(phase)
     }
 
     // ---- status ----------------------------------------------------------

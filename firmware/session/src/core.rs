@@ -13,7 +13,7 @@ use std::time::Instant;
 use wire::{Frame, ResetCode, Role, ServiceName, StreamId, StreamKind, StreamSync, SyncState};
 
 use crate::config::SessionConfig;
-use crate::event::{CloseReason, Event, Transmit, TunnelId};
+use crate::event::{CloseReason, Event, Timer, Transmit, TunnelId};
 use crate::keepalive::{Keepalive, PathStats};
 use crate::reader::FrameReader;
 use crate::stream::{Stream, StreamViolation};
@@ -194,6 +194,19 @@ impl Core {
         }
     }
 
+    /// The earliest of the role's phase deadline, the next PING and the
+    /// inactivity deadline, with the reason.
+    pub fn poll_timeout(&self, phase: Option<(Instant, Timer)>) -> Option<(Instant, Timer)> {
+        [
+            phase,
+            self.keepalive.deadline().map(|d| (d, Timer::Keepalive)),
+            self.inactivity_deadline().map(|d| (d, Timer::Inactivity)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(d, _)| *d)
+    }
+
     /// Earliest moment an attached tunnel reaches the inactivity timeout.
     pub fn inactivity_deadline(&self) -> Option<Instant> {
         self.tunnels
@@ -280,8 +293,8 @@ impl Core {
         }
     }
 
-    pub fn send(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
-        let room = self.send_capacity(id);
+    /// A byte stream whose sending direction is still open.
+    fn writable_stream(&mut self, id: StreamId) -> Result<&mut Stream, StreamError> {
         let s = self
             .streams
             .get_mut(&id)
@@ -292,6 +305,12 @@ impl Core {
         if s.send.fin.is_some() {
             return Err(StreamError::AlreadyFinished(id));
         }
+        Ok(s)
+    }
+
+    pub fn send(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        let room = self.send_capacity(id);
+        let s = self.writable_stream(id)?;
         let n = s.send.write(data, room);
         if s.send.blocked {
             self.blocked.insert(id);
@@ -301,16 +320,7 @@ impl Core {
     }
 
     pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
-        let s = self
-            .streams
-            .get_mut(&id)
-            .ok_or(StreamError::UnknownStream(id))?;
-        if s.kind != StreamKind::Stream {
-            return Err(StreamError::WrongKind(id));
-        }
-        if s.send.fin.is_some() {
-            return Err(StreamError::AlreadyFinished(id));
-        }
+        let s = self.writable_stream(id)?;
         s.send.fin = Some(s.send.written());
         Ok(())
     }

@@ -161,19 +161,7 @@ impl ServerSession {
             }
             _ => None,
         };
-        [
-            phase,
-            self.core
-                .keepalive
-                .deadline()
-                .map(|d| (d, Timer::Keepalive)),
-            self.core
-                .inactivity_deadline()
-                .map(|d| (d, Timer::Inactivity)),
-        ]
-        .into_iter()
-        .flatten()
-        .min_by_key(|(d, _)| *d)
+        self.core.poll_timeout(phase)
     }
 
     /// A tunnel not yet bound opened with SWITCH_STEP2 or SWITCH_UNEXPECTED

@@ -158,6 +158,30 @@ impl Pair {
         self.pump();
     }
 
+    /// Every stream byte the server delivered, in order of events.
+    pub fn server_data(&self) -> Vec<u8> {
+        self.server_events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::Data { bytes, .. } => Some(bytes.as_slice()),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// Every datagram the server delivered.
+    pub fn server_datagrams(&self) -> Vec<Vec<u8>> {
+        self.server_events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::Datagram { bytes, .. } => Some(bytes.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Raw bytes on a tunnel to the server, returning what it answers there.
     pub fn raw_to_server(&mut self, t: TunnelId, b: &[u8]) -> Vec<Frame> {
         self.server.handle_input(t, b, self.now);

@@ -67,15 +67,7 @@ fn planned_switch_whose_new_tunnel_dies_resynchronises_on_the_old_one() {
     )));
     p.bx.streams().send(sid, b" after").unwrap();
     p.pump();
-    let got: Vec<u8> = p
-        .server_events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::Data { bytes, .. } => Some(bytes.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let got = p.server_data();
     assert_eq!(got, b"before after");
 }
 

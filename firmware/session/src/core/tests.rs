@@ -125,14 +125,7 @@ fn datagrams_queued_without_a_tunnel_are_bounded_and_dropped_oldest_first() {
     let t = p.tunnel("box-a");
     p.bx.switch_to(t, p.now).unwrap();
     p.pump();
-    let got: Vec<Vec<u8>> = p
-        .server_events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::Datagram { bytes, .. } => Some(bytes.clone()),
-            _ => None,
-        })
-        .collect();
+    let got = p.server_datagrams();
     assert_eq!(got, vec![vec![2], vec![3], vec![4]]);
 }
 
@@ -151,14 +144,7 @@ fn datagrams_are_never_replayed_after_a_sudden_switch() {
     let t = p.tunnel("box-a");
     p.bx.switch_to(t, p.now).unwrap();
     p.pump();
-    let got: Vec<Vec<u8>> = p
-        .server_events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::Datagram { bytes, .. } => Some(bytes.clone()),
-            _ => None,
-        })
-        .collect();
+    let got = p.server_datagrams();
     assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
 }
 

@@ -149,15 +149,7 @@ fn another_box_cannot_take_over_a_session_by_switch_unexpected_or_step2() {
     assert_eq!(p.bx.state(), BoxState::Established);
     p.bx.streams().send(sid, b" world").unwrap();
     p.pump();
-    let got: Vec<u8> = p
-        .server_events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::Data { bytes, .. } => Some(bytes.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let got = p.server_data();
     assert_eq!(got, b"hello world");
 }
 
