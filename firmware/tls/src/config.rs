@@ -1,0 +1,150 @@
+//! rustls configurations for both ends of a tunnel.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::ring as ring_provider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {problem}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// rustls refused the material (wrong key for the certificate, bad CA …).
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built (bad CA or CRL).
+    #[error("client verifier: {0}")]
+    Verifier(String),
+}
+
+/// Which AEAD the endpoint prefers; TLS 1.3 only either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CipherPreference {
+    /// ChaCha20-Poly1305 first: fast in software (Raspberry Pi 4, no AES-NI).
+    #[default]
+    Chacha20,
+    /// AES-GCM first: for hosts with AES instructions.
+    Aes,
+}
+
+/// The `ring` provider with TLS 1.3 suites in the preferred order.
+pub fn provider(pref: CipherPreference) -> Arc<CryptoProvider> {
+    use ring_provider::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    let cipher_suites = match pref {
+        CipherPreference::Chacha20 => vec![
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_AES_128_GCM_SHA256,
+        ],
+        CipherPreference::Aes => vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+    };
+    Arc::new(CryptoProvider {
+        cipher_suites,
+        ..ring_provider::default_provider()
+    })
+}
+
+fn file_err(path: &Path, problem: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, e))?
+        .collect();
+    let certs = certs.map_err(|e| file_err(path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, e))
+}
+
+/// Every CRL in a PEM file (an absent file means none revoked).
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let crls: Result<Vec<_>, _> = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, e))?
+        .collect();
+    crls.map_err(|e| file_err(path, e))
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(ca)? {
+        roots.add(c).map_err(|e| file_err(ca, e))?;
+    }
+    Ok(roots)
+}
+
+/// The box side: trusts `ca` for the SNAPT's certificate and presents its own.
+pub fn client_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    pref: CipherPreference,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let config = ClientConfig::builder_with_provider(provider(pref))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+    // Resumption is on by default (an in-memory cache): a handover's new
+    // tunnel resumes the previous TLS session.
+    Ok(Arc::new(config))
+}
+
+/// The SNAPT side: requires a client certificate issued by `ca` and not
+/// revoked by the CRLs in `crl` (if the file exists).
+pub fn server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    crl: Option<&Path>,
+    pref: CipherPreference,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider(pref);
+    let crls = match crl {
+        Some(p) => load_crls(p)?,
+        None => Vec::new(),
+    };
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
+            .with_crls(crls)
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
+    // Our order decides (ChaCha20 first on a Pi), not the client's.
+    config.ignore_client_order = true;
+    Ok(Arc::new(config))
+}
