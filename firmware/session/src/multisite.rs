@@ -56,6 +56,13 @@ impl Coordinator {
         self.sites.is_empty()
     }
 
+    /// Replaces site `site`'s session (after it ended), returning the old one.
+    pub fn replace(&mut self, site: usize, session: BoxSession) -> Option<BoxSession> {
+        let slot = self.sites.get_mut(site)?;
+        self.pending.remove(&site);
+        Some(std::mem::replace(slot, session))
+    }
+
     /// One site's session (for its streams and status).
     pub fn site(&mut self, site: usize) -> Option<&mut BoxSession> {
         self.sites.get_mut(site)

@@ -148,3 +148,20 @@ pub fn server_config(
     config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
+
+/// Serial numbers (lower-case hex) revoked by the CRLs in `path`, to end the
+/// sessions of boxes that are already connected when their certificate is
+/// revoked.
+pub fn revoked_serials(path: &Path) -> Result<std::collections::HashSet<String>, TlsError> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let mut out = std::collections::HashSet::new();
+    for crl in load_crls(path)? {
+        let (_, parsed) =
+            CertificateRevocationList::from_der(crl.as_ref()).map_err(|e| file_err(path, e))?;
+        for r in parsed.iter_revoked_certificates() {
+            out.insert(r.raw_serial().iter().map(|b| format!("{b:02x}")).collect());
+        }
+    }
+    Ok(out)
+}

@@ -18,6 +18,6 @@ pub mod config;
 pub mod identity;
 pub mod pki;
 
-pub use config::{CipherPreference, TlsError, client_config, server_config};
+pub use config::{CipherPreference, TlsError, client_config, revoked_serials, server_config};
 pub use identity::{IdentityError, peer_box_id, peer_serial};
 pub use pki::{Pki, PkiError};

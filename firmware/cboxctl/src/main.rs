@@ -1,0 +1,308 @@
+#![allow(clippy::print_stdout)] // a command-line program prints
+//! cboxctl — talks to cnaptd (and snaptd) over their control sockets, and
+//! issues the certificates of a deployment.
+//!
+//!     cboxctl status [--json]            sessions, uplinks, streams, handovers
+//!     cboxctl switch wlan0               planned switch of every SNAPT
+//!     cboxctl disconnect                 end the sessions (DISCONNECT)
+//!     cboxctl snapt status|kick BOX      the same for snaptd
+//!     cboxctl pki init|server|box|revoke|list --dir DIR
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use runtime::control::{Reply, Request, call};
+use serde_json::Value;
+use tls::Pki;
+use wire::BoxId;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Control cbox daemons and issue their certificates")]
+struct Args {
+    /// cnaptd's control socket.
+    #[arg(long, global = true, default_value = "/run/cbox/cnaptd.sock")]
+    socket: PathBuf,
+    /// Print the daemon's JSON reply instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Sessions, uplinks, streams, RTT/loss and the last handovers.
+    Status,
+    /// Planned (make-before-break) switch of every SNAPT to an uplink.
+    Switch {
+        /// Uplink name from cnapt.toml.
+        uplink: String,
+    },
+    /// End the sessions cleanly; cnaptd then starts new ones.
+    Disconnect,
+    /// Commands for snaptd.
+    Snapt {
+        /// snaptd's control socket.
+        #[arg(long, default_value = "/run/cbox/snaptd.sock")]
+        snapt_socket: PathBuf,
+        #[command(subcommand)]
+        cmd: SnaptCmd,
+    },
+    /// Certificates: CA, SNAPT servers, boxes, revocation.
+    Pki {
+        /// The PKI directory (created 0700 by `init`).
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnaptCmd {
+    /// Boxes connected, their sessions and streams.
+    Status,
+    /// End a box's session.
+    Kick {
+        /// The box id.
+        box_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCmd {
+    /// Create the CA and an empty revocation list.
+    Init {
+        /// CA common name.
+        #[arg(long, default_value = "cbox CA")]
+        name: String,
+        /// Validity in years.
+        #[arg(long, default_value_t = 10)]
+        years: i64,
+    },
+    /// Issue a SNAPT server certificate.
+    Server {
+        /// Server name (file name and CN).
+        name: String,
+        /// DNS names and IP addresses boxes use to reach it.
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 730)]
+        days: i64,
+    },
+    /// Issue a box certificate (CN = box id).
+    Box {
+        /// The box id (CNAPT ID).
+        id: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 730)]
+        days: i64,
+    },
+    /// Revoke a box's certificate and rewrite the CRL (snaptd reloads it).
+    Revoke {
+        /// The box id.
+        id: String,
+    },
+    /// Everything issued, with status.
+    List,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cboxctl: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn ask(socket: &std::path::Path, req: Request) -> anyhow::Result<Value> {
+    let reply: Reply = call(socket, &req).await.with_context(|| {
+        format!(
+            "cannot reach the daemon at {} (is it running?)",
+            socket.display()
+        )
+    })?;
+    if !reply.ok {
+        bail!("{}", reply.error.unwrap_or_else(|| "failed".into()));
+    }
+    Ok(reply.data)
+}
+
+fn print(json: bool, v: &Value, human: impl FnOnce(&Value)) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        human(v);
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        Value::Number(n) => n.as_f64().map_or_else(
+            || n.to_string(),
+            |f| {
+                if f.fract() == 0.0 {
+                    format!("{f:.0}")
+                } else {
+                    format!("{f:.1}")
+                }
+            },
+        ),
+        other => other.to_string(),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    match args.cmd {
+        Cmd::Status => {
+            let v = ask(&args.socket, Request::Status).await?;
+            print(args.json, &v, |v| {
+                println!("box {}", s(&v["box_id"]));
+                println!(
+                    "{:<10} {:<12} {:<8} {:>8} {:>7} {:>12} {:>12} {:>9} {:>8}",
+                    "SNAPT",
+                    "STATE",
+                    "UPLINK",
+                    "RTT ms",
+                    "STREAMS",
+                    "SENT",
+                    "RECEIVED",
+                    "REPLAYED",
+                    "SWITCHES"
+                );
+                for site in v["sites"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<10} {:<12} {:<8} {:>8} {:>7} {:>12} {:>12} {:>9} {:>8}",
+                        s(&site["snapt"]),
+                        s(&site["state"]),
+                        s(&site["uplink"]),
+                        s(&site["rtt_ms"]),
+                        s(&site["streams"]),
+                        s(&site["bytes_sent"]),
+                        s(&site["bytes_received"]),
+                        s(&site["bytes_replayed"]),
+                        s(&site["switches"])
+                    );
+                }
+                let hs = v["handovers"].as_array().cloned().unwrap_or_default();
+                if !hs.is_empty() {
+                    println!("last handovers:");
+                    for h in hs.iter().rev().take(10) {
+                        println!(
+                            "  site {} {:<8} -> {:<8} {:>8} ms",
+                            s(&h["site"]),
+                            s(&h["kind"]),
+                            s(&h["to_uplink"]),
+                            s(&h["duration_ms"])
+                        );
+                    }
+                }
+            });
+        }
+        Cmd::Switch { uplink } => {
+            let v = ask(&args.socket, Request::Switch { uplink }).await?;
+            print(args.json, &v, |v| {
+                println!("switched to {} in {} ms", s(&v["uplink"]), s(&v["ms"]))
+            });
+        }
+        Cmd::Disconnect => {
+            let v = ask(&args.socket, Request::Disconnect).await?;
+            print(args.json, &v, |v| {
+                println!("disconnected {} session(s)", s(&v["disconnected"]))
+            });
+        }
+        Cmd::Snapt { snapt_socket, cmd } => match cmd {
+            SnaptCmd::Status => {
+                let v = ask(&snapt_socket, Request::Status).await?;
+                print(args.json, &v, |v| {
+                    println!(
+                        "snaptd on {} (up {} s, {} tunnels)",
+                        s(&v["listen"]),
+                        s(&v["uptime_s"]),
+                        s(&v["tunnels"])
+                    );
+                    println!(
+                        "{:<16} {:<12} {:>7} {:>12} {:>12} {:>8}",
+                        "BOX", "STATE", "STREAMS", "SENT", "RECEIVED", "SWITCHES"
+                    );
+                    for b in v["boxes"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<16} {:<12} {:>7} {:>12} {:>12} {:>8}",
+                            s(&b["box_id"]),
+                            s(&b["state"]),
+                            s(&b["streams"]),
+                            s(&b["bytes_sent"]),
+                            s(&b["bytes_received"]),
+                            s(&b["switches"])
+                        );
+                    }
+                });
+            }
+            SnaptCmd::Kick { box_id } => {
+                let v = ask(&snapt_socket, Request::Kick { box_id }).await?;
+                print(args.json, &v, |v| println!("kicked {}", s(&v["kicked"])));
+            }
+        },
+        Cmd::Pki { dir, cmd } => pki(&Pki::new(&dir), cmd, args.json)?,
+    }
+    Ok(())
+}
+
+fn pki(p: &Pki, cmd: PkiCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        PkiCmd::Init { name, years } => {
+            p.init(&name, years)?;
+            println!(
+                "CA created: {} (key 0600 beside it), CRL {}",
+                p.ca_cert().display(),
+                p.crl().display()
+            );
+        }
+        PkiCmd::Server { name, sans, days } => {
+            let (cert, key) = p.issue_server(&name, &sans, days)?;
+            println!(
+                "server certificate {} (key {})",
+                cert.display(),
+                key.display()
+            );
+        }
+        PkiCmd::Box { id, days } => {
+            let id = BoxId::new(&id).map_err(|e| anyhow::anyhow!("box id {id:?}: {e}"))?;
+            let (cert, key) = p.issue_box(&id, days)?;
+            println!("box certificate {} (key {})", cert.display(), key.display());
+        }
+        PkiCmd::Revoke { id } => {
+            let serial = p.revoke("box", &id)?;
+            println!(
+                "revoked box {id} (serial {serial}); CRL rewritten: {}",
+                p.crl().display()
+            );
+        }
+        PkiCmd::List => {
+            let entries = p.index()?;
+            if json {
+                let v: Vec<Value> = entries
+                    .iter()
+                    .map(|e| serde_json::json!({"serial": e.serial, "kind": e.kind, "name": e.name, "revoked_at": e.revoked_at}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<34} {:<7} {:<20} STATUS", "SERIAL", "KIND", "NAME");
+                for e in entries {
+                    let status = e
+                        .revoked_at
+                        .map_or("valid".to_string(), |t| format!("revoked at {t}"));
+                    println!("{:<34} {:<7} {:<20} {status}", e.serial, e.kind, e.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}

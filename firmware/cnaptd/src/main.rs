@@ -1,0 +1,88 @@
+#![allow(clippy::print_stdout)] // a command-line program prints
+//! cnaptd — the box daemon (CNAPT). Reads `cnapt.toml`, relays the phones'
+//! connections to the configured services through one mutually
+//! authenticated tunnel per SNAPT, moves the tunnels between uplinks without
+//! losing a byte, and answers `cboxctl` on its control socket.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use config::CnaptConfig;
+use runtime::BoxDriver;
+use runtime::daemon::{init_tracing, notify_ready, notify_stopping, shutdown_signal};
+use tls::{CipherPreference, client_config};
+use tracing::{error, info};
+
+/// The cbox box daemon.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (see docs/config/cnapt.toml).
+    #[arg(short, long, default_value = "/etc/cbox/cnapt.toml")]
+    config: PathBuf,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    init_tracing("cnaptd");
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("cnaptd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = CnaptConfig::load(&args.config)?;
+    let pref = match cfg.tls.prefer {
+        config::CipherChoice::Chacha20 => CipherPreference::Chacha20,
+        config::CipherChoice::Aes => CipherPreference::Aes,
+    };
+    let tls =
+        client_config(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key, pref).context("TLS set-up")?;
+    if args.check {
+        println!(
+            "{}: ok ({} SNAPT, {} uplinks, {} services)",
+            args.config.display(),
+            cfg.snapts.len(),
+            cfg.uplinks.len(),
+            cfg.services.len()
+        );
+        return Ok(());
+    }
+    // Grows across restarts, so a late CONNECT of a previous run can never
+    // replace this run's session.
+    let incarnation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let control_path = cfg.control_socket.clone();
+    let box_id = cfg.box_id.clone();
+    let driver = BoxDriver::new(cfg, tls, incarnation)?;
+    runtime::control::serve(&control_path, driver.control_handle())
+        .with_context(|| format!("control socket {}", control_path.display()))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    info!(%box_id, control = %control_path.display(), "cnaptd starting");
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(driver.run(stop_rx, ready_tx));
+    if ready_rx.await.is_ok() {
+        notify_ready();
+    }
+    task.await.context("driver task")??;
+    notify_stopping();
+    let _ = std::fs::remove_file(&control_path);
+    info!("cnaptd stopped");
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `cnapt.toml`: the box daemon.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use session::SessionConfig;
+use wire::{BoxId, ServiceName};
+
+use crate::common::{
+    ConfigError, Protocol, SessionSection, TlsSection, invalid, parse_toml, read_toml,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    box_id: String,
+    #[serde(default = "default_control")]
+    control_socket: PathBuf,
+    #[serde(default)]
+    max_pending_bytes: Option<usize>,
+    tls: TlsSection,
+    #[serde(default)]
+    snapt: Vec<SnaptLink>,
+    #[serde(default)]
+    uplink: Vec<Uplink>,
+    #[serde(default)]
+    service: Vec<RawService>,
+    #[serde(default)]
+    client_service: Vec<RawClientTarget>,
+    #[serde(default)]
+    session: SessionSection,
+}
+
+fn default_control() -> PathBuf {
+    PathBuf::from("/run/cbox/cnaptd.sock")
+}
+
+/// `[[snapt]]`: one server-side relay (several = multi-site).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnaptLink {
+    /// Name used by `[[service]].snapt`.
+    pub name: String,
+    /// `host:port` of its tunnel listener.
+    pub address: String,
+    /// Name its certificate is issued for (DNS name or IP).
+    pub server_name: String,
+}
+
+/// `[[uplink]]`: a way out (until the uplink drivers decide, a fixed list in
+/// order of preference).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// Name used by `cboxctl switch NAME`.
+    pub name: String,
+    /// Interface to bind tunnels to (SO_BINDTODEVICE), e.g. `wlan0`.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Source address of tunnels over this uplink.
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    listen: SocketAddr,
+    #[serde(default)]
+    protocol: Protocol,
+    #[serde(default)]
+    snapt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientTarget {
+    name: String,
+    connect: SocketAddr,
+    #[serde(default)]
+    protocol: Protocol,
+}
+
+/// `[[service]]`: a server service the phone reaches on the box.
+#[derive(Debug, Clone)]
+pub struct BoxService {
+    /// Service name (asked for in OPEN).
+    pub name: ServiceName,
+    /// Where the box listens (CBoxIP:port).
+    pub listen: SocketAddr,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Index into [`CnaptConfig::snapts`].
+    pub snapt: usize,
+}
+
+/// `[[client_service]]`: where a server-opened (push) stream goes on the PAN.
+#[derive(Debug, Clone)]
+pub struct ClientTarget {
+    /// Service name the SNAPT opens.
+    pub name: ServiceName,
+    /// The phone's address and port (ClientIP:port).
+    pub connect: SocketAddr,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+}
+
+/// The validated box configuration.
+#[derive(Debug, Clone)]
+pub struct CnaptConfig {
+    /// Our id; must equal our certificate's CN.
+    pub box_id: BoxId,
+    /// Unix socket for `cboxctl`.
+    pub control_socket: PathBuf,
+    /// Application bytes held while no uplink exists, summed over streams;
+    /// default: the session's `max_buffered_bytes`.
+    pub max_pending_bytes: usize,
+    /// Certificates.
+    pub tls: TlsSection,
+    /// Server-side relays, at least one.
+    pub snapts: Vec<SnaptLink>,
+    /// Uplinks in order of preference, at least one.
+    pub uplinks: Vec<Uplink>,
+    /// Server services.
+    pub services: Vec<BoxService>,
+    /// Client-service targets.
+    pub client_services: Vec<ClientTarget>,
+    /// Session limits and timers.
+    pub session: SessionConfig,
+}
+
+impl CnaptConfig {
+    /// Reads and validates `path`, including that the TLS files exist.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg = Self::validate(path, read_toml(path)?)?;
+        cfg.tls.check(path)?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text (`path` only names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::validate(path, parse_toml(path, text)?)
+    }
+
+    fn validate(path: &Path, raw: Raw) -> Result<Self, ConfigError> {
+        let box_id = BoxId::new(&raw.box_id).map_err(|e| invalid(path, "box_id", e.to_string()))?;
+
+        let session = raw.session.build(path)?;
+        if raw.snapt.is_empty() {
+            return Err(invalid(path, "snapt", "at least one [[snapt]] is needed"));
+        }
+        let mut names = HashSet::new();
+        for (i, s) in raw.snapt.iter().enumerate() {
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    path,
+                    format!("snapt[{i}].name"),
+                    format!("{:?} is used twice", s.name),
+                ));
+            }
+            if !s.address.contains(':') {
+                return Err(invalid(
+                    path,
+                    format!("snapt[{i}].address"),
+                    "must be host:port",
+                ));
+            }
+        }
+        if raw.uplink.is_empty() {
+            return Err(invalid(path, "uplink", "at least one [[uplink]] is needed"));
+        }
+        let mut up_names = HashSet::new();
+        for (i, u) in raw.uplink.iter().enumerate() {
+            if !up_names.insert(u.name.as_str()) {
+                return Err(invalid(
+                    path,
+                    format!("uplink[{i}].name"),
+                    format!("{:?} is used twice", u.name),
+                ));
+            }
+        }
+        let mut services = Vec::new();
+        let mut listens = HashSet::new();
+        for (i, s) in raw.service.iter().enumerate() {
+            let name = ServiceName::new(&s.name)
+                .map_err(|e| invalid(path, format!("service[{i}].name"), e.to_string()))?;
+            let snapt = match &s.snapt {
+                None => 0,
+                Some(n) => raw.snapt.iter().position(|x| &x.name == n).ok_or_else(|| {
+                    invalid(
+                        path,
+                        format!("service[{i}].snapt"),
+                        format!("no [[snapt]] named {n:?}"),
+                    )
+                })?,
+            };
+            if !listens.insert((s.listen, s.protocol)) {
+                return Err(invalid(
+                    path,
+                    format!("service[{i}].listen"),
+                    format!("{} is used twice", s.listen),
+                ));
+            }
+            services.push(BoxService {
+                name,
+                listen: s.listen,
+                protocol: s.protocol,
+                snapt,
+            });
+        }
+        let mut client_services = Vec::new();
+        for (i, c) in raw.client_service.iter().enumerate() {
+            let name = ServiceName::new(&c.name)
+                .map_err(|e| invalid(path, format!("client_service[{i}].name"), e.to_string()))?;
+            client_services.push(ClientTarget {
+                name,
+                connect: c.connect,
+                protocol: c.protocol,
+            });
+        }
+        let max_pending_bytes = raw.max_pending_bytes.unwrap_or(session.max_buffered_bytes);
+        Ok(Self {
+            box_id,
+            control_socket: raw.control_socket,
+            max_pending_bytes,
+            tls: raw.tls,
+            snapts: raw.snapt,
+            uplinks: raw.uplink,
+            services,
+            client_services,
+            session,
+        })
+    }
+}

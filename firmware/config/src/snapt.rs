@@ -1,0 +1,188 @@
+//! `snapt.toml`: the server-side relay.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use session::ServerConfig;
+use wire::ServiceName;
+
+use crate::common::{
+    ConfigError, Protocol, SessionSection, TlsSection, invalid, parse_toml, read_toml,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: SocketAddr,
+    #[serde(default = "default_control")]
+    control_socket: PathBuf,
+    #[serde(default = "default_max_boxes")]
+    max_boxes: usize,
+    tls: TlsSection,
+    #[serde(default)]
+    service: Vec<RawService>,
+    #[serde(default)]
+    client_service: Vec<RawClientListen>,
+    #[serde(default)]
+    client_service_addresses: Vec<IpAddr>,
+    #[serde(default)]
+    session: SessionSection,
+}
+
+fn default_control() -> PathBuf {
+    PathBuf::from("/run/cbox/snaptd.sock")
+}
+
+fn default_max_boxes() -> usize {
+    1000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    target: String,
+    #[serde(default)]
+    protocol: Protocol,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientListen {
+    name: String,
+    port: u16,
+    #[serde(default)]
+    protocol: Protocol,
+    #[serde(default)]
+    boxes: Vec<String>,
+}
+
+/// `[[service]]`: where a box-opened stream for `name` is relayed.
+#[derive(Debug, Clone)]
+pub struct ServerService {
+    /// The service name boxes ask for.
+    pub name: ServiceName,
+    /// `host:port` of the real server.
+    pub target: String,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+}
+
+/// `[[client_service]]`: a push service listened for on each listed box's
+/// virtual address, relayed to that box.
+#[derive(Debug, Clone)]
+pub struct ClientServiceListen {
+    /// Service name (the box maps it to the phone's address).
+    pub name: ServiceName,
+    /// The real client-service port, listened on at each box's address.
+    pub port: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Boxes that offer it.
+    pub boxes: Vec<String>,
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct SnaptConfig {
+    /// Tunnel listener.
+    pub listen: SocketAddr,
+    /// Unix socket for `cboxctl --snapt`.
+    pub control_socket: PathBuf,
+    /// Certificates (and the CRL).
+    pub tls: TlsSection,
+    /// Box-opened services.
+    pub services: Vec<ServerService>,
+    /// Client (push) services.
+    pub client_services: Vec<ClientServiceListen>,
+    /// Addresses handed out to boxes for their client services, one per box,
+    /// in order (so identical boxes don't collide on a port).
+    pub client_service_addresses: Vec<IpAddr>,
+    /// Session core limits, `max_boxes` included.
+    pub server: ServerConfig,
+}
+
+impl SnaptConfig {
+    /// Reads and validates `path`, including that the TLS files exist.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg = Self::validate(path, read_toml(path)?)?;
+        cfg.tls.check(path)?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text (`path` only names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::validate(path, parse_toml(path, text)?)
+    }
+
+    fn validate(path: &Path, raw: Raw) -> Result<Self, ConfigError> {
+        let session = raw.session.build(path)?;
+        if raw.max_boxes == 0 {
+            return Err(invalid(path, "max_boxes", "must be at least 1"));
+        }
+        let mut names = HashSet::new();
+        let mut services = Vec::new();
+        for (i, s) in raw.service.iter().enumerate() {
+            let name = ServiceName::new(&s.name)
+                .map_err(|e| invalid(path, format!("service[{i}].name"), e.to_string()))?;
+            if !names.insert(s.name.clone()) {
+                return Err(invalid(
+                    path,
+                    format!("service[{i}].name"),
+                    format!("{:?} is used twice", s.name),
+                ));
+            }
+            if !s.target.contains(':') {
+                return Err(invalid(
+                    path,
+                    format!("service[{i}].target"),
+                    "must be host:port",
+                ));
+            }
+            services.push(ServerService {
+                name,
+                target: s.target.clone(),
+                protocol: s.protocol,
+            });
+        }
+        let mut client_services = Vec::new();
+        for (i, c) in raw.client_service.iter().enumerate() {
+            let name = ServiceName::new(&c.name)
+                .map_err(|e| invalid(path, format!("client_service[{i}].name"), e.to_string()))?;
+            if c.port == 0 {
+                return Err(invalid(
+                    path,
+                    format!("client_service[{i}].port"),
+                    "must not be 0",
+                ));
+            }
+            client_services.push(ClientServiceListen {
+                name,
+                port: c.port,
+                protocol: c.protocol,
+                boxes: c.boxes.clone(),
+            });
+        }
+        if !client_services.is_empty() && raw.client_service_addresses.is_empty() {
+            return Err(invalid(
+                path,
+                "client_service_addresses",
+                "client services need at least one address",
+            ));
+        }
+        Ok(Self {
+            listen: raw.listen,
+            control_socket: raw.control_socket,
+            tls: raw.tls,
+            services,
+            client_services,
+            client_service_addresses: raw.client_service_addresses,
+            server: ServerConfig {
+                session,
+                max_sessions: raw.max_boxes,
+            },
+        })
+    }
+}

@@ -1,0 +1,755 @@
+//! The only job of the box driver is to take input from the uplinks, the
+//! phone-side sockets and `cboxctl`, and pass it to the sessions (one per
+//! SNAPT, switched together by a `Coordinator`) — then carry out what they
+//! ask: write tunnel bytes, deliver stream bytes, connect tunnels.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::{CnaptConfig, Protocol};
+use serde_json::json;
+use session::{BoxSession, BoxState, Coordinator, Event, SiteEvent, SwitchKind, TunnelId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+use wire::{ResetCode, StreamId, StreamKind};
+
+use crate::connect::{Egress, connect_tunnel};
+use crate::control::{Call, Reply, Request};
+use crate::io::{WriteCmd, spawn_reader, spawn_writer};
+use crate::locals::{LocalEvent, Locals, Sink};
+
+type Key = (usize, StreamId);
+type TlsTunnel = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Why a tunnel is being connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// The site has no tunnel (first connection or after a loss).
+    Recover,
+    /// A planned switch to this uplink.
+    Planned,
+}
+
+enum Input {
+    Accepted {
+        service: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+    },
+    Local(LocalEvent<Key>),
+    ClientConnected {
+        key: Key,
+        result: Result<TcpStream, String>,
+    },
+    TunnelConnected {
+        site: usize,
+        uplink: usize,
+        purpose: Purpose,
+        result: Result<Box<TlsTunnel>, String>,
+    },
+    TunnelBytes {
+        tunnel: TunnelId,
+        bytes: Vec<u8>,
+    },
+    TunnelLost {
+        tunnel: TunnelId,
+    },
+    Control(Call),
+    Retry {
+        site: usize,
+    },
+}
+
+struct Tunnel {
+    site: usize,
+    uplink: usize,
+    tx: mpsc::UnboundedSender<WriteCmd>,
+}
+
+/// One completed (or failed) handover, for `cboxctl status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HandoverRecord {
+    /// Site index (SNAPT).
+    pub site: usize,
+    /// planned / sudden.
+    pub kind: String,
+    /// Uplink moved to.
+    pub to_uplink: String,
+    /// From SwitchStarted to SwitchCompleted at the box, milliseconds.
+    pub duration_ms: f64,
+    /// Payload bytes resent so far in the session (replay counter).
+    pub bytes_replayed: u64,
+}
+
+struct PendingSwitch {
+    uplink: usize,
+    tunnels: Vec<Option<TunnelId>>,
+    reply: Option<oneshot::Sender<Reply>>,
+    started: Instant,
+}
+
+/// The box daemon's core loop.
+pub struct BoxDriver {
+    cfg: CnaptConfig,
+    tls: Arc<rustls::ClientConfig>,
+    coord: Coordinator,
+    tx: mpsc::UnboundedSender<Input>,
+    rx: mpsc::UnboundedReceiver<Input>,
+    tunnels: HashMap<TunnelId, Tunnel>,
+    next_tunnel: u64,
+    /// Uplink each site's current tunnel uses.
+    site_uplink: Vec<Option<usize>>,
+    connecting: Vec<bool>,
+    backoff: Vec<Duration>,
+    locals: Locals<Key>,
+    pending_switch: Option<PendingSwitch>,
+    switch_started: HashMap<usize, (Instant, SwitchKind)>,
+    history: VecDeque<HandoverRecord>,
+    incarnation: u64,
+}
+
+impl std::fmt::Debug for BoxDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxDriver")
+            .field("box_id", &self.cfg.box_id)
+            .field("tunnels", &self.tunnels.len())
+            .field("locals", &self.locals.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl BoxDriver {
+    /// A driver for `cfg`; `incarnation` seeds the CONNECT incarnation (it
+    /// must grow across restarts: milliseconds since the epoch will do).
+    pub fn new(
+        cfg: CnaptConfig,
+        tls: Arc<rustls::ClientConfig>,
+        incarnation: u64,
+    ) -> Result<Self, session::ConfigError> {
+        let sites = cfg.snapts.len();
+        let sessions = (0..sites)
+            .map(|_| BoxSession::new(cfg.session.clone(), cfg.box_id.clone(), incarnation))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink_tx = tx.clone();
+        let sink: Sink<Key> = Arc::new(move |ev| sink_tx.send(Input::Local(ev)).is_ok());
+        Ok(Self {
+            coord: Coordinator::new(sessions),
+            tls,
+            tx,
+            rx,
+            tunnels: HashMap::new(),
+            next_tunnel: 1,
+            site_uplink: vec![None; sites],
+            connecting: vec![false; sites],
+            backoff: vec![Duration::from_millis(200); sites],
+            locals: Locals::new(sink),
+            pending_switch: None,
+            switch_started: HashMap::new(),
+            history: VecDeque::new(),
+            incarnation: incarnation.saturating_add(1_000_000),
+            cfg,
+        })
+    }
+
+    /// A handle for control requests (the control socket feeds it).
+    pub fn control_handle(&self) -> mpsc::UnboundedSender<Call> {
+        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Call>();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(call) = ctl_rx.recv().await {
+                if tx.send(Input::Control(call)).is_err() {
+                    break;
+                }
+            }
+        });
+        ctl_tx
+    }
+
+    /// Binds the service listeners, connects every site and runs until
+    /// `shutdown` fires; then sends DISCONNECT and returns.
+    pub async fn run(
+        mut self,
+        mut shutdown: oneshot::Receiver<()>,
+        ready: oneshot::Sender<()>,
+    ) -> std::io::Result<()> {
+        for (i, svc) in self.cfg.services.iter().enumerate() {
+            if svc.protocol != Protocol::Tcp {
+                warn!(service = %svc.name, "UDP services are not relayed yet; skipped");
+                continue;
+            }
+            let listener = TcpListener::bind(svc.listen).await?;
+            info!(service = %svc.name, listen = %svc.listen, "service listening");
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, peer)) = listener.accept().await {
+                    if tx
+                        .send(Input::Accepted {
+                            service: i,
+                            stream,
+                            peer,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        let _ = ready.send(());
+        for site in 0..self.cfg.snapts.len() {
+            self.connect_site(site, None);
+        }
+        loop {
+            self.flush();
+            let deadline = self
+                .coord
+                .poll_timeout()
+                .map(|(d, _)| tokio::time::Instant::from_std(d));
+            tokio::select! {
+                input = self.rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => break,
+                },
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    self.coord.handle_timeout(now());
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        for site in 0..self.cfg.snapts.len() {
+            if let Some(s) = self.coord.site(site) {
+                s.close("cnaptd shutting down");
+            }
+        }
+        self.flush();
+        // Give the writers a moment to put DISCONNECT on the wire.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Accepted {
+                service,
+                stream,
+                peer,
+            } => self.accepted(service, stream, peer),
+            Input::Local(LocalEvent::Data { key, bytes, ack }) => {
+                self.locals.queue(&key, bytes, ack);
+                self.push_pending(key);
+            }
+            Input::Local(LocalEvent::End { key, error }) => match error {
+                Some(e) => self.reset_local(key, &e),
+                None => {
+                    self.locals.mark_eof(&key);
+                    self.push_pending(key);
+                }
+            },
+            Input::Local(LocalEvent::Delivered { key, n }) => {
+                if let Some(s) = self.coord.site(key.0) {
+                    let _ = s.streams().delivered(key.1, n);
+                }
+            }
+            Input::ClientConnected { key, result } => self.client_connected(key, result),
+            Input::TunnelConnected {
+                site,
+                uplink,
+                purpose,
+                result,
+            } => self.tunnel_connected(site, uplink, purpose, result),
+            Input::TunnelBytes { tunnel, bytes } => {
+                if let Some(t) = self.tunnels.get(&tunnel) {
+                    self.coord.handle_input(t.site, tunnel, &bytes, now());
+                }
+            }
+            Input::TunnelLost { tunnel } => {
+                if let Some(t) = self.tunnels.remove(&tunnel) {
+                    info!(site = t.site, uplink = %self.cfg.uplinks[t.uplink].name, ?tunnel, "tunnel lost");
+                    self.coord.handle_tunnel_lost(t.site, tunnel, now());
+                }
+            }
+            Input::Control((req, reply)) => self.control(req, reply),
+            Input::Retry { site } => {
+                let idle = self
+                    .coord
+                    .site(site)
+                    .is_some_and(|s| matches!(s.state(), BoxState::Idle | BoxState::Recovering));
+                if idle {
+                    self.connect_site(site, None);
+                }
+            }
+        }
+    }
+
+    fn accepted(&mut self, service: usize, stream: TcpStream, peer: SocketAddr) {
+        let svc = &self.cfg.services[service];
+        let site = svc.snapt;
+        let Some(session) = self.coord.site(site) else {
+            return;
+        };
+        match session
+            .streams()
+            .open(StreamKind::Stream, svc.name.clone(), None)
+        {
+            Ok(sid) => {
+                debug!(service = %svc.name, %peer, stream = %sid, "phone connected");
+                self.locals.attach((site, sid), stream);
+            }
+            Err(e) => warn!(service = %svc.name, %peer, error = %e, "refusing phone connection"),
+        }
+    }
+
+    /// Hands buffered application bytes to the session as far as it takes
+    /// them; FIN after the last.
+    fn push_pending(&mut self, key: Key) {
+        if let Some(session) = self.coord.site(key.0) {
+            self.locals.push(&key, key.1, &mut session.streams());
+        }
+    }
+
+    fn reset_local(&mut self, key: Key, reason: &str) {
+        self.locals.remove(&key);
+        if let Some(s) = self.coord.site(key.0) {
+            let _ = s
+                .streams()
+                .reset(key.1, ResetCode::ApplicationError, reason);
+        }
+    }
+
+    fn client_connected(&mut self, key: Key, result: Result<TcpStream, String>) {
+        match result {
+            Ok(stream) if self.locals.contains(&key) => self.locals.attach(key, stream),
+            Ok(_) => {}
+            Err(e) => {
+                warn!(site = key.0, stream = %key.1, error = %e, "client service unreachable");
+                self.locals.remove(&key);
+                if let Some(s) = self.coord.site(key.0) {
+                    let _ = s.streams().reset(key.1, ResetCode::ConnectFailed, &e);
+                }
+            }
+        }
+    }
+
+    // ---- tunnels -----------------------------------------------------------
+
+    /// Connects a tunnel for `site`, trying uplinks in order of preference
+    /// (the one that just failed, if any, last).
+    fn connect_site(&mut self, site: usize, failed: Option<usize>) {
+        if self.connecting[site] {
+            return;
+        }
+        self.connecting[site] = true;
+        let mut order: Vec<usize> = (0..self.cfg.uplinks.len())
+            .filter(|u| Some(*u) != failed)
+            .collect();
+        order.extend(failed);
+        self.spawn_connect(site, order, Purpose::Recover);
+    }
+
+    fn spawn_connect(&self, site: usize, order: Vec<usize>, purpose: Purpose) {
+        let snapt = self.cfg.snapts[site].clone();
+        let egresses: Vec<(usize, Egress)> = order
+            .into_iter()
+            .map(|u| {
+                (
+                    u,
+                    Egress {
+                        interface: self.cfg.uplinks[u].interface.clone(),
+                        source: self.cfg.uplinks[u].source,
+                    },
+                )
+            })
+            .collect();
+        let tls = self.tls.clone();
+        let tx = self.tx.clone();
+        let timeout = self
+            .cfg
+            .session
+            .inactivity_timeout
+            .max(Duration::from_secs(2));
+        tokio::spawn(async move {
+            let mut last = String::from("no uplink configured");
+            for (uplink, egress) in egresses {
+                match connect_tunnel(
+                    &snapt.address,
+                    &snapt.server_name,
+                    &egress,
+                    tls.clone(),
+                    timeout,
+                )
+                .await
+                {
+                    Ok(t) => {
+                        let _ = tx.send(Input::TunnelConnected {
+                            site,
+                            uplink,
+                            purpose,
+                            result: Ok(Box::new(t)),
+                        });
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(site, snapt = %snapt.name, via = %egress, error = %e, "tunnel connect failed");
+                        last = e.to_string();
+                    }
+                }
+            }
+            let _ = tx.send(Input::TunnelConnected {
+                site,
+                uplink: 0,
+                purpose,
+                result: Err(last),
+            });
+        });
+    }
+
+    fn register_tunnel(&mut self, site: usize, uplink: usize, tls: TlsTunnel) -> TunnelId {
+        let id = TunnelId(self.next_tunnel);
+        self.next_tunnel += 1;
+        let (rd, wr) = tokio::io::split(tls);
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let (t1, t2) = (self.tx.clone(), self.tx.clone());
+        spawn_writer(wr, wrx, |_| {}, |_| {});
+        spawn_reader(
+            rd,
+            move |bytes| t1.send(Input::TunnelBytes { tunnel: id, bytes }).is_ok(),
+            move |_| {
+                let _ = t2.send(Input::TunnelLost { tunnel: id });
+            },
+        );
+        self.tunnels.insert(
+            id,
+            Tunnel {
+                site,
+                uplink,
+                tx: wtx,
+            },
+        );
+        id
+    }
+
+    fn tunnel_connected(
+        &mut self,
+        site: usize,
+        uplink: usize,
+        purpose: Purpose,
+        result: Result<Box<TlsTunnel>, String>,
+    ) {
+        if purpose == Purpose::Recover {
+            self.connecting[site] = false;
+        }
+        let tls = match result {
+            Ok(t) => *t,
+            Err(e) => {
+                if purpose == Purpose::Planned {
+                    self.fail_pending_switch(&format!("site {site}: {e}"));
+                } else {
+                    self.schedule_retry(site);
+                }
+                return;
+            }
+        };
+        let id = self.register_tunnel(site, uplink, tls);
+        info!(site, uplink = %self.cfg.uplinks[uplink].name, tunnel = ?id, ?purpose, "tunnel up");
+        match purpose {
+            Purpose::Recover => {
+                let Some(s) = self.coord.site(site) else {
+                    return;
+                };
+                match s.switch_to(id, now()) {
+                    Ok(()) => {
+                        self.site_uplink[site] = Some(uplink);
+                        self.backoff[site] = Duration::from_millis(200);
+                    }
+                    Err(e) => {
+                        debug!(site, error = %e, "tunnel not needed");
+                        self.tunnels.remove(&id);
+                    }
+                }
+            }
+            Purpose::Planned => {
+                let Some(p) = &mut self.pending_switch else {
+                    self.tunnels.remove(&id);
+                    return;
+                };
+                p.tunnels[site] = Some(id);
+                if p.tunnels.iter().all(Option::is_some) {
+                    let ts: Vec<TunnelId> = p.tunnels.iter().flatten().copied().collect();
+                    let to = p.uplink;
+                    if let Err(e) = self.coord.switch_all(&ts, now()) {
+                        for t in ts {
+                            self.tunnels.remove(&t);
+                        }
+                        self.fail_pending_switch(&e.to_string());
+                    } else {
+                        for site in 0..self.site_uplink.len() {
+                            self.site_uplink[site] = Some(to);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, site: usize) {
+        let delay = self.backoff[site];
+        self.backoff[site] = (delay * 2).min(Duration::from_secs(5));
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Input::Retry { site });
+        });
+    }
+
+    fn fail_pending_switch(&mut self, why: &str) {
+        if let Some(mut p) = self.pending_switch.take() {
+            for t in p.tunnels.iter().flatten() {
+                self.tunnels.remove(t);
+            }
+            if let Some(r) = p.reply.take() {
+                let _ = r.send(Reply::err(format!("switch failed: {why}")));
+            }
+        }
+    }
+
+    // ---- outputs -------------------------------------------------------------
+
+    fn flush(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some((_, tx)) = self.coord.poll_transmit() {
+                moved = true;
+                if let Some(t) = self.tunnels.get(&tx.tunnel) {
+                    let _ = t.tx.send(WriteCmd::Data(tx.bytes));
+                }
+            }
+            while let Some(ev) = self.coord.poll_event() {
+                moved = true;
+                self.event(ev);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn event(&mut self, ev: SiteEvent) {
+        let (site, ev) = match ev {
+            SiteEvent::AllSwitched => {
+                if let Some(mut p) = self.pending_switch.take() {
+                    let ms = p.started.elapsed().as_secs_f64() * 1e3;
+                    info!(uplink = %self.cfg.uplinks[p.uplink].name, ms, "all sites switched");
+                    if let Some(r) = p.reply.take() {
+                        let _ = r.send(Reply::ok(
+                            json!({ "uplink": self.cfg.uplinks[p.uplink].name, "ms": ms }),
+                        ));
+                    }
+                }
+                return;
+            }
+            SiteEvent::Site { site, event } => (site, event),
+        };
+        match ev {
+            Event::Data { stream, bytes } => {
+                self.locals.deliver((site, stream), WriteCmd::Data(bytes))
+            }
+            Event::Finished { stream } => self.locals.deliver((site, stream), WriteCmd::Finish),
+            Event::StreamOpened {
+                stream,
+                kind,
+                service,
+                ..
+            } => self.open_client_service(site, stream, kind, service),
+            Event::StreamReset {
+                stream,
+                code,
+                reason,
+            } => {
+                debug!(site, %stream, ?code, %reason, "stream reset");
+                self.locals.remove(&(site, stream));
+            }
+            Event::StreamClosed { stream } => self.locals.remove(&(site, stream)),
+            Event::Writable { stream } => self.push_pending((site, stream)),
+            Event::SwitchStarted { kind, .. } => {
+                self.switch_started.insert(site, (Instant::now(), kind));
+            }
+            Event::SwitchCompleted { kind, to, .. } => {
+                let uplink = self.tunnels.get(&to).map(|t| t.uplink);
+                if let Some(u) = uplink {
+                    self.site_uplink[site] = Some(u);
+                }
+                let started = self.switch_started.remove(&site).map(|(t, _)| t);
+                let rec = HandoverRecord {
+                    site,
+                    kind: format!("{kind:?}").to_lowercase(),
+                    to_uplink: uplink
+                        .map(|u| self.cfg.uplinks[u].name.clone())
+                        .unwrap_or_default(),
+                    duration_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3),
+                    bytes_replayed: self
+                        .coord
+                        .site(site)
+                        .map_or(0, |s| s.stats().bytes_replayed),
+                };
+                info!(site, kind = %rec.kind, uplink = %rec.to_uplink, ms = rec.duration_ms, "handover complete");
+                self.history.push_back(rec);
+                if self.history.len() > 32 {
+                    self.history.pop_front();
+                }
+            }
+            Event::NeedTunnel => {
+                let failed = self.site_uplink[site].take();
+                self.connect_site(site, failed);
+            }
+            Event::CloseTunnel { tunnel, reason } => {
+                debug!(site, ?tunnel, ?reason, "closing tunnel");
+                self.tunnels.remove(&tunnel);
+            }
+            Event::Connected { session_id } => info!(site, session_id, "session established"),
+            Event::Refused { code, reason } => {
+                warn!(site, ?code, %reason, "SNAPT refused us");
+                self.schedule_retry(site);
+            }
+            Event::SessionClosed { code, reason } => {
+                warn!(site, ?code, %reason, "session ended; starting a new one");
+                self.locals.remove_where(|(s, _)| *s == site);
+                self.incarnation += 1;
+                if let Ok(fresh) = BoxSession::new(
+                    self.cfg.session.clone(),
+                    self.cfg.box_id.clone(),
+                    self.incarnation,
+                ) {
+                    self.coord.replace(site, fresh);
+                }
+                self.schedule_retry(site);
+            }
+            Event::Datagram { .. } => {}
+        }
+    }
+
+    fn open_client_service(
+        &mut self,
+        site: usize,
+        stream: StreamId,
+        kind: StreamKind,
+        service: wire::ServiceName,
+    ) {
+        let target = self
+            .cfg
+            .client_services
+            .iter()
+            .find(|c| c.name == service && c.protocol == Protocol::Tcp);
+        let Some(target) = target.filter(|_| kind == StreamKind::Stream) else {
+            if let Some(s) = self.coord.site(site) {
+                let _ = s.streams().reset(
+                    stream,
+                    ResetCode::ConnectFailed,
+                    &format!("no client service {service} on this box"),
+                );
+            }
+            return;
+        };
+        let addr = target.connect;
+        self.locals.reserve((site, stream));
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("{addr}: {e}"));
+            let _ = tx.send(Input::ClientConnected {
+                key: (site, stream),
+                result,
+            });
+        });
+    }
+
+    // ---- control --------------------------------------------------------------
+
+    fn control(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
+        match req {
+            Request::Status => {
+                let _ = reply.send(Reply::ok(self.status()));
+            }
+            Request::Switch { uplink } => {
+                let Some(u) = self.cfg.uplinks.iter().position(|x| x.name == uplink) else {
+                    let names: Vec<&str> =
+                        self.cfg.uplinks.iter().map(|x| x.name.as_str()).collect();
+                    let _ = reply.send(Reply::err(format!(
+                        "no uplink {uplink:?}; configured: {}",
+                        names.join(", ")
+                    )));
+                    return;
+                };
+                if self.pending_switch.is_some() {
+                    let _ = reply.send(Reply::err("a switch is already in progress"));
+                    return;
+                }
+                let sites = self.cfg.snapts.len();
+                self.pending_switch = Some(PendingSwitch {
+                    uplink: u,
+                    tunnels: vec![None; sites],
+                    reply: Some(reply),
+                    started: Instant::now(),
+                });
+                for site in 0..sites {
+                    self.spawn_connect(site, vec![u], Purpose::Planned);
+                }
+            }
+            Request::Disconnect => {
+                for site in 0..self.cfg.snapts.len() {
+                    if let Some(s) = self.coord.site(site) {
+                        s.close("disconnect requested by cboxctl");
+                    }
+                }
+                let _ = reply.send(Reply::ok(json!({ "disconnected": self.cfg.snapts.len() })));
+            }
+            Request::Kick { .. } => {
+                let _ = reply.send(Reply::err("kick is a snaptd command"));
+            }
+        }
+    }
+
+    fn status(&mut self) -> serde_json::Value {
+        let mut sites = Vec::new();
+        for site in 0..self.cfg.snapts.len() {
+            let uplink = self.site_uplink[site].map(|u| self.cfg.uplinks[u].name.clone());
+            let Some(s) = self.coord.site(site) else {
+                continue;
+            };
+            let st = s.stats();
+            let path = s.path_stats();
+            sites.push(json!({
+                "snapt": self.cfg.snapts[site].name,
+                "state": format!("{:?}", s.state()),
+                "session_id": s.session_id(),
+                "uplink": uplink,
+                "streams": st.streams_open,
+                "bytes_sent": st.bytes_sent,
+                "bytes_received": st.bytes_received,
+                "bytes_replayed": st.bytes_replayed,
+                "bytes_buffered": st.bytes_buffered,
+                "datagrams_dropped": st.datagrams_dropped,
+                "switches": st.switches,
+                "rtt_ms": path.srtt.map(|d| d.as_secs_f64() * 1e3),
+                "pings_sent": path.pings_sent,
+                "pings_lost": path.pings_lost,
+            }));
+        }
+        json!({
+            "box_id": self.cfg.box_id.as_str(),
+            "uplinks": self.cfg.uplinks.iter().map(|u| json!({"name": u.name, "interface": u.interface, "source": u.source})).collect::<Vec<_>>(),
+            "sites": sites,
+            "handovers": self.history,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Bringing up a tunnel from the box: a TCP connection bound to one uplink
+//! (source address and `SO_BINDTODEVICE`), `TCP_NODELAY`, then TLS.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Why a tunnel could not be brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Name resolution found nothing.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// The server name is not a valid DNS name or IP.
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+    /// Socket set-up or TCP connect failed.
+    #[error("tcp to {addr} via {via}: {source}")]
+    Tcp {
+        /// Destination.
+        addr: SocketAddr,
+        /// Uplink description.
+        via: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (certificate refused, …).
+    #[error("tls with {addr}: {source}")]
+    Tls {
+        /// Destination.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The attempt took too long.
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+}
+
+/// How to leave the box.
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    /// Interface to bind to (SO_BINDTODEVICE; needs CAP_NET_RAW).
+    pub interface: Option<String>,
+    /// Source address.
+    pub source: Option<IpAddr>,
+}
+
+impl std::fmt::Display for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.interface, &self.source) {
+            (Some(i), Some(s)) => write!(f, "{i}/{s}"),
+            (Some(i), None) => write!(f, "{i}"),
+            (None, Some(s)) => write!(f, "{s}"),
+            (None, None) => write!(f, "default route"),
+        }
+    }
+}
+
+/// TCP socket options every leg gets: no Nagle (latency hygiene).
+pub fn tune(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+}
+
+/// Connects to `address` (`host:port`) over `egress` and runs the TLS
+/// handshake for `server_name`.
+pub async fn connect_tunnel(
+    address: &str,
+    server_name: &str,
+    egress: &Egress,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, ConnectError> {
+    let work = async {
+        let addr = tokio::net::lookup_host(address)
+            .await
+            .map_err(|_| ConnectError::Resolve(address.to_owned()))?
+            .find(|a| egress.source.is_none_or(|s| s.is_ipv4() == a.is_ipv4()))
+            .ok_or_else(|| ConnectError::Resolve(address.to_owned()))?;
+        let tcp_err = |source| ConnectError::Tcp {
+            addr,
+            via: egress.to_string(),
+            source,
+        };
+        let sock = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(tcp_err)?;
+        if let Some(dev) = &egress.interface {
+            sock.bind_device(Some(dev.as_bytes())).map_err(tcp_err)?;
+        }
+        if let Some(src) = egress.source {
+            sock.bind(SocketAddr::new(src, 0)).map_err(tcp_err)?;
+        }
+        let tcp = sock.connect(addr).await.map_err(tcp_err)?;
+        tune(&tcp);
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| ConnectError::ServerName(server_name.to_owned()))?;
+        TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ConnectError::Tls { addr, source })
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ConnectError::Timeout(address.to_owned()))?
+}

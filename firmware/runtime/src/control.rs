@@ -1,0 +1,119 @@
+//! The daemons' control sockets: one JSON request per line, one JSON reply
+//! per line, over a Unix socket (`cboxctl` is the client).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// A command to a daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Sessions, uplinks, streams, handovers (both daemons).
+    Status,
+    /// cnaptd: planned switch of every site to this uplink.
+    Switch {
+        /// Uplink name from the config.
+        uplink: String,
+    },
+    /// cnaptd: end the sessions (DISCONNECT) and start afresh.
+    Disconnect,
+    /// snaptd: end a box's session.
+    Kick {
+        /// The box id.
+        box_id: String,
+    },
+}
+
+/// A daemon's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    /// Whether the command succeeded.
+    pub ok: bool,
+    /// Why not, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The result.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Reply {
+    /// Success with data.
+    pub fn ok(data: serde_json::Value) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            data,
+        }
+    }
+
+    /// Failure with a reason.
+    pub fn err(e: impl ToString) -> Self {
+        Self {
+            ok: false,
+            error: Some(e.to_string()),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
+/// A request with the way back to its client.
+pub type Call = (Request, oneshot::Sender<Reply>);
+
+/// Listens on `path` (replacing a stale socket) and forwards every request.
+pub fn serve(path: &Path, calls: mpsc::UnboundedSender<Call>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let (rd, mut wr) = sock.into_split();
+                let mut lines = BufReader::new(rd).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply = match serde_json::from_str::<Request>(&line) {
+                        Err(e) => Reply::err(format!("bad request: {e}")),
+                        Ok(req) => {
+                            let (tx, rx) = oneshot::channel();
+                            if calls.send((req, tx)).is_err() {
+                                Reply::err("daemon is shutting down")
+                            } else {
+                                rx.await
+                                    .unwrap_or_else(|_| Reply::err("daemon dropped the request"))
+                            }
+                        }
+                    };
+                    let mut text =
+                        serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
+                    text.push('\n');
+                    if wr.write_all(text.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Sends one request to the daemon at `path` and waits for its reply.
+pub async fn call(path: &Path, req: &Request) -> std::io::Result<Reply> {
+    let sock = UnixStream::connect(path).await?;
+    let (rd, mut wr) = sock.into_split();
+    let mut text = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    text.push('\n');
+    wr.write_all(text.as_bytes()).await?;
+    let mut lines = BufReader::new(rd).lines();
+    let line = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no reply"))?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
+}

@@ -1,0 +1,108 @@
+//! The tasks that move bytes between sockets and a driver: one reader and
+//! one writer per tunnel and per local connection. A reader forwards what it
+//! reads as a driver input; a writer takes chunks from a channel and reports
+//! what it wrote. Neither holds protocol state.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Read buffer size: one TLS record's worth of plaintext and then some.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Spawns a reader: every chunk read is passed to `on_bytes`; EOF or an
+/// error ends it with `on_end`.
+pub fn spawn_reader<R, F, G>(mut rd: R, mut on_bytes: F, on_end: G) -> JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    F: FnMut(Vec<u8>) -> bool + Send + 'static,
+    G: FnOnce(Option<std::io::Error>) + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let end = loop {
+            match rd.read(&mut buf).await {
+                Ok(0) => break None,
+                Ok(n) => {
+                    if !on_bytes(buf[..n].to_vec()) {
+                        break None;
+                    }
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        on_end(end);
+    })
+}
+
+/// Spawns a reader with backpressure: after each chunk it waits until the
+/// driver has taken the whole chunk (the oneshot fires) before reading more.
+pub fn spawn_paced_reader<R, F, G>(mut rd: R, mut on_chunk: F, on_end: G) -> JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    F: FnMut(Vec<u8>, oneshot::Sender<()>) -> bool + Send + 'static,
+    G: FnOnce(Option<std::io::Error>) + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let end = loop {
+            match rd.read(&mut buf).await {
+                Ok(0) => break None,
+                Ok(n) => {
+                    let (tx, rx) = oneshot::channel();
+                    if !on_chunk(buf[..n].to_vec(), tx) || rx.await.is_err() {
+                        break None;
+                    }
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        on_end(end);
+    })
+}
+
+/// What a writer is asked to do.
+#[derive(Debug)]
+pub enum WriteCmd {
+    /// Write these bytes.
+    Data(Vec<u8>),
+    /// Shut the write side down (FIN) once earlier data is written.
+    Finish,
+}
+
+/// Spawns a writer; `on_written(n)` after each chunk, `on_end(err)` when the
+/// channel closes or writing fails.
+pub fn spawn_writer<W, F, G>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<WriteCmd>,
+    mut on_written: F,
+    on_end: G,
+) where
+    W: AsyncWrite + Unpin + Send + 'static,
+    F: FnMut(usize) + Send + 'static,
+    G: FnOnce(Option<std::io::Error>) + Send + 'static,
+{
+    tokio::spawn(async move {
+        let end = loop {
+            match rx.recv().await {
+                Some(WriteCmd::Data(b)) => {
+                    if let Err(e) = wr.write_all(&b).await {
+                        break Some(e);
+                    }
+                    if let Err(e) = wr.flush().await {
+                        break Some(e);
+                    }
+                    on_written(b.len());
+                }
+                Some(WriteCmd::Finish) => {
+                    let _ = wr.shutdown().await;
+                }
+                None => {
+                    let _ = wr.shutdown().await;
+                    break None;
+                }
+            }
+        };
+        on_end(end);
+    });
+}

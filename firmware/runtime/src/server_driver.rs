@@ -1,0 +1,605 @@
+//! The only job of the server driver is to take input from the tunnel
+//! acceptor, the connections to the real servers, the client-service
+//! listeners and the control socket, and pass it to the `Server` core — then
+//! carry out what it asks.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use config::{Protocol, SnaptConfig};
+use serde_json::json;
+use session::{Event, Server, ServerEvent, TunnelId};
+use tls::{CipherPreference, peer_box_id, peer_serial, revoked_serials, server_config};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use wire::{BoxId, DisconnectCode, ResetCode, ServiceName, StreamId, StreamKind};
+
+use crate::connect::tune;
+use crate::control::{Call, Reply, Request};
+use crate::io::{WriteCmd, spawn_reader, spawn_writer};
+use crate::locals::{LocalEvent, Locals, Sink};
+
+type Key = (BoxId, StreamId);
+
+enum Input {
+    TunnelUp {
+        tunnel: TunnelId,
+        identity: BoxId,
+        serial: String,
+        tx: mpsc::UnboundedSender<WriteCmd>,
+    },
+    TunnelBytes {
+        tunnel: TunnelId,
+        bytes: Vec<u8>,
+    },
+    TunnelLost {
+        tunnel: TunnelId,
+    },
+    TargetConnected {
+        key: Key,
+        result: Result<TcpStream, String>,
+    },
+    ClientAccepted {
+        box_id: BoxId,
+        service: ServiceName,
+        stream: TcpStream,
+        peer: SocketAddr,
+    },
+    Local(LocalEvent<Key>),
+    Control(Call),
+    Revoked(HashSet<String>),
+}
+
+struct STunnel {
+    tx: mpsc::UnboundedSender<WriteCmd>,
+    identity: BoxId,
+    serial: String,
+}
+
+/// The server daemon's core loop.
+pub struct ServerDriver {
+    cfg: SnaptConfig,
+    server: Server,
+    tx: mpsc::UnboundedSender<Input>,
+    rx: mpsc::UnboundedReceiver<Input>,
+    tls: watch::Sender<Arc<rustls::ServerConfig>>,
+    tunnels: HashMap<TunnelId, STunnel>,
+    locals: Locals<Key>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for ServerDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerDriver")
+            .field("listen", &self.cfg.listen)
+            .field("tunnels", &self.tunnels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn pref(cfg: &SnaptConfig) -> CipherPreference {
+    match cfg.tls.prefer {
+        config::CipherChoice::Chacha20 => CipherPreference::Chacha20,
+        config::CipherChoice::Aes => CipherPreference::Aes,
+    }
+}
+
+/// Builds the TLS server configuration from the files in `cfg`.
+pub fn build_tls(cfg: &SnaptConfig) -> Result<Arc<rustls::ServerConfig>, tls::TlsError> {
+    server_config(
+        &cfg.tls.ca,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        cfg.tls.crl.as_deref(),
+        pref(cfg),
+    )
+}
+
+impl ServerDriver {
+    /// A driver for `cfg`; `seed` feeds session ids (pass real entropy).
+    pub fn new(
+        cfg: SnaptConfig,
+        seed: u64,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let tls_cfg = build_tls(&cfg)?;
+        let server = Server::new(cfg.server.clone(), seed)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink_tx = tx.clone();
+        let sink: Sink<Key> = Arc::new(move |ev| sink_tx.send(Input::Local(ev)).is_ok());
+        let (tls, _) = watch::channel(tls_cfg);
+        Ok(Self {
+            cfg,
+            server,
+            tx,
+            rx,
+            tls,
+            tunnels: HashMap::new(),
+            locals: Locals::new(sink),
+            started: Instant::now(),
+        })
+    }
+
+    /// A handle for control requests.
+    pub fn control_handle(&self) -> mpsc::UnboundedSender<Call> {
+        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Call>();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(call) = ctl_rx.recv().await {
+                if tx.send(Input::Control(call)).is_err() {
+                    break;
+                }
+            }
+        });
+        ctl_tx
+    }
+
+    /// Listens for tunnels and client services and runs until `shutdown`.
+    pub async fn run(
+        mut self,
+        mut shutdown: oneshot::Receiver<()>,
+        ready: oneshot::Sender<()>,
+    ) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.cfg.listen).await?;
+        info!(listen = %self.cfg.listen, "accepting tunnels");
+        self.spawn_acceptor(listener);
+        self.spawn_client_service_listeners().await?;
+        if let Some(crl) = self.cfg.tls.crl.clone() {
+            self.spawn_crl_watch(crl);
+        }
+        let _ = ready.send(());
+        loop {
+            self.flush();
+            let deadline = self
+                .server
+                .poll_timeout()
+                .map(|(d, _)| tokio::time::Instant::from_std(d));
+            tokio::select! {
+                input = self.rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => break,
+                },
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    self.server.handle_timeout(now());
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        let boxes: Vec<BoxId> = self.server.sessions().map(|s| s.owner().clone()).collect();
+        for b in boxes {
+            self.server
+                .disconnect(&b, DisconnectCode::Shutdown, "snaptd shutting down");
+        }
+        self.flush();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+
+    fn spawn_acceptor(&self, listener: TcpListener) {
+        let tls = self.tls.subscribe();
+        let tx = self.tx.clone();
+        let next = Arc::new(AtomicU64::new(1));
+        tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                tune(&tcp);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().clone());
+                let (tx, next) = (tx.clone(), next.clone());
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                warn!(%peer, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                warn!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let (_, conn) = stream.get_ref();
+                    let identity = match peer_box_id(conn.peer_certificates()) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            warn!(%peer, error = %e, "certificate names no box");
+                            return;
+                        }
+                    };
+                    let serial = peer_serial(conn.peer_certificates()).unwrap_or_default();
+                    let tunnel = TunnelId(next.fetch_add(1, Ordering::Relaxed));
+                    debug!(%peer, box_id = %identity, ?tunnel, "tunnel authenticated");
+                    let (rd, wr) = tokio::io::split(stream);
+                    let (wtx, wrx) = mpsc::unbounded_channel();
+                    spawn_writer(wr, wrx, |_| {}, |_| {});
+                    if tx
+                        .send(Input::TunnelUp {
+                            tunnel,
+                            identity,
+                            serial,
+                            tx: wtx,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let t2 = tx.clone();
+                    spawn_reader(
+                        rd,
+                        move |bytes| tx.send(Input::TunnelBytes { tunnel, bytes }).is_ok(),
+                        move |_| {
+                            let _ = t2.send(Input::TunnelLost { tunnel });
+                        },
+                    );
+                });
+            }
+        });
+    }
+
+    /// One listener per (client service, box that offers it), on the address
+    /// allocated to that box (boxes get addresses in order of first mention).
+    async fn spawn_client_service_listeners(&self) -> std::io::Result<()> {
+        let mut order: Vec<String> = Vec::new();
+        for c in &self.cfg.client_services {
+            for b in &c.boxes {
+                if !order.contains(b) {
+                    order.push(b.clone());
+                }
+            }
+        }
+        let addrs: HashMap<String, IpAddr> = order
+            .iter()
+            .cloned()
+            .zip(self.cfg.client_service_addresses.iter().copied())
+            .collect();
+        for c in &self.cfg.client_services {
+            if c.protocol != Protocol::Tcp {
+                warn!(service = %c.name, "UDP client services are not relayed yet; skipped");
+                continue;
+            }
+            for b in &c.boxes {
+                let (Some(ip), Ok(box_id)) = (addrs.get(b), BoxId::new(b)) else {
+                    warn!(service = %c.name, box_id = %b, "no client-service address left for this box; skipped");
+                    continue;
+                };
+                let addr = SocketAddr::new(*ip, c.port);
+                let listener = TcpListener::bind(addr).await?;
+                info!(service = %c.name, %box_id, %addr, "client service listening");
+                let (tx, service) = (self.tx.clone(), c.name.clone());
+                tokio::spawn(async move {
+                    while let Ok((stream, peer)) = listener.accept().await {
+                        let input = Input::ClientAccepted {
+                            box_id: box_id.clone(),
+                            service: service.clone(),
+                            stream,
+                            peer,
+                        };
+                        if tx.send(input).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_crl_watch(&self, crl: PathBuf) {
+        let tx = self.tx.clone();
+        let tls = self.tls.clone();
+        let cfg = self.cfg.clone();
+        tokio::spawn(async move {
+            let stamp = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut seen: Option<SystemTime> = stamp(&crl);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = stamp(&crl);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match (build_tls(&cfg), revoked_serials(&crl)) {
+                    (Ok(new), Ok(revoked)) => {
+                        info!(path = %crl.display(), revoked = revoked.len(), "revocation list reloaded");
+                        tls.send_replace(new);
+                        if tx.send(Input::Revoked(revoked)).is_err() {
+                            return;
+                        }
+                    }
+                    (Err(e), _) => {
+                        warn!(error = %e, "revocation list not reloaded; keeping the previous one")
+                    }
+                    (_, Err(e)) => {
+                        warn!(error = %e, "revocation list not reloaded; keeping the previous one")
+                    }
+                }
+            }
+        });
+    }
+
+    // ---- inputs ------------------------------------------------------------
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::TunnelUp {
+                tunnel,
+                identity,
+                serial,
+                tx,
+            } => {
+                self.server
+                    .handle_tunnel_up(tunnel, identity.clone(), now());
+                self.tunnels.insert(
+                    tunnel,
+                    STunnel {
+                        tx,
+                        identity,
+                        serial,
+                    },
+                );
+            }
+            Input::TunnelBytes { tunnel, bytes } => self.server.handle_input(tunnel, &bytes, now()),
+            Input::TunnelLost { tunnel } => {
+                self.tunnels.remove(&tunnel);
+                self.server.handle_tunnel_lost(tunnel, now());
+            }
+            Input::TargetConnected { key, result } => match result {
+                Ok(stream) if self.locals.contains(&key) => self.locals.attach(key, stream),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(box_id = %key.0, stream = %key.1, error = %e, "service unreachable");
+                    self.locals.remove(&key);
+                    if let Some(s) = self.server.session_mut(&key.0) {
+                        let _ = s.streams().reset(key.1, ResetCode::ConnectFailed, &e);
+                    }
+                }
+            },
+            Input::ClientAccepted {
+                box_id,
+                service,
+                stream,
+                peer,
+            } => {
+                let opened = self
+                    .server
+                    .session_mut(&box_id)
+                    .map(|s| s.streams().open(StreamKind::Stream, service.clone(), None));
+                match opened {
+                    Some(Ok(sid)) => {
+                        debug!(%box_id, %service, %peer, stream = %sid, "client service connection");
+                        self.locals.attach((box_id, sid), stream);
+                    }
+                    Some(Err(e)) => {
+                        warn!(%box_id, %service, %peer, error = %e, "client service refused")
+                    }
+                    None => {
+                        warn!(%box_id, %service, %peer, "client service refused: the box is not connected")
+                    }
+                }
+            }
+            Input::Local(LocalEvent::Data { key, bytes, ack }) => {
+                self.locals.queue(&key, bytes, ack);
+                self.push_pending(&key);
+            }
+            Input::Local(LocalEvent::End { key, error }) => match error {
+                Some(e) => {
+                    self.locals.remove(&key);
+                    if let Some(s) = self.server.session_mut(&key.0) {
+                        let _ = s.streams().reset(key.1, ResetCode::ApplicationError, &e);
+                    }
+                }
+                None => {
+                    self.locals.mark_eof(&key);
+                    self.push_pending(&key);
+                }
+            },
+            Input::Local(LocalEvent::Delivered { key, n }) => {
+                if let Some(s) = self.server.session_mut(&key.0) {
+                    let _ = s.streams().delivered(key.1, n);
+                }
+            }
+            Input::Control((req, reply)) => {
+                let _ = reply.send(self.control(req));
+            }
+            Input::Revoked(serials) => {
+                let victims: HashSet<BoxId> = self
+                    .tunnels
+                    .values()
+                    .filter(|t| serials.contains(&t.serial))
+                    .map(|t| t.identity.clone())
+                    .collect();
+                for b in victims {
+                    warn!(box_id = %b, "certificate revoked: ending its session");
+                    self.server
+                        .disconnect(&b, DisconnectCode::Requested, "certificate revoked");
+                }
+            }
+        }
+    }
+
+    fn push_pending(&mut self, key: &Key) {
+        if let Some(session) = self.server.session_mut(&key.0) {
+            self.locals.push(key, key.1, &mut session.streams());
+        }
+    }
+
+    // ---- outputs -------------------------------------------------------------
+
+    fn flush(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(tx) = self.server.poll_transmit() {
+                moved = true;
+                if let Some(t) = self.tunnels.get(&tx.tunnel) {
+                    let _ = t.tx.send(WriteCmd::Data(tx.bytes));
+                }
+            }
+            while let Some(ev) = self.server.poll_event() {
+                moved = true;
+                self.event(ev);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn event(&mut self, ev: ServerEvent) {
+        let ServerEvent { box_id, event } = ev;
+        if let Event::CloseTunnel { tunnel, reason } = &event {
+            debug!(box_id = ?box_id, ?tunnel, ?reason, "closing tunnel");
+            self.tunnels.remove(tunnel);
+            return;
+        }
+        let Some(b) = box_id else { return };
+        match event {
+            Event::StreamOpened {
+                stream,
+                kind,
+                service,
+                dest,
+            } => self.open_target(b, stream, kind, service, dest),
+            Event::Data { stream, bytes } => {
+                self.locals.deliver((b, stream), WriteCmd::Data(bytes))
+            }
+            Event::Finished { stream } => self.locals.deliver((b, stream), WriteCmd::Finish),
+            Event::StreamReset {
+                stream,
+                code,
+                reason,
+            } => {
+                debug!(box_id = %b, %stream, ?code, %reason, "stream reset");
+                self.locals.remove(&(b, stream));
+            }
+            Event::StreamClosed { stream } => self.locals.remove(&(b, stream)),
+            Event::Writable { stream } => self.push_pending(&(b, stream)),
+            Event::Connected { session_id } => info!(box_id = %b, session_id, "box connected"),
+            Event::SwitchStarted { kind, .. } => info!(box_id = %b, ?kind, "handover started"),
+            Event::SwitchCompleted { kind, to, .. } => {
+                info!(box_id = %b, ?kind, tunnel = ?to, "handover complete")
+            }
+            Event::SessionClosed { code, reason } => {
+                info!(box_id = %b, ?code, %reason, "session released");
+                self.locals.remove_where(|(x, _)| *x == b);
+            }
+            Event::Refused { .. }
+            | Event::NeedTunnel
+            | Event::Datagram { .. }
+            | Event::CloseTunnel { .. } => {}
+        }
+    }
+
+    fn open_target(
+        &mut self,
+        b: BoxId,
+        stream: StreamId,
+        kind: StreamKind,
+        service: ServiceName,
+        dest: Option<SocketAddr>,
+    ) {
+        let refuse = |this: &mut Self, code: ResetCode, reason: String| {
+            warn!(box_id = %b, %stream, %service, %reason, "stream refused");
+            if let Some(s) = this.server.session_mut(&b) {
+                let _ = s.streams().reset(stream, code, &reason);
+            }
+        };
+        if dest.is_some() {
+            // Transparent mode needs a per-box destination policy; until one
+            // is configured, nothing is allowed: never an open relay.
+            return refuse(
+                self,
+                ResetCode::PolicyDenied,
+                "no destination policy allows this box's transparent streams".into(),
+            );
+        }
+        let Some(svc) = self
+            .cfg
+            .services
+            .iter()
+            .find(|s| s.name == service && s.protocol == Protocol::Tcp)
+        else {
+            return refuse(
+                self,
+                ResetCode::ConnectFailed,
+                format!("no service {service} on this SNAPT"),
+            );
+        };
+        if kind != StreamKind::Stream {
+            return refuse(
+                self,
+                ResetCode::ConnectFailed,
+                format!("{service} is not a datagram service"),
+            );
+        }
+        let target = svc.target.clone();
+        let key = (b, stream);
+        self.locals.reserve(key.clone());
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result =
+                match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&target))
+                    .await
+                {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => Err(format!("{target}: {e}")),
+                    Err(_) => Err(format!("{target}: connect timed out")),
+                };
+            let _ = tx.send(Input::TargetConnected { key, result });
+        });
+    }
+
+    fn control(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => {
+                let boxes: Vec<serde_json::Value> = self
+                    .server
+                    .sessions()
+                    .map(|s| {
+                        let st = s.stats();
+                        let p = s.path_stats();
+                        json!({
+                            "box_id": s.owner().as_str(),
+                            "session_id": s.session_id(),
+                            "state": format!("{:?}", s.state()),
+                            "streams": st.streams_open,
+                            "bytes_sent": st.bytes_sent,
+                            "bytes_received": st.bytes_received,
+                            "bytes_replayed": st.bytes_replayed,
+                            "switches": st.switches,
+                            "rtt_ms": p.srtt.map(|d| d.as_secs_f64() * 1e3),
+                        })
+                    })
+                    .collect();
+                Reply::ok(json!({
+                    "listen": self.cfg.listen.to_string(),
+                    "uptime_s": self.started.elapsed().as_secs(),
+                    "tunnels": self.tunnels.len(),
+                    "boxes": boxes,
+                }))
+            }
+            Request::Kick { box_id } => match BoxId::new(&box_id) {
+                Ok(b)
+                    if self.server.disconnect(
+                        &b,
+                        DisconnectCode::Requested,
+                        "kicked by the operator",
+                    ) =>
+                {
+                    Reply::ok(json!({ "kicked": box_id }))
+                }
+                Ok(_) => Reply::err(format!("box {box_id} has no session")),
+                Err(e) => Reply::err(format!("bad box id: {e}")),
+            },
+            Request::Switch { .. } | Request::Disconnect => Reply::err("this is a cnaptd command"),
+        }
+    }
+}
