@@ -76,6 +76,9 @@ elif [ "$FUZZ_SECONDS" -gt 0 ]; then
     step "fuzz smoke skipped: no nightly toolchain (see docs/testing.md)"
 fi
 
+step "build the daemons (the integration tests run the real binaries)"
+cargo build --workspace --locked
+
 step "cargo test --workspace"
 # --all-targets: unit, integration and property tests (there are no doc tests).
 results=$(mktemp)

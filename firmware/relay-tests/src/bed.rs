@@ -1,0 +1,257 @@
+//! A test bed: a temporary directory with a PKI, and the daemons started in
+//! it. Everything it started is killed (by pid) when it is dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of a workspace binary built next to this test (`target/<profile>/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir.pop();
+    }
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Its name (for messages).
+    pub name: String,
+    child: Child,
+    /// Its log file (stderr).
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Asks it to stop (SIGTERM) and waits up to `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if self.exited() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory with a PKI and the daemons of one test.
+#[derive(Debug)]
+pub struct Bed {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Daemons started (dropped = killed).
+    pub daemons: Vec<Daemon>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.daemons.clear();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("test bed kept for inspection: {}", self.dir.display());
+        }
+    }
+}
+
+impl Bed {
+    /// A bed with a CA and a server certificate for 127.0.0.1.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cbox-relay-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bed dir");
+        let bed = Self {
+            dir,
+            daemons: Vec::new(),
+        };
+        bed.pki(&["init"]);
+        bed.pki(&["server", "snapt", "--san", "127.0.0.1"]);
+        bed
+    }
+
+    /// Runs `cboxctl pki --dir <bed>/pki ARGS`, panicking on failure.
+    pub fn pki(&self, args: &[&str]) -> String {
+        let out = Command::new(bin("cboxctl"))
+            .arg("pki")
+            .arg("--dir")
+            .arg(self.dir.join("pki"))
+            .args(args)
+            .output()
+            .expect("cboxctl");
+        assert!(
+            out.status.success(),
+            "cboxctl pki {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Path inside the bed.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Writes `text` to `name` in the bed and starts `daemon -c` on it.
+    pub fn start(&mut self, daemon: &str, name: &str, text: &str) -> usize {
+        let conf = self.path(&format!("{name}.toml"));
+        std::fs::write(&conf, text).expect("config");
+        let log = self.path(&format!("{name}.log"));
+        let child = Command::new(bin(daemon))
+            .arg("-c")
+            .arg(&conf)
+            .env(
+                "RUST_LOG",
+                std::env::var("CBOX_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn daemon");
+        self.daemons.push(Daemon {
+            name: name.into(),
+            child,
+            log,
+        });
+        self.daemons.len() - 1
+    }
+
+    /// Starts snaptd `name` listening on `port` with `extra` TOML appended.
+    pub fn snaptd(&mut self, name: &str, port: u16, extra: &str) -> PathBuf {
+        let control = self.path(&format!("{name}.sock"));
+        let pki = self.path("pki");
+        let text = format!(
+            "listen = \"127.0.0.1:{port}\"\ncontrol_socket = \"{}\"\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/snapt.pem\"\nkey = \"{p}/servers/snapt.key\"\ncrl = \"{p}/crl.pem\"\n{extra}",
+            control.display(),
+            p = pki.display()
+        );
+        self.start("snaptd", name, &text);
+        wait_for_socket(&control);
+        control
+    }
+
+    /// Starts cnaptd for `box_id` (certificate issued if needed) with `body`
+    /// TOML (snapts, uplinks, services, session) appended.
+    pub fn cnaptd(&mut self, box_id: &str, body: &str) -> PathBuf {
+        if !self.path(&format!("pki/boxes/{box_id}.pem")).exists() {
+            self.pki(&["box", box_id]);
+        }
+        let control = self.path(&format!("{box_id}.sock"));
+        let pki = self.path("pki");
+        let text = format!(
+            "box_id = \"{box_id}\"\ncontrol_socket = \"{}\"\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/{box_id}.pem\"\nkey = \"{p}/boxes/{box_id}.key\"\n{body}",
+            control.display(),
+            p = pki.display()
+        );
+        self.start("cnaptd", box_id, &text);
+        wait_for_socket(&control);
+        control
+    }
+
+    /// A daemon's log so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+fn wait_for_socket(p: &Path) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !p.exists() {
+        assert!(Instant::now() < until, "{} did not appear", p.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `cboxctl --socket S --json ARGS`: the JSON reply, or the error text.
+pub fn ctl(socket: &Path, args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(bin("cboxctl"))
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// `cboxctl snapt --snapt-socket S --json ARGS`.
+pub fn snapt_ctl(socket: &Path, args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(bin("cboxctl"))
+        .arg("--json")
+        .arg("snapt")
+        .arg("--snapt-socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until every site of the box at `socket` is Established.
+pub fn wait_established(socket: &Path) {
+    wait_until(Duration::from_secs(15), "the box to be established", || {
+        ctl(socket, &["status"]).is_ok_and(|v| {
+            v["sites"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty() && s.iter().all(|x| x["state"] == "Established"))
+        })
+    });
+}
