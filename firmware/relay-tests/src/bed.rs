@@ -159,17 +159,18 @@ impl Bed {
         self.daemons.len() - 1
     }
 
-    /// Starts snaptd `name` listening on `port` with `extra` TOML appended.
-    pub fn snaptd(&mut self, name: &str, port: u16, extra: &str) -> PathBuf {
+    /// Starts snaptd `name` listening on `port`; `top` holds top-level keys,
+    /// `extra` tables appended after `[tls]`.
+    pub fn snaptd(&mut self, name: &str, port: u16, top: &str, extra: &str) -> PathBuf {
         let control = self.path(&format!("{name}.sock"));
         let pki = self.path("pki");
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\ncontrol_socket = \"{}\"\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/snapt.pem\"\nkey = \"{p}/servers/snapt.key\"\ncrl = \"{p}/crl.pem\"\n{extra}",
+            "listen = \"127.0.0.1:{port}\"\ncontrol_socket = \"{}\"\n{top}\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/snapt.pem\"\nkey = \"{p}/servers/snapt.key\"\ncrl = \"{p}/crl.pem\"\n{extra}",
             control.display(),
             p = pki.display()
         );
-        self.start("snaptd", name, &text);
-        wait_for_socket(&control);
+        let i = self.start("snaptd", name, &text);
+        self.wait_for_socket(i, &control);
         control
     }
 
@@ -186,8 +187,8 @@ impl Bed {
             control.display(),
             p = pki.display()
         );
-        self.start("cnaptd", box_id, &text);
-        wait_for_socket(&control);
+        let i = self.start("cnaptd", box_id, &text);
+        self.wait_for_socket(i, &control);
         control
     }
 
@@ -197,11 +198,20 @@ impl Bed {
     }
 }
 
-fn wait_for_socket(p: &Path) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !p.exists() {
-        assert!(Instant::now() < until, "{} did not appear", p.display());
-        std::thread::sleep(Duration::from_millis(20));
+impl Bed {
+    /// Waits for a daemon's control socket; if the daemon exits first, fails
+    /// with its log.
+    fn wait_for_socket(&mut self, daemon: usize, p: &Path) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !p.exists() {
+            let d = &mut self.daemons[daemon];
+            if d.exited() {
+                let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+                panic!("{} exited at start:\n{log}", d.name);
+            }
+            assert!(Instant::now() < until, "{} did not appear", p.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -14,3 +14,4 @@
 pub mod apps;
 pub mod bed;
 pub mod cutter;
+pub mod raw;

@@ -25,6 +25,7 @@ async fn relay(tag: &str) -> (Bed, Cutter, std::path::PathBuf, SocketAddr) {
     bed.snaptd(
         "snaptd",
         sport,
+        "",
         &format!(
             "[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n[session]\nkeepalive_ms = 200\ninactivity_timeout_ms = 1500\nswitch_timeout_ms = 10000\n"
         ),

@@ -109,6 +109,13 @@ pub struct BoxDriver {
     switch_started: HashMap<usize, (Instant, SwitchKind)>,
     history: VecDeque<HandoverRecord>,
     incarnation: u64,
+    /// Why each site is not connected, if it is not (for `cboxctl status`).
+    last_error: Vec<Option<String>>,
+    /// The site's newest tunnel has carried a successful exchange (session
+    /// established or resumed). Until it has, a lost tunnel is retried with
+    /// back-off: with TLS 1.3 a server refuses a client certificate only
+    /// after the client thinks the handshake is done.
+    proven: Vec<bool>,
 }
 
 impl std::fmt::Debug for BoxDriver {
@@ -155,6 +162,8 @@ impl BoxDriver {
             switch_started: HashMap::new(),
             history: VecDeque::new(),
             incarnation: incarnation.saturating_add(1_000_000),
+            last_error: vec![None; sites],
+            proven: vec![false; sites],
             cfg,
         })
     }
@@ -454,6 +463,7 @@ impl BoxDriver {
                 if purpose == Purpose::Planned {
                     self.fail_pending_switch(&format!("site {site}: {e}"));
                 } else {
+                    self.last_error[site] = Some(e);
                     self.schedule_retry(site);
                 }
                 return;
@@ -469,7 +479,7 @@ impl BoxDriver {
                 match s.switch_to(id, now()) {
                     Ok(()) => {
                         self.site_uplink[site] = Some(uplink);
-                        self.backoff[site] = Duration::from_millis(200);
+                        self.proven[site] = false;
                     }
                     Err(e) => {
                         debug!(site, error = %e, "tunnel not needed");
@@ -584,6 +594,9 @@ impl BoxDriver {
                 self.switch_started.insert(site, (Instant::now(), kind));
             }
             Event::SwitchCompleted { kind, to, .. } => {
+                self.proven[site] = true;
+                self.backoff[site] = Duration::from_millis(200);
+                self.last_error[site] = None;
                 let uplink = self.tunnels.get(&to).map(|t| t.uplink);
                 if let Some(u) = uplink {
                     self.site_uplink[site] = Some(u);
@@ -609,15 +622,30 @@ impl BoxDriver {
             }
             Event::NeedTunnel => {
                 let failed = self.site_uplink[site].take();
-                self.connect_site(site, failed);
+                if self.proven[site] {
+                    self.connect_site(site, failed);
+                } else {
+                    // Lost before any exchange worked: refused in the TLS
+                    // handshake, or a dead path. Do not hammer the SNAPT.
+                    if self.last_error[site].is_none() {
+                        self.last_error[site] = Some("tls: the SNAPT closed the tunnel during set-up (certificate refused or revoked?)".into());
+                    }
+                    self.schedule_retry(site);
+                }
             }
             Event::CloseTunnel { tunnel, reason } => {
                 debug!(site, ?tunnel, ?reason, "closing tunnel");
                 self.tunnels.remove(&tunnel);
             }
-            Event::Connected { session_id } => info!(site, session_id, "session established"),
+            Event::Connected { session_id } => {
+                info!(site, session_id, "session established");
+                self.last_error[site] = None;
+                self.proven[site] = true;
+                self.backoff[site] = Duration::from_millis(200);
+            }
             Event::Refused { code, reason } => {
                 warn!(site, ?code, %reason, "SNAPT refused us");
+                self.last_error[site] = Some(format!("refused by the SNAPT ({code:?}): {reason}"));
                 self.schedule_retry(site);
             }
             Event::SessionClosed { code, reason } => {
@@ -743,6 +771,7 @@ impl BoxDriver {
                 "rtt_ms": path.srtt.map(|d| d.as_secs_f64() * 1e3),
                 "pings_sent": path.pings_sent,
                 "pings_lost": path.pings_lost,
+                "last_error": self.last_error[site],
             }));
         }
         json!({
