@@ -1,0 +1,91 @@
+//! Client services (pushed from the server side to the phone) and
+//! multi-site (services spread over two SNAPTs, switched together), with the
+//! real binaries.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use relay_tests::apps::{echo_server, echo_transfer};
+use relay_tests::bed::{Bed, ctl, free_port, wait_established};
+
+const SESSION: &str = "[session]\nkeepalive_ms = 200\ninactivity_timeout_ms = 1500\nswitch_timeout_ms = 10000\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_service_is_pushed_from_the_server_side_to_the_phone() {
+    // The "phone" runs a service (an echo on 127.0.0.1); the server side
+    // reaches it at the box's client-service address 127.0.0.10:<port>.
+    let phone = echo_server().await;
+    let mut bed = Bed::new("push");
+    let port = free_port();
+    let push_port = free_port();
+    bed.snaptd(
+        "snaptd",
+        port,
+        "client_service_addresses = [\"127.0.0.10\", \"127.0.0.11\"]",
+        &format!("[[client_service]]\nname = \"push\"\nport = {push_port}\nboxes = [\"box-1\"]\n{SESSION}"),
+    );
+    let control = bed.cnaptd(
+        "box-1",
+        &format!(
+            "[[snapt]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"127.0.0.1\"\n\
+             [[uplink]]\nname = \"a\"\nsource = \"127.0.0.2\"\n[[uplink]]\nname = \"b\"\nsource = \"127.0.0.3\"\n\
+             [[client_service]]\nname = \"push\"\nconnect = \"{phone}\"\n{SESSION}"
+        ),
+    );
+    wait_established(&control);
+    let virt: SocketAddr = format!("127.0.0.10:{push_port}").parse().unwrap();
+    // A push through a planned switch, SHA-256 checked both ways.
+    let push = tokio::spawn(echo_transfer(virt, 7, 8 << 20, 16 * 1024, Duration::from_millis(1)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = control.clone();
+    tokio::task::spawn_blocking(move || ctl(&c, &["switch", "b"]).unwrap()).await.unwrap();
+    push.await.unwrap().unwrap_or_else(|e| panic!("push: {e}\n{}", bed.log("snaptd")));
+    let site = &ctl(&control, &["status"]).unwrap()["sites"][0];
+    assert_eq!(site["switches"], 1);
+    assert!(bed.log("snaptd").contains("client service listening"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_snapts_switch_together_and_keep_every_byte() {
+    let (echo1, echo2) = (echo_server().await, echo_server().await);
+    let mut bed = Bed::new("multisite");
+    let (p1, p2) = (free_port(), free_port());
+    bed.snaptd("site1", p1, "", &format!("[[service]]\nname = \"one\"\ntarget = \"{echo1}\"\n{SESSION}"));
+    bed.snaptd("site2", p2, "", &format!("[[service]]\nname = \"two\"\ntarget = \"{echo2}\"\n{SESSION}"));
+    let (l1, l2) = (free_port(), free_port());
+    let control = bed.cnaptd(
+        "box-1",
+        &format!(
+            "[[snapt]]\nname = \"site1\"\naddress = \"127.0.0.1:{p1}\"\nserver_name = \"127.0.0.1\"\n\
+             [[snapt]]\nname = \"site2\"\naddress = \"127.0.0.1:{p2}\"\nserver_name = \"127.0.0.1\"\n\
+             [[uplink]]\nname = \"a\"\nsource = \"127.0.0.2\"\n[[uplink]]\nname = \"b\"\nsource = \"127.0.0.3\"\n\
+             [[service]]\nname = \"one\"\nlisten = \"127.0.0.1:{l1}\"\nsnapt = \"site1\"\n\
+             [[service]]\nname = \"two\"\nlisten = \"127.0.0.1:{l2}\"\nsnapt = \"site2\"\n{SESSION}"
+        ),
+    );
+    wait_established(&control);
+    let s1: SocketAddr = format!("127.0.0.1:{l1}").parse().unwrap();
+    let s2: SocketAddr = format!("127.0.0.1:{l2}").parse().unwrap();
+    let t1 = tokio::spawn(echo_transfer(s1, 11, 16 << 20, 16 * 1024, Duration::from_millis(2)));
+    let t2 = tokio::spawn(echo_transfer(s2, 12, 16 << 20, 16 * 1024, Duration::from_millis(2)));
+    let c = control.clone();
+    tokio::task::spawn_blocking(move || {
+        for i in 0..10 {
+            let up = if i % 2 == 0 { "b" } else { "a" };
+            ctl(&c, &["switch", up]).unwrap_or_else(|e| panic!("switch {i}: {e}"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!t1.is_finished() && !t2.is_finished(), "the transfers must span the switches");
+    t1.await.unwrap().unwrap_or_else(|e| panic!("site 1: {e}"));
+    t2.await.unwrap().unwrap_or_else(|e| panic!("site 2: {e}"));
+    let st = ctl(&control, &["status"]).unwrap();
+    for site in st["sites"].as_array().unwrap() {
+        assert_eq!(site["switches"], 10, "{st}");
+        assert_eq!(site["uplink"], "a", "both sites end on the same uplink");
+        assert_eq!(site["bytes_replayed"], 0);
+    }
+}
