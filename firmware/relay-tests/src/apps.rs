@@ -112,3 +112,18 @@ pub async fn echo_transfer(
         elapsed: start.elapsed(),
     })
 }
+
+/// A UDP echo server on 127.0.0.1 (any port); returns its address.
+pub async fn udp_echo_server() -> SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind udp echo");
+    let addr = s.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, peer)) = s.recv_from(&mut buf).await {
+            let _ = s.send_to(&buf[..n], peer).await;
+        }
+    });
+    addr
+}

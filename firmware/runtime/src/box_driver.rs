@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use config::{CnaptConfig, Protocol};
 use serde_json::json;
 use session::{BoxSession, BoxState, Coordinator, Event, SiteEvent, SwitchKind, TunnelId};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use wire::{ResetCode, StreamId, StreamKind};
@@ -20,6 +20,7 @@ use crate::connect::{Egress, connect_tunnel};
 use crate::control::{Call, Reply, Request};
 use crate::io::{WriteCmd, spawn_reader, spawn_writer};
 use crate::locals::{LocalEvent, Locals, Sink};
+use crate::udp::{BoxFlows, spawn_receiver};
 
 type Key = (usize, StreamId);
 type TlsTunnel = tokio_rustls::client::TlsStream<TcpStream>;
@@ -40,6 +41,11 @@ enum Input {
         peer: SocketAddr,
     },
     Local(LocalEvent<Key>),
+    UdpIn {
+        service: usize,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+    },
     ClientConnected {
         key: Key,
         result: Result<TcpStream, String>,
@@ -105,6 +111,8 @@ pub struct BoxDriver {
     connecting: Vec<bool>,
     backoff: Vec<Duration>,
     locals: Locals<Key>,
+    flows: BoxFlows,
+    udp: HashMap<usize, Arc<UdpSocket>>,
     pending_switch: Option<PendingSwitch>,
     switch_started: HashMap<usize, (Instant, SwitchKind)>,
     history: VecDeque<HandoverRecord>,
@@ -158,6 +166,8 @@ impl BoxDriver {
             connecting: vec![false; sites],
             backoff: vec![Duration::from_millis(200); sites],
             locals: Locals::new(sink),
+            flows: BoxFlows::default(),
+            udp: HashMap::new(),
             pending_switch: None,
             switch_started: HashMap::new(),
             history: VecDeque::new(),
@@ -190,8 +200,19 @@ impl BoxDriver {
         ready: oneshot::Sender<()>,
     ) -> std::io::Result<()> {
         for (i, svc) in self.cfg.services.iter().enumerate() {
-            if svc.protocol != Protocol::Tcp {
-                warn!(service = %svc.name, "UDP services are not relayed yet; skipped");
+            if svc.protocol == Protocol::Udp {
+                let sock = Arc::new(UdpSocket::bind(svc.listen).await?);
+                info!(service = %svc.name, listen = %svc.listen, "datagram service listening");
+                let tx = self.tx.clone();
+                spawn_receiver(sock.clone(), move |peer, bytes| {
+                    tx.send(Input::UdpIn {
+                        service: i,
+                        peer,
+                        bytes,
+                    })
+                    .is_ok()
+                });
+                self.udp.insert(i, sock);
                 continue;
             }
             let listener = TcpListener::bind(svc.listen).await?;
@@ -270,6 +291,11 @@ impl BoxDriver {
                 }
             }
             Input::ClientConnected { key, result } => self.client_connected(key, result),
+            Input::UdpIn {
+                service,
+                peer,
+                bytes,
+            } => self.udp_in(service, peer, bytes),
             Input::TunnelConnected {
                 site,
                 uplink,
@@ -323,6 +349,38 @@ impl BoxDriver {
     fn push_pending(&mut self, key: Key) {
         if let Some(session) = self.coord.site(key.0) {
             self.locals.push(&key, key.1, &mut session.streams());
+        }
+    }
+
+    /// A datagram from a phone: on its flow, opened on first use.
+    fn udp_in(&mut self, service: usize, peer: SocketAddr, bytes: Vec<u8>) {
+        let svc = &self.cfg.services[service];
+        let site = svc.snapt;
+        let key = match self.flows.flow(service, peer) {
+            Some(k) => k,
+            None => {
+                let (Some(session), Some(sock)) = (self.coord.site(site), self.udp.get(&service))
+                else {
+                    return;
+                };
+                match session
+                    .streams()
+                    .open(StreamKind::Datagram, svc.name.clone(), None)
+                {
+                    Ok(flow) => {
+                        debug!(service = %svc.name, %peer, %flow, "datagram flow opened");
+                        self.flows.insert(service, peer, (site, flow), sock.clone());
+                        (site, flow)
+                    }
+                    Err(e) => {
+                        warn!(service = %svc.name, %peer, error = %e, "datagram dropped: no flow");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(s) = self.coord.site(key.0) {
+            let _ = s.streams().send_datagram(key.1, bytes);
         }
     }
 
@@ -587,6 +645,7 @@ impl BoxDriver {
             } => {
                 debug!(site, %stream, ?code, %reason, "stream reset");
                 self.locals.remove(&(site, stream));
+                self.flows.remove(&(site, stream));
             }
             Event::StreamClosed { stream } => self.locals.remove(&(site, stream)),
             Event::Writable { stream } => self.push_pending((site, stream)),
@@ -651,6 +710,7 @@ impl BoxDriver {
             Event::SessionClosed { code, reason } => {
                 warn!(site, ?code, %reason, "session ended; starting a new one");
                 self.locals.remove_where(|(s, _)| *s == site);
+                self.flows.remove_site(site);
                 self.incarnation += 1;
                 if let Ok(fresh) = BoxSession::new(
                     self.cfg.session.clone(),
@@ -661,7 +721,11 @@ impl BoxDriver {
                 }
                 self.schedule_retry(site);
             }
-            Event::Datagram { .. } => {}
+            Event::Datagram { flow, bytes } => {
+                if let Some((sock, peer)) = self.flows.reply_to(&(site, flow)) {
+                    crate::udp::send(&sock, bytes, Some(peer));
+                }
+            }
         }
     }
 

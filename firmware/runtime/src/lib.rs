@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod io;
 pub mod locals;
 pub mod server_driver;
+pub mod udp;
 
 pub use box_driver::BoxDriver;
 pub use server_driver::ServerDriver;

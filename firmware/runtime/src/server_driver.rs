@@ -14,8 +14,9 @@ use config::{Protocol, SnaptConfig};
 use serde_json::json;
 use session::{Event, Server, ServerEvent, TunnelId};
 use tls::{CipherPreference, peer_box_id, peer_serial, revoked_serials, server_config};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 use wire::{BoxId, DisconnectCode, ResetCode, ServiceName, StreamId, StreamKind};
 
@@ -23,6 +24,7 @@ use crate::connect::tune;
 use crate::control::{Call, Reply, Request};
 use crate::io::{WriteCmd, spawn_reader, spawn_writer};
 use crate::locals::{LocalEvent, Locals, Sink};
+use crate::udp::spawn_receiver;
 
 type Key = (BoxId, StreamId);
 
@@ -51,6 +53,10 @@ enum Input {
         peer: SocketAddr,
     },
     Local(LocalEvent<Key>),
+    UdpOut {
+        key: Key,
+        bytes: Vec<u8>,
+    },
     Control(Call),
     Revoked(HashSet<String>),
 }
@@ -70,6 +76,8 @@ pub struct ServerDriver {
     tls: watch::Sender<Arc<rustls::ServerConfig>>,
     tunnels: HashMap<TunnelId, STunnel>,
     locals: Locals<Key>,
+    /// Connected UDP sockets of datagram flows, toward the real services.
+    flows: HashMap<Key, (Arc<UdpSocket>, AbortHandle)>,
     started: Instant,
 }
 
@@ -124,6 +132,7 @@ impl ServerDriver {
             tls,
             tunnels: HashMap::new(),
             locals: Locals::new(sink),
+            flows: HashMap::new(),
             started: Instant::now(),
         })
     }
@@ -407,6 +416,11 @@ impl ServerDriver {
                     let _ = s.streams().delivered(key.1, n);
                 }
             }
+            Input::UdpOut { key, bytes } => {
+                if let Some(s) = self.server.session_mut(&key.0) {
+                    let _ = s.streams().send_datagram(key.1, bytes);
+                }
+            }
             Input::Control((req, reply)) => {
                 let _ = reply.send(self.control(req));
             }
@@ -478,7 +492,11 @@ impl ServerDriver {
                 reason,
             } => {
                 debug!(box_id = %b, %stream, ?code, %reason, "stream reset");
-                self.locals.remove(&(b, stream));
+                let key = (b, stream);
+                self.locals.remove(&key);
+                if let Some((_, recv)) = self.flows.remove(&key) {
+                    recv.abort();
+                }
             }
             Event::StreamClosed { stream } => self.locals.remove(&(b, stream)),
             Event::Writable { stream } => self.push_pending(&(b, stream)),
@@ -490,11 +508,20 @@ impl ServerDriver {
             Event::SessionClosed { code, reason } => {
                 info!(box_id = %b, ?code, %reason, "session released");
                 self.locals.remove_where(|(x, _)| *x == b);
+                self.flows.retain(|(x, _), (_, recv)| {
+                    let keep = *x != b;
+                    if !keep {
+                        recv.abort();
+                    }
+                    keep
+                });
             }
-            Event::Refused { .. }
-            | Event::NeedTunnel
-            | Event::Datagram { .. }
-            | Event::CloseTunnel { .. } => {}
+            Event::Datagram { flow, bytes } => {
+                if let Some((sock, _)) = self.flows.get(&(b, flow)) {
+                    crate::udp::send(sock, bytes, None);
+                }
+            }
+            Event::Refused { .. } | Event::NeedTunnel | Event::CloseTunnel { .. } => {}
         }
     }
 
@@ -521,6 +548,9 @@ impl ServerDriver {
                 "no destination policy allows this box's transparent streams".into(),
             );
         }
+        if kind == StreamKind::Datagram {
+            return self.open_datagram_target(b, stream, service);
+        }
         let Some(svc) = self
             .cfg
             .services
@@ -533,13 +563,7 @@ impl ServerDriver {
                 format!("no service {service} on this SNAPT"),
             );
         };
-        if kind != StreamKind::Stream {
-            return refuse(
-                self,
-                ResetCode::ConnectFailed,
-                format!("{service} is not a datagram service"),
-            );
-        }
+
         let target = svc.target.clone();
         let key = (b, stream);
         self.locals.reserve(key.clone());
@@ -555,6 +579,60 @@ impl ServerDriver {
                 };
             let _ = tx.send(Input::TargetConnected { key, result });
         });
+    }
+
+    /// A datagram flow: a UDP socket connected to the service, whose
+    /// replies go back on the flow.
+    fn open_datagram_target(&mut self, b: BoxId, flow: StreamId, service: ServiceName) {
+        let svc = self
+            .cfg
+            .services
+            .iter()
+            .find(|s| s.name == service && s.protocol == Protocol::Udp);
+        let sock = svc
+            .ok_or_else(|| format!("no datagram service {service} on this SNAPT"))
+            .and_then(|svc| {
+                let target = std::net::ToSocketAddrs::to_socket_addrs(&svc.target)
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| format!("cannot resolve {}", svc.target))?;
+                let local: SocketAddr = if target.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                }
+                .parse()
+                .map_err(|_| "address".to_string())?;
+                let std_sock = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
+                std_sock
+                    .connect(target)
+                    .map_err(|e| format!("{target}: {e}"))?;
+                std_sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+                UdpSocket::from_std(std_sock).map_err(|e| e.to_string())
+            });
+        match sock {
+            Ok(sock) => {
+                let sock = Arc::new(sock);
+                let tx = self.tx.clone();
+                let key = (b.clone(), flow);
+                let k2 = key.clone();
+                let recv = spawn_receiver(sock.clone(), move |_, bytes| {
+                    tx.send(Input::UdpOut {
+                        key: k2.clone(),
+                        bytes,
+                    })
+                    .is_ok()
+                });
+                debug!(box_id = %b, %flow, %service, "datagram flow opened");
+                self.flows.insert(key, (sock, recv));
+            }
+            Err(reason) => {
+                warn!(box_id = %b, %flow, %service, %reason, "datagram flow refused");
+                if let Some(s) = self.server.session_mut(&b) {
+                    let _ = s.streams().reset(flow, ResetCode::ConnectFailed, &reason);
+                }
+            }
+        }
     }
 
     fn control(&mut self, req: Request) -> Reply {

@@ -1,0 +1,102 @@
+//! Datagram services: a UDP socket per service, one datagram flow per
+//! (service, peer address) through the tunnel. Datagrams are never replayed:
+//! while no tunnel carries data the session queues a bounded number and
+//! drops the oldest (counted).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::task::AbortHandle;
+use wire::StreamId;
+
+/// Largest datagram relayed.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Spawns the receive loop of `sock`; every datagram goes to `on_datagram`
+/// with its sender's address.
+pub fn spawn_receiver<F>(sock: Arc<UdpSocket>, mut on_datagram: F) -> AbortHandle
+where
+    F: FnMut(SocketAddr, Vec<u8>) -> bool + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            if !on_datagram(peer, buf[..n].to_vec()) {
+                break;
+            }
+        }
+    })
+    .abort_handle()
+}
+
+/// The box side: flows of the phones' UDP conversations.
+#[derive(Debug, Default)]
+pub struct BoxFlows {
+    by_peer: HashMap<(usize, SocketAddr), (usize, StreamId)>,
+    by_flow: HashMap<(usize, StreamId), (Arc<UdpSocket>, SocketAddr, (usize, SocketAddr))>,
+}
+
+impl BoxFlows {
+    /// The flow of `peer` on service `service`, if one is open.
+    pub fn flow(&self, service: usize, peer: SocketAddr) -> Option<(usize, StreamId)> {
+        self.by_peer.get(&(service, peer)).copied()
+    }
+
+    /// Records a new flow.
+    pub fn insert(
+        &mut self,
+        service: usize,
+        peer: SocketAddr,
+        key: (usize, StreamId),
+        sock: Arc<UdpSocket>,
+    ) {
+        self.by_peer.insert((service, peer), key);
+        self.by_flow.insert(key, (sock, peer, (service, peer)));
+    }
+
+    /// Where the datagrams of flow `key` go back to.
+    pub fn reply_to(&self, key: &(usize, StreamId)) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+        self.by_flow.get(key).map(|(s, p, _)| (s.clone(), *p))
+    }
+
+    /// Forgets a flow (reset or session end).
+    pub fn remove(&mut self, key: &(usize, StreamId)) {
+        if let Some((_, _, back)) = self.by_flow.remove(key) {
+            self.by_peer.remove(&back);
+        }
+    }
+
+    /// Forgets every flow of a site.
+    pub fn remove_site(&mut self, site: usize) {
+        let keys: Vec<(usize, StreamId)> = self
+            .by_flow
+            .keys()
+            .filter(|(s, _)| *s == site)
+            .copied()
+            .collect();
+        for k in keys {
+            self.remove(&k);
+        }
+    }
+}
+
+/// Sends a datagram without waiting; if tokio does not know the socket is
+/// writable yet (a fresh socket: `try_send` answers WouldBlock without even
+/// trying), sends it from a task instead of dropping it.
+pub fn send(sock: &Arc<UdpSocket>, bytes: Vec<u8>, to: Option<SocketAddr>) {
+    let r = match to {
+        Some(peer) => sock.try_send_to(&bytes, peer),
+        None => sock.try_send(&bytes),
+    };
+    if matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+        let sock = sock.clone();
+        tokio::spawn(async move {
+            let _ = match to {
+                Some(peer) => sock.send_to(&bytes, peer).await,
+                None => sock.send(&bytes).await,
+            };
+        });
+    }
+}
