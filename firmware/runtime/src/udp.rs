@@ -31,11 +31,19 @@ where
     .abort_handle()
 }
 
+/// Where a flow's datagrams go back to on the box.
+#[derive(Debug)]
+struct FlowEnd {
+    sock: Arc<UdpSocket>,
+    peer: SocketAddr,
+    service: usize,
+}
+
 /// The box side: flows of the phones' UDP conversations.
 #[derive(Debug, Default)]
 pub struct BoxFlows {
     by_peer: HashMap<(usize, SocketAddr), (usize, StreamId)>,
-    by_flow: HashMap<(usize, StreamId), (Arc<UdpSocket>, SocketAddr, (usize, SocketAddr))>,
+    by_flow: HashMap<(usize, StreamId), FlowEnd>,
 }
 
 impl BoxFlows {
@@ -53,18 +61,25 @@ impl BoxFlows {
         sock: Arc<UdpSocket>,
     ) {
         self.by_peer.insert((service, peer), key);
-        self.by_flow.insert(key, (sock, peer, (service, peer)));
+        self.by_flow.insert(
+            key,
+            FlowEnd {
+                sock,
+                peer,
+                service,
+            },
+        );
     }
 
     /// Where the datagrams of flow `key` go back to.
     pub fn reply_to(&self, key: &(usize, StreamId)) -> Option<(Arc<UdpSocket>, SocketAddr)> {
-        self.by_flow.get(key).map(|(s, p, _)| (s.clone(), *p))
+        self.by_flow.get(key).map(|e| (e.sock.clone(), e.peer))
     }
 
     /// Forgets a flow (reset or session end).
     pub fn remove(&mut self, key: &(usize, StreamId)) {
-        if let Some((_, _, back)) = self.by_flow.remove(key) {
-            self.by_peer.remove(&back);
+        if let Some(e) = self.by_flow.remove(key) {
+            self.by_peer.remove(&(e.service, e.peer));
         }
     }
 
