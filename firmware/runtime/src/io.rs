@@ -7,8 +7,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// Read buffer size: one TLS record's worth of plaintext and then some.
+/// Read buffer of a tunnel: several TLS records' worth.
 pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Read buffer of a local (application) connection: one DATA frame's worth,
+/// so that 1,000 idle streams cost little memory.
+pub const LOCAL_READ_CHUNK: usize = 16 * 1024;
 
 /// Spawns a reader: every chunk read is passed to `on_bytes`; EOF or an
 /// error ends it with `on_end`.
@@ -44,7 +48,7 @@ where
     G: FnOnce(Option<std::io::Error>) + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = vec![0u8; LOCAL_READ_CHUNK];
         let end = loop {
             match rd.read(&mut buf).await {
                 Ok(0) => break None,
