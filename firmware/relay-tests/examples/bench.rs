@@ -7,8 +7,10 @@
 //!   kill, against the same stream with no switch;
 //! * RSS of each daemon idle and with 1,000 open streams.
 //!
-//!     cargo build --release --workspace
-//!     cargo run --release -p relay-tests --example bench
+//! ```text
+//! cargo build --release --workspace
+//! cargo run --release -p relay-tests --example bench
+//! ```
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
