@@ -18,8 +18,9 @@ struct Raw {
     box_id: String,
     #[serde(default = "default_control")]
     control_socket: PathBuf,
-    #[serde(default)]
-    max_pending_bytes: Option<usize>,
+    #[serde(default = "default_grace")]
+    shutdown_grace_ms: u64,
+
     tls: TlsSection,
     #[serde(default)]
     snapt: Vec<SnaptLink>,
@@ -31,6 +32,10 @@ struct Raw {
     client_service: Vec<RawClientTarget>,
     #[serde(default)]
     session: SessionSection,
+}
+
+fn default_grace() -> u64 {
+    5000
 }
 
 fn default_control() -> PathBuf {
@@ -115,9 +120,10 @@ pub struct CnaptConfig {
     pub box_id: BoxId,
     /// Unix socket for `cboxctl`.
     pub control_socket: PathBuf,
-    /// Application bytes held while no uplink exists, summed over streams;
-    /// default: the session's `max_buffered_bytes`.
-    pub max_pending_bytes: usize,
+    /// On SIGTERM, how long open streams may finish before DISCONNECT;
+    /// default 5000 ms.
+    pub shutdown_grace: std::time::Duration,
+
     /// Certificates.
     pub tls: TlsSection,
     /// Server-side relays, at least one.
@@ -221,11 +227,12 @@ impl CnaptConfig {
                 protocol: c.protocol,
             });
         }
-        let max_pending_bytes = raw.max_pending_bytes.unwrap_or(session.max_buffered_bytes);
+
         Ok(Self {
             box_id,
             control_socket: raw.control_socket,
-            max_pending_bytes,
+            shutdown_grace: std::time::Duration::from_millis(raw.shutdown_grace_ms),
+
             tls: raw.tls,
             snapts: raw.snapt,
             uplinks: raw.uplink,

@@ -9,8 +9,10 @@
 
 mod cnapt;
 mod common;
+mod policy;
 mod snapt;
 
 pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink, Uplink};
 pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
+pub use policy::{BoxPolicy, DestinationRule};
 pub use snapt::{ClientServiceListen, ServerService, SnaptConfig};

@@ -11,6 +11,7 @@ use wire::ServiceName;
 use crate::common::{
     ConfigError, Protocol, SessionSection, TlsSection, invalid, parse_toml, read_toml,
 };
+use crate::policy::{BoxPolicy, DestinationRule};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +19,8 @@ struct Raw {
     listen: SocketAddr,
     #[serde(default = "default_control")]
     control_socket: PathBuf,
+    #[serde(default = "default_grace")]
+    shutdown_grace_ms: u64,
     #[serde(default = "default_max_boxes")]
     max_boxes: usize,
     tls: TlsSection,
@@ -28,7 +31,13 @@ struct Raw {
     #[serde(default)]
     client_service_addresses: Vec<IpAddr>,
     #[serde(default)]
+    policy: Vec<RawPolicy>,
+    #[serde(default)]
     session: SessionSection,
+}
+
+fn default_grace() -> u64 {
+    5000
 }
 
 fn default_control() -> PathBuf {
@@ -37,6 +46,14 @@ fn default_control() -> PathBuf {
 
 fn default_max_boxes() -> usize {
     1000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(rename = "box")]
+    box_id: String,
+    allow: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,8 +106,11 @@ pub struct ClientServiceListen {
 pub struct SnaptConfig {
     /// Tunnel listener.
     pub listen: SocketAddr,
-    /// Unix socket for `cboxctl --snapt`.
+    /// Unix socket for `cboxctl snapt`.
     pub control_socket: PathBuf,
+    /// On SIGTERM, how long open streams may finish before DISCONNECT;
+    /// default 5000 ms.
+    pub shutdown_grace: std::time::Duration,
     /// Certificates (and the CRL).
     pub tls: TlsSection,
     /// Box-opened services.
@@ -102,9 +122,16 @@ pub struct SnaptConfig {
     pub client_service_addresses: Vec<IpAddr>,
     /// Session core limits, `max_boxes` included.
     pub server: ServerConfig,
+    /// Destinations boxes may ask for (transparent mode); default deny.
+    pub policies: Vec<BoxPolicy>,
 }
 
 impl SnaptConfig {
+    /// Whether `box_id` may have the SNAPT connect to `dest`.
+    pub fn allows(&self, box_id: &str, dest: &SocketAddr) -> bool {
+        crate::policy::allows(&self.policies, box_id, dest)
+    }
+
     /// Reads and validates `path`, including that the TLS files exist.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg = Self::validate(path, read_toml(path)?)?;
@@ -172,9 +199,31 @@ impl SnaptConfig {
                 "client services need at least one address",
             ));
         }
+        let mut policies = Vec::new();
+        for (i, p) in raw.policy.iter().enumerate() {
+            if p.box_id != "*" {
+                wire::BoxId::new(&p.box_id)
+                    .map_err(|e| invalid(path, format!("policy[{i}].box"), e.to_string()))?;
+            }
+            let allow = p
+                .allow
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    DestinationRule::parse(r)
+                        .map_err(|e| invalid(path, format!("policy[{i}].allow[{j}]"), e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            policies.push(BoxPolicy {
+                box_id: p.box_id.clone(),
+                allow,
+            });
+        }
         Ok(Self {
+            policies,
             listen: raw.listen,
             control_socket: raw.control_socket,
+            shutdown_grace: std::time::Duration::from_millis(raw.shutdown_grace_ms),
             tls: raw.tls,
             services,
             client_services,

@@ -177,13 +177,18 @@ impl Bed {
     /// Starts cnaptd for `box_id` (certificate issued if needed) with `body`
     /// TOML (snapts, uplinks, services, session) appended.
     pub fn cnaptd(&mut self, box_id: &str, body: &str) -> PathBuf {
+        self.cnaptd_with(box_id, "", body)
+    }
+
+    /// As [`Self::cnaptd`], with top-level keys `top` before `[tls]`.
+    pub fn cnaptd_with(&mut self, box_id: &str, top: &str, body: &str) -> PathBuf {
         if !self.path(&format!("pki/boxes/{box_id}.pem")).exists() {
             self.pki(&["box", box_id]);
         }
         let control = self.path(&format!("{box_id}.sock"));
         let pki = self.path("pki");
         let text = format!(
-            "box_id = \"{box_id}\"\ncontrol_socket = \"{}\"\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/{box_id}.pem\"\nkey = \"{p}/boxes/{box_id}.key\"\n{body}",
+            "box_id = \"{box_id}\"\ncontrol_socket = \"{}\"\n{top}\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/{box_id}.pem\"\nkey = \"{p}/boxes/{box_id}.key\"\n{body}",
             control.display(),
             p = pki.display()
         );

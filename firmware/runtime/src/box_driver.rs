@@ -119,6 +119,8 @@ pub struct BoxDriver {
     incarnation: u64,
     /// Why each site is not connected, if it is not (for `cboxctl status`).
     last_error: Vec<Option<String>>,
+    /// Accept loops of the service listeners (stopped when draining).
+    listeners: Vec<tokio::task::AbortHandle>,
     /// The site's newest tunnel has carried a successful exchange (session
     /// established or resumed). Until it has, a lost tunnel is retried with
     /// back-off: with TLS 1.3 a server refuses a client certificate only
@@ -174,6 +176,7 @@ impl BoxDriver {
             incarnation: incarnation.saturating_add(1_000_000),
             last_error: vec![None; sites],
             proven: vec![false; sites],
+            listeners: Vec::new(),
             cfg,
         })
     }
@@ -218,7 +221,7 @@ impl BoxDriver {
             let listener = TcpListener::bind(svc.listen).await?;
             info!(service = %svc.name, listen = %svc.listen, "service listening");
             let tx = self.tx.clone();
-            tokio::spawn(async move {
+            let accept = tokio::spawn(async move {
                 while let Ok((stream, peer)) = listener.accept().await {
                     if tx
                         .send(Input::Accepted {
@@ -232,17 +235,28 @@ impl BoxDriver {
                     }
                 }
             });
+            self.listeners.push(accept.abort_handle());
         }
         let _ = ready.send(());
         for site in 0..self.cfg.snapts.len() {
             self.connect_site(site, None);
         }
+        let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
             self.flush();
+            if let Some(until) = drain_until
+                && (self.locals.is_empty() || tokio::time::Instant::now() >= until)
+            {
+                break;
+            }
             let deadline = self
                 .coord
                 .poll_timeout()
                 .map(|(d, _)| tokio::time::Instant::from_std(d));
+            let deadline = match (deadline, drain_until) {
+                (Some(d), Some(u)) => Some(d.min(u)),
+                (d, u) => d.or(u),
+            };
             tokio::select! {
                 input = self.rx.recv() => match input {
                     Some(input) => self.handle(input),
@@ -251,7 +265,14 @@ impl BoxDriver {
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.coord.handle_timeout(now());
                 }
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if drain_until.is_none() => {
+                    // Graceful: no new connections; open ones may finish.
+                    for l in self.listeners.drain(..) {
+                        l.abort();
+                    }
+                    info!(open = self.locals.len(), grace = ?self.cfg.shutdown_grace, "draining before shutdown");
+                    drain_until = Some(tokio::time::Instant::now() + self.cfg.shutdown_grace);
+                }
             }
         }
         for site in 0..self.cfg.snapts.len() {

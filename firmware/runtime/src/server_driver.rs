@@ -165,12 +165,22 @@ impl ServerDriver {
             self.spawn_crl_watch(crl);
         }
         let _ = ready.send(());
+        let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
             self.flush();
+            if let Some(until) = drain_until
+                && (self.locals.is_empty() || tokio::time::Instant::now() >= until)
+            {
+                break;
+            }
             let deadline = self
                 .server
                 .poll_timeout()
                 .map(|(d, _)| tokio::time::Instant::from_std(d));
+            let deadline = match (deadline, drain_until) {
+                (Some(d), Some(u)) => Some(d.min(u)),
+                (d, u) => d.or(u),
+            };
             tokio::select! {
                 input = self.rx.recv() => match input {
                     Some(input) => self.handle(input),
@@ -179,7 +189,10 @@ impl ServerDriver {
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.server.handle_timeout(now());
                 }
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if drain_until.is_none() => {
+                    info!(open = self.locals.len(), grace = ?self.cfg.shutdown_grace, "draining before shutdown");
+                    drain_until = Some(tokio::time::Instant::now() + self.cfg.shutdown_grace);
+                }
             }
         }
         let boxes: Vec<BoxId> = self.server.sessions().map(|s| s.owner().clone()).collect();
@@ -539,14 +552,22 @@ impl ServerDriver {
                 let _ = s.streams().reset(stream, code, &reason);
             }
         };
-        if dest.is_some() {
-            // Transparent mode needs a per-box destination policy; until one
-            // is configured, nothing is allowed: never an open relay.
-            return refuse(
-                self,
-                ResetCode::PolicyDenied,
-                "no destination policy allows this box's transparent streams".into(),
-            );
+        if let Some(dest) = dest {
+            if !self.cfg.allows(b.as_str(), &dest) {
+                return refuse(
+                    self,
+                    ResetCode::PolicyDenied,
+                    format!("destination {dest} is not allowed for box {b}"),
+                );
+            }
+            if kind != StreamKind::Stream {
+                return refuse(
+                    self,
+                    ResetCode::PolicyDenied,
+                    "transparent datagram flows are not relayed".into(),
+                );
+            }
+            return self.connect_target(b, stream, dest.to_string());
         }
         if kind == StreamKind::Datagram {
             return self.open_datagram_target(b, stream, service);
@@ -565,6 +586,11 @@ impl ServerDriver {
         };
 
         let target = svc.target.clone();
+        self.connect_target(b, stream, target);
+    }
+
+    /// Connects stream `stream` of box `b` to `target` (`host:port`).
+    fn connect_target(&mut self, b: BoxId, stream: StreamId, target: String) {
         let key = (b, stream);
         self.locals.reserve(key.clone());
         let tx = self.tx.clone();
