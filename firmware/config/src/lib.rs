@@ -16,3 +16,64 @@ pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink, Uplink};
 pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
 pub use policy::{BoxPolicy, DestinationRule};
 pub use snapt::{ClientServiceListen, ServerService, SnaptConfig};
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn doc(name: &str) -> (std::path::PathBuf, String) {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/config")
+            .join(name);
+        let text = std::fs::read_to_string(&p).unwrap();
+        (p, text)
+    }
+
+    #[test]
+    fn the_documented_examples_are_valid() {
+        let (p, t) = doc("cnapt.toml");
+        let c = CnaptConfig::parse(&p, &t).unwrap();
+        assert_eq!(c.box_id.as_str(), "box-7");
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.session.switch_timeout.as_secs(), 30);
+        let (p, t) = doc("snapt.toml");
+        let s = SnaptConfig::parse(&p, &t).unwrap();
+        assert!(s.allows("box-7", &"198.18.4.4:443".parse().unwrap()));
+        assert!(!s.allows("box-7", &"198.18.4.4:22".parse().unwrap()));
+        assert!(!s.allows("box-8", &"198.18.4.4:443".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let (p, t) = doc("cnapt.toml");
+        let bad = t.replace("keepalive_ms = 1000", "keepalive_ms = 0");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("session.keepalive_ms"), "{e}");
+        let bad = t.replace("box_id = \"box-7\"", "box_id = \"box 7\"");
+        assert!(
+            CnaptConfig::parse(&p, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("box_id")
+        );
+        let bad = t.replace("protocol = \"udp\"", "protocol = \"sctp\"");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("sctp") && e.contains("line"), "{e}");
+        let (p, t) = doc("snapt.toml");
+        let bad = t.replace("198.18.0.0/16:80", "198.18.0.0/40:80");
+        let e = SnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("policy[0].allow[0]") && e.contains("prefix"),
+            "{e}"
+        );
+        let bad = t.replace("max_boxes = 1000", "max_boxes = 0");
+        assert!(
+            SnaptConfig::parse(&p, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("max_boxes")
+        );
+    }
+}

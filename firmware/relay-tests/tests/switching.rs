@@ -36,7 +36,7 @@ async fn relay(tag: &str) -> (Bed, Cutter, std::path::PathBuf, SocketAddr) {
         "box-1",
         &format!(
             "[[snapt]]\nname = \"main\"\naddress = \"{}\"\nserver_name = \"127.0.0.1\"\n\
-             [[uplink]]\nname = \"a\"\nsource = \"127.0.0.2\"\n[[uplink]]\nname = \"b\"\nsource = \"127.0.0.3\"\n\
+             [[uplink]]\nname = \"a\"\ninterface = \"lo\"\nsource = \"127.0.0.2\"\n[[uplink]]\nname = \"b\"\nsource = \"127.0.0.3\"\n\
              [[service]]\nname = \"echo\"\nlisten = \"127.0.0.1:{lport}\"\n\
              [session]\nkeepalive_ms = 200\ninactivity_timeout_ms = 1500\nswitch_timeout_ms = 10000\n",
             cutter.addr

@@ -331,6 +331,14 @@ impl BoxDriver {
             Input::TunnelLost { tunnel } => {
                 if let Some(t) = self.tunnels.remove(&tunnel) {
                     info!(site = t.site, uplink = %self.cfg.uplinks[t.uplink].name, ?tunnel, "tunnel lost");
+                    // A handover record measures from the loss, not from
+                    // when the replacement tunnel came up.
+                    let active = self.coord.site(t.site).and_then(|s| s.active_tunnel());
+                    if active == Some(tunnel) {
+                        self.switch_started
+                            .entry(t.site)
+                            .or_insert((Instant::now(), SwitchKind::Sudden));
+                    }
                     self.coord.handle_tunnel_lost(t.site, tunnel, now());
                 }
             }
@@ -671,7 +679,9 @@ impl BoxDriver {
             Event::StreamClosed { stream } => self.locals.remove(&(site, stream)),
             Event::Writable { stream } => self.push_pending((site, stream)),
             Event::SwitchStarted { kind, .. } => {
-                self.switch_started.insert(site, (Instant::now(), kind));
+                self.switch_started
+                    .entry(site)
+                    .or_insert((Instant::now(), kind));
             }
             Event::SwitchCompleted { kind, to, .. } => {
                 self.proven[site] = true;
