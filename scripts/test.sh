@@ -4,18 +4,18 @@
 #   sudo ./scripts/test.sh            # everything
 #   FUZZ_SECONDS=0 ./scripts/test.sh  # skip the fuzz smoke run
 #
-# Installs what it needs with apt-get (idempotent), then: formatting, clippy
-# with warnings as errors, the purity check of the protocol core, every
-# workspace test (unit, property, simulation, doc-vector), and a short
-# cargo-fuzz smoke run over the committed corpus when a nightly toolchain is
-# available.
+# Installs what it needs with apt-get (idempotent; oelint-adv into a venv
+# from PyPI), then: formatting, clippy with warnings as errors, the purity
+# check of the protocol core, a short cargo-fuzz smoke run when a nightly
+# toolchain is available, the static checks of the firmware image, and every
+# workspace test (unit, property, simulation, doc vectors, real binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
 # System packages the suite needs; installed only when missing.
-PACKAGES=(shellcheck)
+PACKAGES=(shellcheck device-tree-compiler systemd)
 ensure_packages() {
     local missing=()
     for p in "${PACKAGES[@]}"; do
@@ -78,6 +78,9 @@ fi
 
 step "build the daemons (the integration tests run the real binaries)"
 cargo build --workspace --locked
+
+step "firmware image: static checks"
+./scripts/check-image.sh
 
 step "cargo test --workspace"
 # --all-targets: unit, integration and property tests (there are no doc tests).

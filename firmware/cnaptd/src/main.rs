@@ -64,6 +64,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
+    if let Some(p) = &cfg.pinmap {
+        let map = config::PinMap::load(p)?;
+        info!(pinmap = %p.display(), chip = %map.chip.display(), leds = map.leds.len(), "pin map loaded");
+    }
     let control_path = cfg.control_socket.clone();
     let box_id = cfg.box_id.clone();
     let driver = BoxDriver::new(cfg, tls, incarnation)?;

@@ -20,6 +20,8 @@ struct Raw {
     control_socket: PathBuf,
     #[serde(default = "default_grace")]
     shutdown_grace_ms: u64,
+    #[serde(default)]
+    pinmap: Option<PathBuf>,
 
     tls: TlsSection,
     #[serde(default)]
@@ -124,6 +126,8 @@ pub struct CnaptConfig {
     /// default 5000 ms.
     pub shutdown_grace: std::time::Duration,
 
+    /// The board's LED/button pin map (`board/pinmap/*.toml`), if any.
+    pub pinmap: Option<PathBuf>,
     /// Certificates.
     pub tls: TlsSection,
     /// Server-side relays, at least one.
@@ -143,6 +147,9 @@ impl CnaptConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let cfg = Self::validate(path, read_toml(path)?)?;
         cfg.tls.check(path)?;
+        if let Some(p) = &cfg.pinmap {
+            crate::PinMap::load(p)?;
+        }
         Ok(cfg)
     }
 
@@ -232,6 +239,7 @@ impl CnaptConfig {
             box_id,
             control_socket: raw.control_socket,
             shutdown_grace: std::time::Duration::from_millis(raw.shutdown_grace_ms),
+            pinmap: raw.pinmap,
 
             tls: raw.tls,
             snapts: raw.snapt,

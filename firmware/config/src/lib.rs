@@ -9,11 +9,13 @@
 
 mod cnapt;
 mod common;
+mod pinmap;
 mod policy;
 mod snapt;
 
 pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink, Uplink};
 pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
+pub use pinmap::{Line, PinMap};
 pub use policy::{BoxPolicy, DestinationRule};
 pub use snapt::{ClientServiceListen, ServerService, SnaptConfig};
 

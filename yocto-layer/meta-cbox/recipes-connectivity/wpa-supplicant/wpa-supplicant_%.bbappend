@@ -1,0 +1,16 @@
+# Effective only with DISTRO = "cbox" (every change carries :cbox).
+# wpa_supplicant on wlan0 with a control socket cnaptd (group cbox) can use.
+# Its configuration lives on /data (the root file system is read-only and
+# wpa_supplicant saves networks added at run time next to its config file).
+FILESEXTRAPATHS:prepend:cbox := "${THISDIR}/files:"
+SRC_URI:append:cbox = " file://wpa_supplicant-wlan0.conf file://cbox-wlan0.conf"
+
+SYSTEMD_SERVICE:${PN}:append:cbox = " wpa_supplicant@wlan0.service"
+
+do_install:append:cbox() {
+    install -d ${D}${datadir}/cbox ${D}${systemd_system_unitdir}/wpa_supplicant@wlan0.service.d
+    install -m 0644 ${UNPACKDIR}/wpa_supplicant-wlan0.conf ${D}${datadir}/cbox/wpa_supplicant-wlan0.conf
+    install -m 0644 ${UNPACKDIR}/cbox-wlan0.conf ${D}${systemd_system_unitdir}/wpa_supplicant@wlan0.service.d/cbox.conf
+}
+
+FILES:${PN}:append:cbox = " ${datadir}/cbox ${systemd_system_unitdir}/wpa_supplicant@wlan0.service.d"

@@ -1,0 +1,34 @@
+SUMMARY = "cbox connectivity box image"
+DESCRIPTION = "Read-only root file system with cnaptd, BlueZ NAP, wpa_supplicant, \
+systemd-networkd PAN bridge, RAUC A/B updates and a persistent /data partition."
+LICENSE = "MIT"
+
+inherit core-image
+
+IMAGE_FEATURES += "read-only-rootfs"
+IMAGE_FEATURES:remove = "debug-tweaks"
+
+IMAGE_INSTALL += "\
+    cbox \
+    cbox-provision \
+    cbox-network \
+    bluez5 \
+    wpa-supplicant \
+    iw \
+    nftables \
+    rauc \
+    kernel-module-bnep \
+    kernel-module-qmi-wwan \
+    kernel-module-option \
+    kernel-module-cdc-mbim \
+    "
+
+# A/B layout with a persistent /data (wic/cbox-rpi.wks).
+WKS_FILE = "cbox-rpi.wks"
+IMAGE_FSTYPES:append = " wic.bz2 wic.bmap"
+
+# /data must exist as a mount point on the read-only root.
+create_data_mountpoint() {
+    install -d ${IMAGE_ROOTFS}/data
+}
+ROOTFS_POSTPROCESS_COMMAND += "create_data_mountpoint"
