@@ -11,7 +11,8 @@ IMAGE_FEATURES:remove = "debug-tweaks"
 IMAGE_INSTALL += "\
     cbox \
     cbox-provision \
-    cbox-network \
+        cbox-network \
+    cbox-board \
     bluez5 \
     wpa-supplicant \
     iw \
@@ -25,6 +26,9 @@ IMAGE_INSTALL += "\
 
 # A/B layout with a persistent /data (wic/cbox-rpi.wks).
 WKS_FILE = "cbox-rpi.wks"
+# The status-LED/button overlay (cbox-board) on the boot partition.
+do_image_wic[depends] += "cbox-board:do_deploy"
+IMAGE_BOOT_FILES:append = " cbox-leds.dtbo;overlays/cbox-leds.dtbo"
 IMAGE_FSTYPES:append = " wic.bz2 wic.bmap"
 
 # /data must exist as a mount point on the read-only root.
