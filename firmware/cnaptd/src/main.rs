@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use config::CnaptConfig;
 use runtime::BoxDriver;
-use runtime::daemon::{init_tracing, notify_ready, notify_stopping, shutdown_signal};
+use runtime::daemon::init_tracing;
 use tls::{CipherPreference, client_config};
 use tracing::{error, info};
 
@@ -71,22 +71,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let control_path = cfg.control_socket.clone();
     let box_id = cfg.box_id.clone();
     let driver = BoxDriver::new(cfg, tls, incarnation)?;
-    runtime::control::serve(&control_path, driver.control_handle())
-        .with_context(|| format!("control socket {}", control_path.display()))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(());
-    });
     info!(%box_id, control = %control_path.display(), "cnaptd starting");
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(driver.run(stop_rx, ready_tx));
-    if ready_rx.await.is_ok() {
-        notify_ready();
-    }
-    task.await.context("driver task")??;
-    notify_stopping();
-    let _ = std::fs::remove_file(&control_path);
+    let calls = driver.control_handle();
+    runtime::daemon::supervise(&control_path, calls, move |stop, ready| {
+        driver.run(stop, ready)
+    })
+    .await
+    .with_context(|| format!("control socket {}", control_path.display()))?;
     info!("cnaptd stopped");
     Ok(())
 }

@@ -18,6 +18,7 @@ use wire::{ResetCode, StreamId, StreamKind};
 
 use crate::connect::{Egress, connect_tunnel};
 use crate::control::{Call, Reply, Request};
+use crate::daemon::Drain;
 use crate::io::{WriteCmd, spawn_reader, spawn_writer};
 use crate::locals::{LocalEvent, Locals, Sink};
 use crate::udp::{BoxFlows, spawn_receiver};
@@ -241,22 +242,17 @@ impl BoxDriver {
         for site in 0..self.cfg.snapts.len() {
             self.connect_site(site, None);
         }
-        let mut drain_until: Option<tokio::time::Instant> = None;
+        let mut drain = Drain::default();
         loop {
             self.flush();
-            if let Some(until) = drain_until
-                && (self.locals.is_empty() || tokio::time::Instant::now() >= until)
-            {
+            if drain.finished(self.locals.len()) {
                 break;
             }
-            let deadline = self
-                .coord
-                .poll_timeout()
-                .map(|(d, _)| tokio::time::Instant::from_std(d));
-            let deadline = match (deadline, drain_until) {
-                (Some(d), Some(u)) => Some(d.min(u)),
-                (d, u) => d.or(u),
-            };
+            let deadline = drain.deadline(
+                self.coord
+                    .poll_timeout()
+                    .map(|(d, _)| tokio::time::Instant::from_std(d)),
+            );
             tokio::select! {
                 input = self.rx.recv() => match input {
                     Some(input) => self.handle(input),
@@ -265,13 +261,13 @@ impl BoxDriver {
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.coord.handle_timeout(now());
                 }
-                _ = &mut shutdown, if drain_until.is_none() => {
+                _ = &mut shutdown, if !drain.started() => {
                     // Graceful: no new connections; open ones may finish.
                     for l in self.listeners.drain(..) {
                         l.abort();
                     }
                     info!(open = self.locals.len(), grace = ?self.cfg.shutdown_grace, "draining before shutdown");
-                    drain_until = Some(tokio::time::Instant::now() + self.cfg.shutdown_grace);
+                    drain.start(self.cfg.shutdown_grace);
                 }
             }
         }

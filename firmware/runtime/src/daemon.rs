@@ -63,3 +63,67 @@ pub async fn shutdown_signal() {
         _ = int.recv() => {}
     }
 }
+
+/// Runs a daemon's driver the same way for every binary: the control socket
+/// at `control` feeds `calls`; `run(stop, ready)` is the driver (it signals
+/// `ready` once its listeners are bound, and returns after `stop` fires and
+/// it has drained); readiness and stopping are told to systemd; SIGTERM or
+/// SIGINT fire `stop`; the control socket is removed at the end.
+pub async fn supervise<F, Fut>(
+    control: &std::path::Path,
+    calls: tokio::sync::mpsc::UnboundedSender<crate::control::Call>,
+    run: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce(tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Sender<()>) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    crate::control::serve(control, calls)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run(stop_rx, ready_tx));
+    if ready_rx.await.is_ok() {
+        notify_ready();
+    }
+    let result = task.await.map_err(std::io::Error::other)?;
+    notify_stopping();
+    let _ = std::fs::remove_file(control);
+    result
+}
+
+/// The bounded drain of a shutdown: once started, the driver stops when its
+/// connections are gone or the grace period is over.
+#[derive(Debug, Default)]
+pub struct Drain {
+    until: Option<tokio::time::Instant>,
+}
+
+impl Drain {
+    /// Starts draining for `grace`.
+    pub fn start(&mut self, grace: Duration) {
+        self.until = Some(tokio::time::Instant::now() + grace);
+    }
+
+    /// Whether draining has started.
+    pub fn started(&self) -> bool {
+        self.until.is_some()
+    }
+
+    /// Whether the driver should stop now.
+    pub fn finished(&self, connections_left: usize) -> bool {
+        self.until
+            .is_some_and(|u| connections_left == 0 || tokio::time::Instant::now() >= u)
+    }
+
+    /// The next wake-up: the driver's own deadline or the end of the drain.
+    pub fn deadline(&self, driver: Option<tokio::time::Instant>) -> Option<tokio::time::Instant> {
+        match (driver, self.until) {
+            (Some(d), Some(u)) => Some(d.min(u)),
+            (d, u) => d.or(u),
+        }
+    }
+}

@@ -22,6 +22,7 @@ use wire::{BoxId, DisconnectCode, ResetCode, ServiceName, StreamId, StreamKind};
 
 use crate::connect::tune;
 use crate::control::{Call, Reply, Request};
+use crate::daemon::Drain;
 use crate::io::{WriteCmd, spawn_reader, spawn_writer};
 use crate::locals::{LocalEvent, Locals, Sink};
 use crate::udp::spawn_receiver;
@@ -165,22 +166,17 @@ impl ServerDriver {
             self.spawn_crl_watch(crl);
         }
         let _ = ready.send(());
-        let mut drain_until: Option<tokio::time::Instant> = None;
+        let mut drain = Drain::default();
         loop {
             self.flush();
-            if let Some(until) = drain_until
-                && (self.locals.is_empty() || tokio::time::Instant::now() >= until)
-            {
+            if drain.finished(self.locals.len()) {
                 break;
             }
-            let deadline = self
-                .server
-                .poll_timeout()
-                .map(|(d, _)| tokio::time::Instant::from_std(d));
-            let deadline = match (deadline, drain_until) {
-                (Some(d), Some(u)) => Some(d.min(u)),
-                (d, u) => d.or(u),
-            };
+            let deadline = drain.deadline(
+                self.server
+                    .poll_timeout()
+                    .map(|(d, _)| tokio::time::Instant::from_std(d)),
+            );
             tokio::select! {
                 input = self.rx.recv() => match input {
                     Some(input) => self.handle(input),
@@ -189,9 +185,9 @@ impl ServerDriver {
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.server.handle_timeout(now());
                 }
-                _ = &mut shutdown, if drain_until.is_none() => {
+                _ = &mut shutdown, if !drain.started() => {
                     info!(open = self.locals.len(), grace = ?self.cfg.shutdown_grace, "draining before shutdown");
-                    drain_until = Some(tokio::time::Instant::now() + self.cfg.shutdown_grace);
+                    drain.start(self.cfg.shutdown_grace);
                 }
             }
         }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use config::SnaptConfig;
 use runtime::ServerDriver;
-use runtime::daemon::{init_tracing, notify_ready, notify_stopping, shutdown_signal};
+use runtime::daemon::init_tracing;
 use tracing::{error, info};
 
 /// The cbox server-side relay.
@@ -58,22 +58,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or(7)
         ^ u64::from(std::process::id());
     let driver = ServerDriver::new(cfg, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
-    runtime::control::serve(&control_path, driver.control_handle())
-        .with_context(|| format!("control socket {}", control_path.display()))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(());
-    });
     info!(control = %control_path.display(), "snaptd starting");
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(driver.run(stop_rx, ready_tx));
-    if ready_rx.await.is_ok() {
-        notify_ready();
-    }
-    task.await.context("driver task")??;
-    notify_stopping();
-    let _ = std::fs::remove_file(&control_path);
+    let calls = driver.control_handle();
+    runtime::daemon::supervise(&control_path, calls, move |stop, ready| {
+        driver.run(stop, ready)
+    })
+    .await
+    .with_context(|| format!("control socket {}", control_path.display()))?;
     info!("snaptd stopped");
     Ok(())
 }
