@@ -67,6 +67,8 @@ pub struct ServerSession {
     incarnation: u64,
     phase: Phase,
     draining_old: Option<(TunnelId, u32)>,
+    /// The newest switch number accepted (SWITCH_STEP1 / SWITCH_UNEXPECTED).
+    last_switch: u32,
 }
 
 impl ServerSession {
@@ -99,6 +101,7 @@ impl ServerSession {
             incarnation,
             phase: Phase::Established { tunnel: t },
             draining_old: None,
+            last_switch: 0,
         }
     }
 
@@ -194,6 +197,9 @@ impl ServerSession {
                     RefuseCode::BadSwitch,
                     format!("no planned switch {switch} is waiting"),
                 ));
+            }
+            (Frame::SwitchUnexpected { switch, .. }, _) if !self.is_newer(switch) => {
+                return Err((RefuseCode::Stale, self.stale_reason(switch)));
             }
             (Frame::SwitchUnexpected { switch, sync, .. }, _) => {
                 self.core.attach(t, now);
@@ -293,6 +299,9 @@ impl ServerSession {
                 if version != VERSION || session_id != self.session_id || box_id != self.owner {
                     return Err("SWITCH_UNEXPECTED for another session".into());
                 }
+                if !self.is_newer(switch) {
+                    return Err(self.stale_reason(switch));
+                }
                 self.resync(t, switch, &sync, now);
                 return Ok(());
             }
@@ -305,7 +314,11 @@ impl ServerSession {
         }
         match self.phase {
             Phase::Established { tunnel } if tunnel == t => match frame {
+                Frame::SwitchStep1 { switch } if !self.is_newer(switch) => {
+                    Err(self.stale_reason(switch))
+                }
                 Frame::SwitchStep1 { switch } => {
+                    self.last_switch = switch;
                     self.core.queue(t, Frame::SwitchAck { switch });
                     self.core
                         .queue(t, Frame::LastMessageBeforeRedirection { switch });
@@ -400,7 +413,22 @@ impl ServerSession {
         }
     }
 
+    /// Switch numbers only grow (the box takes a new one for every attempt):
+    /// an older one comes from a tunnel the box has abandoned — a request
+    /// held up in a stalled path — and must not undo a newer switch.
+    fn is_newer(&self, switch: u32) -> bool {
+        switch > self.last_switch
+    }
+
+    fn stale_reason(&self, switch: u32) -> String {
+        format!(
+            "switch {switch} is older than switch {} already carried out",
+            self.last_switch
+        )
+    }
+
     fn resync(&mut self, t: TunnelId, switch: u32, peer: &SyncState, now: Instant) {
+        self.last_switch = switch;
         let others: Vec<TunnelId> = self.core.attached().filter(|o| *o != t).collect();
         for o in others {
             self.core.close_tunnel(o, CloseReason::Replaced);

@@ -34,6 +34,14 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// The default number of cases, or `PROPTEST_CASES` for a longer campaign.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn settle(w: &mut World) {
     w.run_for(ms(20_000));
 }
@@ -230,7 +238,7 @@ fn run_script(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..config() })]
+    #![proptest_config(ProptestConfig { cases: cases(2000), ..config() })]
 
     /// Random streams both ways, random planned switches, cuts mid-frame
     /// (noticed or silent) and outages shorter than Z: every byte arrives
@@ -251,7 +259,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..config() })]
+    #![proptest_config(ProptestConfig { cases: cases(300), ..config() })]
 
     /// The same with two SNAPTs switched together.
     #[test]
@@ -267,7 +275,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..config() })]
+    #![proptest_config(ProptestConfig { cases: cases(500), ..config() })]
 
     /// With outages that may outlast the switch timeout Z: no byte ever
     /// arrives wrong or twice; a stream is reset (with its reason) only when

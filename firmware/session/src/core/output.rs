@@ -63,8 +63,12 @@ impl Core {
             .map(|(id, _)| *id)
             .collect();
         // Control parts (OPEN, ACK, WINDOW) of every stream first: they are
-        // small and unblock the peer.
-        for id in &ids {
+        // small and unblock the peer. In id order: the peer takes an OPEN
+        // below its highest one seen for a stream that already ended, so
+        // OPENs (also those resent after a resynchronisation) must never
+        // overtake each other.
+        let in_order: Vec<StreamId> = self.streams.keys().copied().collect();
+        for id in &in_order {
             let Some(s) = self.streams.get_mut(id) else {
                 continue;
             };

@@ -329,3 +329,29 @@ fn a_late_connect_of_an_abandoned_attempt_cannot_replace_the_live_session() {
     assert!(matches!(answer[..], [Frame::ConnectAck { .. }]));
     assert_eq!(p.server.sessions().next().map(|s| s.incarnation()), Some(3));
 }
+
+#[test]
+fn a_stale_switch_unexpected_from_an_abandoned_tunnel_is_refused() {
+    // The box resumed with switch 5; switch 4's request, held up in a stalled
+    // path, arrives afterwards and must not undo it.
+    let mut p = Pair::connected();
+    let session_id = p.bx.session_id();
+    let resume = |switch| {
+        bytes(&[Frame::SwitchUnexpected {
+            version: VERSION,
+            session_id,
+            switch,
+            box_id: id("box-a"),
+            sync: SyncState::default(),
+        }])
+    };
+    let t5 = p.tunnel("box-a");
+    let answer = p.raw_to_server(t5, &resume(5));
+    assert!(
+        matches!(answer[..], [Frame::AllRedirected { switch: 5, .. }]),
+        "{answer:?}"
+    );
+    let t4 = p.tunnel("box-a");
+    assert_eq!(refused(&p.raw_to_server(t4, &resume(4))), RefuseCode::Stale);
+    assert!(p.open.contains(&t5), "the newer tunnel stays");
+}

@@ -676,6 +676,15 @@ impl World {
 
     fn box_event(&mut self, site: usize, ev: Event) {
         let now = self.now;
+        if matches!(
+            ev,
+            Event::StreamOpened { .. }
+                | Event::StreamReset { .. }
+                | Event::SwitchStarted { .. }
+                | Event::SwitchCompleted { .. }
+        ) {
+            self.log.push(format!("{:?} box {ev:?}", now - self.base));
+        }
         match ev {
             Event::Data { stream, bytes } => {
                 let i = self.by_box[&(site, stream)];
@@ -737,6 +746,16 @@ impl World {
     }
 
     fn server_event(&mut self, site: usize, ev: Event) {
+        if matches!(
+            ev,
+            Event::StreamOpened { .. }
+                | Event::StreamReset { .. }
+                | Event::SwitchCompleted { .. }
+                | Event::CloseTunnel { .. }
+        ) {
+            self.log
+                .push(format!("{:?} server {ev:?}", self.now - self.base));
+        }
         match ev {
             Event::Data { stream, bytes } => {
                 let i = self.by_server[&(site, stream)];
