@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # System packages the suite needs; installed only when missing.
-PACKAGES=(shellcheck device-tree-compiler systemd)
+PACKAGES=(shellcheck device-tree-compiler systemd iproute2 nftables curl)
 ensure_packages() {
     local missing=()
     for p in "${PACKAGES[@]}"; do
@@ -78,6 +78,13 @@ fi
 
 step "build the daemons (the integration tests run the real binaries)"
 cargo build --workspace --locked
+
+step "simulated world: the live demo (real daemons in network namespaces)"
+if [ "$(id -u)" -eq 0 ]; then
+    ./target/debug/cbox-world demo
+else
+    echo "skipped: needs root (network namespaces)"
+fi
 
 step "firmware image: static checks"
 ./scripts/check-image.sh

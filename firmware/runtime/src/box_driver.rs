@@ -707,6 +707,11 @@ impl BoxDriver {
                 }
             }
             Event::NeedTunnel => {
+                // The loss was just detected (I/O error or silence): the
+                // handover record counts from here.
+                self.switch_started
+                    .entry(site)
+                    .or_insert((Instant::now(), SwitchKind::Sudden));
                 let failed = self.site_uplink[site].take();
                 if self.proven[site] {
                     self.connect_site(site, failed);

@@ -1,0 +1,11 @@
+//! The simulated world of the cbox (work in progress, see the
+//! simulated-world issue): network namespaces for the phone, the box, one ISP
+//! per uplink and the internet, joined by veth pairs, addresses from
+//! 198.18.0.0/15 only; the real daemons run inside them.
+//!
+//! [`topology`] builds and tears down the namespaces (also a stale set left by
+//! a crashed run). The `cbox-world` binary runs the live demo.
+#![allow(clippy::print_stdout)]
+#![warn(missing_docs)]
+
+pub mod topology;
