@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # System packages the suite needs; installed only when missing.
-PACKAGES=(shellcheck device-tree-compiler systemd iproute2 nftables curl)
+PACKAGES=(shellcheck device-tree-compiler systemd iproute2 nftables ethtool curl)
 ensure_packages() {
     local missing=()
     for p in "${PACKAGES[@]}"; do

@@ -8,4 +8,5 @@
 #![allow(clippy::print_stdout)]
 #![warn(missing_docs)]
 
+pub mod radio;
 pub mod topology;

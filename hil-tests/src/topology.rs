@@ -2,10 +2,13 @@
 //! torn down when the [`Topology`] is dropped (success, failure or panic).
 //!
 //! ```text
-//!  phone ──ph0══pan-ph──[pan0 bridge] box ──wlan0══box0── isp-wifi ──up0══wifi0── internet
-//!   198.18.77.23        198.18.77.1      198.18.10.2  .10.1      198.18.11.2  .11.1   198.18.30.1 (lo)
-//!                                     └──wwan0══box0── isp-lte (NAT) ──up0══lte0──┘
-//!                                        198.18.20.2  .20.1       198.18.21.2  .21.1
+//!  phone ──ph0══pan-ph──[pan0] box ──wlan0══a─[radio-wifi]─b══box0── isp-wifi ──up0══wifi0── internet
+//!   198.18.77.23      198.18.77.1     198.18.10.2                   .10.1     198.18.11.2  .11.1  198.18.30.1 (lo)
+//!                                 └──wwan0══a─[radio-lte]──b══box0── isp-lte (NAT) ──up0══lte0──┘
+//!                                    198.18.20.2                   .20.1     198.18.21.2  .21.1
+//!
+//! The radios are namespaces where `radio::Radio` forwards frames between
+//! `a` and `b` with delay, jitter, loss, rate and outages.
 //! ```
 
 use std::process::Command;
@@ -100,7 +103,15 @@ impl Topology {
             prefix,
             created: Vec::new(),
         };
-        for role in ["phone", "box", "isp-wifi", "isp-lte", "internet"] {
+        for role in [
+            "phone",
+            "box",
+            "radio-wifi",
+            "radio-lte",
+            "isp-wifi",
+            "isp-lte",
+            "internet",
+        ] {
             let ns = t.ns(role);
             run(&["ip", "netns", "add", &ns])?;
             t.created.push(ns);
@@ -109,8 +120,11 @@ impl Topology {
         // veth pairs: (ns a, if a, ns b, if b)
         let links = [
             ("phone", "ph0", "box", "pan-ph"),
-            ("box", "wlan0", "isp-wifi", "box0"),
-            ("box", "wwan0", "isp-lte", "box0"),
+            // Each uplink passes through its radio (the link emulator).
+            ("box", "wlan0", "radio-wifi", "rad-a"),
+            ("radio-wifi", "rad-b", "isp-wifi", "box0"),
+            ("box", "wwan0", "radio-lte", "rad-a"),
+            ("radio-lte", "rad-b", "isp-lte", "box0"),
             ("isp-wifi", "up0", "internet", "wifi0"),
             ("isp-lte", "up0", "internet", "lte0"),
         ];
@@ -122,6 +136,25 @@ impl Topology {
             ])?;
             t.ip(a, &["link", "set", ia, "up"])?;
             t.ip(b, &["link", "set", ib, "up"])?;
+        }
+        // A packet socket sees frames before the kernel fills in offloaded
+        // checksums and before segmentation: around the radios, the kernel
+        // must hand over finished, MTU-sized frames.
+        for (role, dev) in [
+            ("box", "wlan0"),
+            ("box", "wwan0"),
+            ("radio-wifi", "rad-a"),
+            ("radio-wifi", "rad-b"),
+            ("radio-lte", "rad-a"),
+            ("radio-lte", "rad-b"),
+            ("isp-wifi", "box0"),
+            ("isp-lte", "box0"),
+        ] {
+            let ns = t.ns(role);
+            run(&[
+                "ip", "netns", "exec", &ns, "ethtool", "-K", dev, "tx", "off", "rx", "off", "tso",
+                "off", "gso", "off", "gro", "off",
+            ])?;
         }
         // The box: PAN bridge and uplinks.
         t.ip("box", &["link", "add", "pan0", "type", "bridge"])?;

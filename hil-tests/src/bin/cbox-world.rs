@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use hil_tests::radio::{LinkParams, Radio};
 use hil_tests::topology::{Topology, addr, clean_stale};
 use sha2::{Digest, Sha256};
 
@@ -116,6 +117,20 @@ fn run_demo(dir: &Path, stop: &AtomicBool) -> anyhow::Result<()> {
         "building the world: phone — box (pan0, wlan0, wwan0) — isp-wifi, isp-lte (CGNAT) — internet"
     );
     let world = Topology::build()?;
+    let wifi = Arc::new(Radio::start(
+        &world.ns("radio-wifi"),
+        "rad-a",
+        "rad-b",
+        LinkParams::wifi(),
+    )?);
+    let lte = Radio::start(&world.ns("radio-lte"), "rad-a", "rad-b", LinkParams::lte())?;
+    println!(
+        "links: Wi-Fi {:?} ±{:?}, 50 Mbit/s; LTE {:?} ±{:?}, 20 Mbit/s, behind carrier NAT",
+        LinkParams::wifi().delay,
+        LinkParams::wifi().jitter,
+        LinkParams::lte().delay,
+        LinkParams::lte().jitter
+    );
     let pki = dir.join("pki");
     for args in [
         vec!["init"],
@@ -256,16 +271,37 @@ fn run_demo(dir: &Path, stop: &AtomicBool) -> anyhow::Result<()> {
 
     // The scenario: (time, what, how).
     let mut timeline: Vec<Step> = Vec::new();
+    let radio = wifi.clone();
+    timeline.push((
+        1.5,
+        "walking out of Wi-Fi: signal fading (60 ms, 3% loss)",
+        Box::new(move || {
+            radio.set(|p| {
+                p.delay = Duration::from_millis(60);
+                p.loss = 0.03;
+            });
+            Ok(())
+        }),
+    ));
     let sock = box_sock.clone();
     timeline.push((
         2.5,
-        "walking out of Wi-Fi: planned switch to LTE",
+        "planned switch to LTE",
         Box::new(move || switch(&sock, "lte")),
+    ));
+    let radio = wifi.clone();
+    timeline.push((
+        5.0,
+        "back in Wi-Fi coverage",
+        Box::new(move || {
+            radio.set(|p| *p = LinkParams::wifi());
+            Ok(())
+        }),
     ));
     let sock = box_sock.clone();
     timeline.push((
         5.5,
-        "back in Wi-Fi coverage: planned switch to Wi-Fi",
+        "planned switch to Wi-Fi",
         Box::new(move || switch(&sock, "wifi")),
     ));
     let w = world.ns("box");
@@ -389,6 +425,8 @@ fn run_demo(dir: &Path, stop: &AtomicBool) -> anyhow::Result<()> {
     );
     let intact = intact && inter_ok;
     drop(procs);
+    drop(lte);
+    drop(wifi);
     drop(world);
     if !(intact && ok) {
         bail!("the demo failed; logs were in {}", dir.display());
