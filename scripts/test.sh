@@ -79,9 +79,9 @@ fi
 step "build the daemons (the integration tests run the real binaries)"
 cargo build --workspace --locked
 
-step "simulated world: the live demo (real daemons in network namespaces)"
+step "simulated world: the scenario suite (real daemons in network namespaces)"
 if [ "$(id -u)" -eq 0 ]; then
-    ./target/debug/cbox-world demo
+    ./target/debug/cbox-world run --json target/hil-report.json hil-tests/scenarios/*.toml
 else
     echo "skipped: needs root (network namespaces)"
 fi

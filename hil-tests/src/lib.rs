@@ -9,4 +9,6 @@
 #![warn(missing_docs)]
 
 pub mod radio;
+pub mod runner;
+pub mod scenario;
 pub mod topology;

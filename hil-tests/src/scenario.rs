@@ -1,0 +1,167 @@
+//! Scenario files: a timeline of what happens to the box's uplinks while the
+//! phone's applications run (see `hil-tests/scenarios/*.toml`).
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// One scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name (the report's row).
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// Seconds the interactive stream runs (the scenario's length).
+    pub duration_s: f64,
+    /// MiB the phone downloads with curl during it.
+    #[serde(default = "default_download")]
+    pub download_mib: usize,
+    /// curl's rate limit in MB/s (so the download spans the events).
+    #[serde(default = "default_rate")]
+    pub download_rate_mb: f64,
+    /// Most handovers the box may do (flapping: must not ping-pong).
+    #[serde(default)]
+    pub max_handovers: Option<usize>,
+    /// Fewest handovers expected.
+    #[serde(default)]
+    pub min_handovers: usize,
+    /// The timeline.
+    #[serde(default, rename = "event")]
+    pub events: Vec<Event>,
+}
+
+fn default_download() -> usize {
+    16
+}
+
+fn default_rate() -> f64 {
+    2.0
+}
+
+/// Something that happens at `at` seconds. (Unknown keys are refused by
+/// [`Action`]; serde cannot refuse them on a flattened struct.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    /// Seconds from the start.
+    pub at: f64,
+    /// What happens.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// The uplinks of the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uplink {
+    /// wlan0 through the Wi-Fi radio.
+    Wifi,
+    /// wwan0 through the LTE radio and the carrier NAT.
+    Lte,
+}
+
+impl Uplink {
+    /// The box's interface.
+    pub fn dev(self) -> &'static str {
+        match self {
+            Uplink::Wifi => "wlan0",
+            Uplink::Lte => "wwan0",
+        }
+    }
+
+    /// The name in cnapt.toml.
+    pub fn name(self) -> &'static str {
+        match self {
+            Uplink::Wifi => "wifi",
+            Uplink::Lte => "lte",
+        }
+    }
+}
+
+/// What can happen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// A planned switch through `cboxctl switch` (the decision task's job
+    /// once the uplink drivers exist).
+    Switch {
+        /// Target uplink.
+        uplink: Uplink,
+    },
+    /// The box's interface goes down (a link event).
+    LinkDown {
+        /// Which.
+        uplink: Uplink,
+    },
+    /// The interface comes back.
+    LinkUp {
+        /// Which.
+        uplink: Uplink,
+    },
+    /// The box loses its address on the uplink (DHCP lease gone).
+    AddressLoss {
+        /// Which.
+        uplink: Uplink,
+    },
+    /// Radio conditions change; `down = true` is a silent blackhole (frames
+    /// vanish, no link event).
+    SetLink {
+        /// Which.
+        uplink: Uplink,
+        /// One-way delay, ms.
+        #[serde(default)]
+        delay_ms: Option<u64>,
+        /// Jitter, ms.
+        #[serde(default)]
+        jitter_ms: Option<u64>,
+        /// Frame loss, 0..1.
+        #[serde(default)]
+        loss: Option<f64>,
+        /// Rate limit, Mbit/s.
+        #[serde(default)]
+        rate_mbit: Option<f64>,
+        /// Outage.
+        #[serde(default)]
+        down: Option<bool>,
+    },
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let s: Scenario = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        if s.duration_s <= 0.0 {
+            bail!("{}: duration_s must be positive", path.display());
+        }
+        if let Some(e) = s.events.iter().find(|e| e.at < 0.0 || e.at > s.duration_s) {
+            bail!(
+                "{}: an event at {} s lies outside 0..duration_s",
+                path.display(),
+                e.at
+            );
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Scenario::load(&p).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "{n} scenarios");
+    }
+}
