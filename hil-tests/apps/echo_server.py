@@ -15,7 +15,9 @@ def handle(conn):
 
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
-    srv = socket.socket()
+    mptcp = len(sys.argv) > 3 and sys.argv[3] == "mptcp"
+    # An MPTCP server keeps its listening socket open: subflows join through it.
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262 if mptcp else 0)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((host, port))
     srv.listen()

@@ -9,10 +9,19 @@ import threading
 import time
 
 host, port, seconds, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+mptcp = len(sys.argv) > 5 and sys.argv[5] == "mptcp"
 REC = 100
-s = socket.create_connection((host, port))
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262 if mptcp else 0)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-result = {"sent": 0, "echoed": 0, "max_gap_ms": 0.0, "damaged": 0}
+s.connect((host, port))
+result = {"sent": 0, "echoed": 0, "max_gap_ms": 0.0, "damaged": 0, "error": None, "broken_at_s": None}
+started = time.monotonic()
+
+
+def broke(e):
+    if result["error"] is None:
+        result["error"] = str(e)
+        result["broken_at_s"] = round(time.monotonic() - started, 2)
 
 
 def record(i):
@@ -25,7 +34,11 @@ def reader():
     expect = 0
     last = time.monotonic()
     while True:
-        data = s.recv(65536)
+        try:
+            data = s.recv(65536)
+        except OSError as e:
+            broke(e)
+            return
         if not data:
             return
         buf += data
@@ -45,12 +58,23 @@ t = threading.Thread(target=reader, daemon=True)
 t.start()
 end = time.monotonic() + seconds
 i = 0
-while time.monotonic() < end:
-    s.sendall(record(i))
+# A broken connection stops the application, as it would a phone app.
+s.settimeout(35)  # longer than any outage a session survives (Z = 30 s)
+while time.monotonic() < end and result["error"] is None:
+    try:
+        s.sendall(record(i))
+    except OSError as e:
+        broke(e)
+        break
     result["sent"] += 1
     i += 1
     time.sleep(0.02)
-s.shutdown(socket.SHUT_WR)
+try:
+    s.shutdown(socket.SHUT_WR)
+except OSError as e:
+    broke(e)
 t.join(timeout=10)
+if t.is_alive() and result["echoed"] < result["sent"]:
+    broke("echoes stopped arriving")
 with open(out, "w") as f:
     json.dump(result, f)

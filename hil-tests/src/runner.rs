@@ -17,11 +17,57 @@ use crate::radio::{LinkParams, Radio};
 use crate::scenario::{Action, Scenario, Uplink};
 use crate::topology::{Topology, addr};
 
+/// What carries the phone's traffic in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// cnaptd + snaptd (the product).
+    Cbox,
+    /// Plain TCP from the phone through the box's NAT, no relay.
+    PlainTcp,
+    /// Linux MPTCP between box and internet host, a subflow per uplink,
+    /// the kernel's path manager.
+    MptcpActive,
+    /// The same with the LTE endpoint as backup.
+    MptcpBackup,
+    /// MPTCP whose endpoint is removed on the link event (as mptcpd or
+    /// NetworkManager do): the strongest baseline.
+    MptcpEvent,
+}
+
+impl Mode {
+    /// Every mode, the product first.
+    pub const ALL: [Mode; 5] = [
+        Mode::Cbox,
+        Mode::PlainTcp,
+        Mode::MptcpActive,
+        Mode::MptcpBackup,
+        Mode::MptcpEvent,
+    ];
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Cbox => "cbox",
+            Mode::PlainTcp => "plain-tcp",
+            Mode::MptcpActive => "mptcp",
+            Mode::MptcpBackup => "mptcp-backup",
+            Mode::MptcpEvent => "mptcp-event",
+        }
+    }
+}
+
 /// What one scenario run showed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
+    /// What carried the traffic.
+    pub mode: Mode,
+    /// Links without delay or rate limit.
+    pub zero_delay: bool,
+    /// The interactive stream's connection broke (error and time), if it did.
+    pub broken: Option<String>,
     /// Handovers completed by the box.
     pub handovers: u64,
     /// Largest gap between two echoed records of the interactive stream (ms).
@@ -133,17 +179,33 @@ fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Runs `sc` in a fresh world under `dir`; `live` prints the live view.
+/// Runs `sc` with the product in a fresh world under `dir`; `live` prints
+/// the live view.
 pub fn run(sc: &Scenario, dir: &Path, live: bool, stop: &AtomicBool) -> anyhow::Result<Report> {
+    run_mode(sc, dir, Mode::Cbox, false, live, stop)
+}
+
+/// Runs `sc` in a fresh world under `dir`, carried by `mode`.
+pub fn run_mode(
+    sc: &Scenario,
+    dir: &Path,
+    mode: Mode,
+    zero_delay: bool,
+    live: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<Report> {
     std::fs::create_dir_all(dir)?;
     let world = Topology::build()?;
-    let wifi = Radio::start(
-        &world.ns("radio-wifi"),
-        "rad-a",
-        "rad-b",
-        LinkParams::wifi(),
-    )?;
-    let lte = Radio::start(&world.ns("radio-lte"), "rad-a", "rad-b", LinkParams::lte())?;
+    let (mut wp, mut lp) = (LinkParams::wifi(), LinkParams::lte());
+    if zero_delay {
+        for p in [&mut wp, &mut lp] {
+            p.delay = Duration::ZERO;
+            p.jitter = Duration::ZERO;
+            p.rate_bps = 0;
+        }
+    }
+    let wifi = Radio::start(&world.ns("radio-wifi"), "rad-a", "rad-b", wp)?;
+    let lte = Radio::start(&world.ns("radio-lte"), "rad-a", "rad-b", lp)?;
     let pki = dir.join("pki");
     for args in [
         vec!["init"],
@@ -218,6 +280,15 @@ pub fn run(sc: &Scenario, dir: &Path, live: bool, stop: &AtomicBool) -> anyhow::
         .stderr(log("echo")?)
         .spawn()?;
     procs.0.push(("echo".into(), echo));
+    if mode != Mode::Cbox {
+        let r = baseline(
+            sc, dir, mode, zero_delay, &world, &wifi, &lte, &apps, procs, stop,
+        );
+        drop(lte);
+        drop(wifi);
+        drop(world);
+        return r;
+    }
     let snaptd = world
         .exec("internet", bin("snaptd")?.to_str().context("path")?)
         .arg("-c")
@@ -368,6 +439,11 @@ pub fn run(sc: &Scenario, dir: &Path, live: bool, stop: &AtomicBool) -> anyhow::
         && sc.max_handovers.is_none_or(|m| handovers as usize <= m);
     let report = Report {
         scenario: sc.name.clone(),
+        mode,
+        zero_delay,
+        broken: inter["error"]
+            .as_str()
+            .map(|e| format!("{e} at {} s", inter["broken_at_s"])),
         handovers,
         max_stall_ms: inter["max_gap_ms"].as_f64().unwrap_or(0.0),
         records_sent,
@@ -381,7 +457,11 @@ pub fn run(sc: &Scenario, dir: &Path, live: bool, stop: &AtomicBool) -> anyhow::
         snaptd_cpu_s,
         cnaptd_peak_rss_mib,
         snaptd_peak_rss_mib,
-        passed: download_intact && records_damaged == 0 && app_errors == 0 && in_range,
+        passed: download_intact
+            && records_damaged == 0
+            && app_errors == 0
+            && in_range
+            && inter["error"].is_null(),
         notes,
     };
     drop(procs);
@@ -499,4 +579,214 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// A baseline run: the interactive stream without the relay, carried by
+/// plain TCP through the box's NAT or by MPTCP between box and internet host.
+#[allow(clippy::too_many_arguments)]
+fn baseline(
+    sc: &Scenario,
+    dir: &Path,
+    mode: Mode,
+    zero_delay: bool,
+    world: &Topology,
+    wifi: &Radio,
+    lte: &Radio,
+    apps: &Path,
+    mut procs: Procs,
+    stop: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let i = addr::INTERNET;
+    let log = |name: &str| -> anyhow::Result<Stdio> {
+        Ok(Stdio::from(std::fs::File::create(
+            dir.join(format!("{name}.log")),
+        )?))
+    };
+    let run = |role: &str, args: &[&str]| -> anyhow::Result<()> {
+        let st = world.exec(role, args[0]).args(&args[1..]).status()?;
+        if !st.success() {
+            bail!("{} in {role} failed", args.join(" "));
+        }
+        Ok(())
+    };
+    let summary = dir.join("interactive.json");
+    let secs = sc.duration_s.to_string();
+    let client = if mode == Mode::PlainTcp {
+        // The box routes and masquerades like a home router.
+        run("box", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        run(
+            "box",
+            &[
+                "nft",
+                "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; add rule ip nat post oifname { wlan0, wwan0 } masquerade",
+            ],
+        )?;
+        let mut c = world.exec("phone", "python3");
+        c.arg(apps.join("interactive.py"))
+            .args([i, "7000", &secs])
+            .arg(&summary);
+        c
+    } else {
+        for role in ["box", "internet"] {
+            run(
+                role,
+                &[
+                    "ip",
+                    "mptcp",
+                    "limits",
+                    "set",
+                    "subflows",
+                    "2",
+                    "add_addr_accepted",
+                    "2",
+                ],
+            )?;
+        }
+        run(
+            "box",
+            &[
+                "ip",
+                "mptcp",
+                "endpoint",
+                "add",
+                addr::BOX_WIFI,
+                "dev",
+                "wlan0",
+                "id",
+                "1",
+                "subflow",
+            ],
+        )?;
+        let lte_flags: &[&str] = if mode == Mode::MptcpBackup {
+            &["subflow", "backup"]
+        } else {
+            &["subflow"]
+        };
+        let mut args = vec![
+            "ip",
+            "mptcp",
+            "endpoint",
+            "add",
+            addr::BOX_LTE,
+            "dev",
+            "wwan0",
+            "id",
+            "2",
+        ];
+        args.extend_from_slice(lte_flags);
+        run("box", &args)?;
+        let srv = world
+            .exec("internet", "python3")
+            .arg(apps.join("echo_server.py"))
+            .args([i, "7100", "mptcp"])
+            .stderr(log("mptcp-echo")?)
+            .spawn()?;
+        procs.0.push(("mptcp-echo".into(), srv));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut c = world.exec("box", "python3");
+        c.arg(apps.join("interactive.py"))
+            .args([i, "7100", &secs])
+            .arg(&summary)
+            .arg("mptcp");
+        c
+    };
+    let mut client = client;
+    let stream = client.stderr(log("interactive")?).spawn()?;
+    procs.0.push(("interactive".into(), stream));
+    let mut events = sc.events.clone();
+    events.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let mut notes = Vec::new();
+    let start = Instant::now();
+    let limit = sc.duration_s + 60.0;
+    while !summary.exists() {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let t = start.elapsed().as_secs_f64();
+        while events.first().is_some_and(|e| t >= e.at) {
+            let e = events.remove(0);
+            match &e.action {
+                // Nothing to command: the baselines have no planned switch.
+                Action::Switch { .. } => {}
+                a => {
+                    if let Err(err) = apply(world, wifi, lte, Path::new("/nonexistent"), a) {
+                        notes.push(format!("t={:.1}s: {err}", e.at));
+                    }
+                    // The event-driven path manager reacts to the link event.
+                    if mode == Mode::MptcpEvent {
+                        let id = |u: &Uplink| if *u == Uplink::Wifi { "1" } else { "2" };
+                        let r = match a {
+                            Action::LinkDown { uplink } | Action::AddressLoss { uplink } => run(
+                                "box",
+                                &["ip", "mptcp", "endpoint", "delete", "id", id(uplink)],
+                            ),
+                            Action::LinkUp { uplink } => {
+                                let (ip, dev) = if *uplink == Uplink::Wifi {
+                                    (addr::BOX_WIFI, "wlan0")
+                                } else {
+                                    (addr::BOX_LTE, "wwan0")
+                                };
+                                run(
+                                    "box",
+                                    &[
+                                        "ip",
+                                        "mptcp",
+                                        "endpoint",
+                                        "add",
+                                        ip,
+                                        "dev",
+                                        dev,
+                                        "id",
+                                        id(uplink),
+                                        "subflow",
+                                    ],
+                                )
+                            }
+                            _ => Ok(()),
+                        };
+                        if let Err(err) = r {
+                            notes.push(format!("t={:.1}s: {err}", e.at));
+                        }
+                    }
+                }
+            }
+        }
+        if t > limit {
+            notes.push(format!("the stream still ran after {limit:.0} s"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inter: serde_json::Value = std::fs::read(&summary)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let sent = inter["sent"].as_u64().unwrap_or(0);
+    let echoed = inter["echoed"].as_u64().unwrap_or(0);
+    let damaged = inter["damaged"].as_u64().unwrap_or(0) + sent.saturating_sub(echoed);
+    let broken = inter["error"]
+        .as_str()
+        .map(|e| format!("{e} at {} s", inter["broken_at_s"]));
+    drop(procs);
+    Ok(Report {
+        scenario: sc.name.clone(),
+        mode,
+        zero_delay,
+        broken: broken.clone(),
+        handovers: 0,
+        max_stall_ms: inter["max_gap_ms"].as_f64().unwrap_or(0.0),
+        records_sent: sent,
+        records_echoed: echoed,
+        records_damaged: damaged,
+        download_bytes: 0,
+        download_intact: true,
+        app_errors: u64::from(inter.is_null() || broken.is_some()),
+        bytes_replayed: 0,
+        cnaptd_cpu_s: 0.0,
+        snaptd_cpu_s: 0.0,
+        cnaptd_peak_rss_mib: 0.0,
+        snaptd_peak_rss_mib: 0.0,
+        passed: damaged == 0 && broken.is_none() && !inter.is_null(),
+        notes,
+    })
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! sudo cbox-world demo                          # the live demo (scenarios/demo.toml)
 //! sudo cbox-world run [--json FILE] SCENARIO…   # a suite: table + JSON report
+//! sudo cbox-world compare [--json FILE] SCENARIO…  # cbox vs plain TCP vs MPTCP
 //! sudo cbox-world clean                         # remove worlds left by crashed runs
 //! ```
 //!
@@ -51,7 +52,10 @@ fn main() -> anyhow::Result<()> {
         Some("clean") => Ok(()),
         Some("demo") => demo(&stop),
         Some("run") => suite(&args[1..], &stop),
-        _ => bail!("usage: cbox-world demo | run [--json FILE] SCENARIO.toml… | clean"),
+        Some("compare") => compare(&args[1..], &stop),
+        _ => bail!(
+            "usage: cbox-world demo | run [--json FILE] SCENARIO.toml… | compare [--json FILE] SCENARIO.toml… | clean"
+        ),
     }
 }
 
@@ -195,6 +199,64 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
     println!("\n{} passed, {} failed", reports.len() - failed, failed);
     if failed > 0 {
         bail!("{failed} scenario(s) failed");
+    }
+    Ok(())
+}
+
+/// Every scenario with every mode, on realistic and on zero-delay links: the
+/// interactive stream's stall and integrity, as ratios to cbox's.
+fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
+    use hil_tests::runner::Mode;
+    let mut json_out = None;
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--json" {
+            json_out = Some(PathBuf::from(it.next().context("--json needs a file")?));
+        } else {
+            files.push(PathBuf::from(a));
+        }
+    }
+    let mut all: Vec<Report> = Vec::new();
+    println!(
+        "{:<18} {:<6} {:<13} {:>10} {:>9} {:>8}  outcome",
+        "scenario", "links", "carrier", "max stall", "vs cbox", "lost"
+    );
+    for f in &files {
+        let sc = Scenario::load(f)?;
+        for zero in [false, true] {
+            let mut cbox_stall = None;
+            for mode in Mode::ALL {
+                let dir = workdir(&format!("{}-{}-{}", sc.name, mode.name(), zero));
+                let r = runner::run_mode(&sc, &dir, mode, zero, false, stop)
+                    .with_context(|| format!("{} / {}", sc.name, mode.name()))?;
+                let _ = std::fs::remove_dir_all(&dir);
+                if mode == Mode::Cbox {
+                    cbox_stall = Some(r.max_stall_ms.max(1.0));
+                }
+                let ratio =
+                    cbox_stall.map_or("-".to_string(), |c| format!("{:.2}x", r.max_stall_ms / c));
+                let outcome = match &r.broken {
+                    Some(b) => format!("BROKEN: {b}"),
+                    None if r.records_damaged > 0 => "records lost".to_string(),
+                    None => "intact".to_string(),
+                };
+                println!(
+                    "{:<18} {:<6} {:<13} {:>8.0}ms {:>9} {:>8}  {outcome}",
+                    sc.name,
+                    if zero { "zero" } else { "real" },
+                    mode.name(),
+                    r.max_stall_ms,
+                    ratio,
+                    r.records_damaged
+                );
+                all.push(r);
+            }
+        }
+    }
+    if let Some(p) = json_out {
+        std::fs::write(&p, serde_json::to_string_pretty(&all)?)?;
+        println!("report: {}", p.display());
     }
     Ok(())
 }
