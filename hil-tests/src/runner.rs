@@ -764,9 +764,16 @@ fn baseline(
     let sent = inter["sent"].as_u64().unwrap_or(0);
     let echoed = inter["echoed"].as_u64().unwrap_or(0);
     let damaged = inter["damaged"].as_u64().unwrap_or(0) + sent.saturating_sub(echoed);
-    let broken = inter["error"]
+    let mut broken = inter["error"]
         .as_str()
         .map(|e| format!("{e} at {} s", inter["broken_at_s"]));
+    if inter.is_null() || sent == 0 {
+        // No measurement is not a success: say so and keep the logs.
+        broken = Some(format!(
+            "the stream did not run (logs in {})",
+            dir.display()
+        ));
+    }
     drop(procs);
     Ok(Report {
         scenario: sc.name.clone(),

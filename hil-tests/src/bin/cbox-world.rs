@@ -230,7 +230,12 @@ fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
                 let dir = workdir(&format!("{}-{}-{}", sc.name, mode.name(), zero));
                 let r = runner::run_mode(&sc, &dir, mode, zero, false, stop)
                     .with_context(|| format!("{} / {}", sc.name, mode.name()))?;
-                let _ = std::fs::remove_dir_all(&dir);
+                if r.broken
+                    .as_deref()
+                    .is_none_or(|b| !b.contains("did not run"))
+                {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
                 if mode == Mode::Cbox {
                     cbox_stall = Some(r.max_stall_ms.max(1.0));
                 }
