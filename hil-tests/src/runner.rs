@@ -280,6 +280,9 @@ pub fn run_mode(
         .stderr(log("echo")?)
         .spawn()?;
     procs.0.push(("echo".into(), echo));
+    for port in [8000, 7000] {
+        world.wait_listening("internet", port, Duration::from_secs(10))?;
+    }
     if mode != Mode::Cbox {
         let r = baseline(
             sc, dir, mode, zero_delay, &world, &wifi, &lte, &apps, procs, stop,

@@ -88,6 +88,31 @@ impl Topology {
         c
     }
 
+    /// Waits (at most `limit`) until something in `role` listens on TCP
+    /// `port`: a server started a moment ago is not ready at once.
+    pub fn wait_listening(
+        &self,
+        role: &str,
+        port: u16,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let until = std::time::Instant::now() + limit;
+        let filter = format!("sport = :{port}");
+        loop {
+            let out = self.exec(role, "ss").args(["-Hltn", &filter]).output()?;
+            if out.status.success() && !out.stdout.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > until {
+                bail!(
+                    "nothing listens on port {port} in {} after {limit:?}",
+                    self.ns(role)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Runs `ip -n NS ARGS…`.
     pub fn ip(&self, role: &str, args: &[&str]) -> anyhow::Result<()> {
         let ns = self.ns(role);
