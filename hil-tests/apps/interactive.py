@@ -3,6 +3,7 @@ box, echoed by the internet side. Writes a JSON summary: records sent and
 echoed intact, the largest gap between two echoes (the application-visible
 stall), and any damage (lost, duplicated, reordered or corrupted records)."""
 import json
+import os
 import socket
 import sys
 import threading
@@ -76,5 +77,8 @@ except OSError as e:
 t.join(timeout=10)
 if t.is_alive() and result["echoed"] < result["sent"]:
     broke("echoes stopped arriving")
-with open(out, "w") as f:
+# Written whole, then renamed: the runner waits for the file to appear and
+# must never read it half-written.
+with open(out + ".tmp", "w") as f:
     json.dump(result, f)
+os.replace(out + ".tmp", out)
