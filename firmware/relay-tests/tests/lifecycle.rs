@@ -1,5 +1,7 @@
 //! Daemon behaviour: graceful shutdown drains open streams, then
-//! DISCONNECT; configuration errors name the key and stop the start.
+//! DISCONNECT; a crashed and restarted snaptd costs the open streams (their
+//! state died with it) but not the box; configuration errors name the key
+//! and stop the start.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use relay_tests::apps::{echo_server, echo_transfer};
-use relay_tests::bed::{Bed, bin, free_port, wait_established, wait_until};
+use relay_tests::bed::{Bed, bin, ctl, free_port, wait_established, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_open_streams_finish_then_disconnects() {
@@ -71,6 +73,64 @@ async fn sigterm_lets_open_streams_finish_then_disconnects() {
     // New connections are refused while draining and after.
     assert!(tokio::net::TcpStream::connect(svc).await.is_err());
     println!("cnaptd drained and exited {took:?} after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_snaptd_costs_the_open_streams_but_the_box_comes_back() {
+    let echo = echo_server().await;
+    let mut bed = Bed::new("snapt-restart");
+    let port = free_port();
+    let services = format!("[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n");
+    bed.snaptd("snaptd", port, "", &services);
+    let lport = free_port();
+    let control = bed.cnaptd(
+        "box-1",
+        &format!(
+            "[[snapt]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"127.0.0.1\"\n[[uplink]]\nname = \"a\"\n[[service]]\nname = \"echo\"\nlisten = \"127.0.0.1:{lport}\"\n"
+        ),
+    );
+    wait_established(&control);
+    let before = ctl(&control, &["status"]).unwrap()["sites"][0]["session_id"].clone();
+    assert!(before.is_u64(), "no session id in the status: {before}");
+    let svc: SocketAddr = format!("127.0.0.1:{lport}").parse().unwrap();
+    // 10 s of paced traffic; snaptd is killed (SIGKILL: a crash, no
+    // DISCONNECT) after 0.3 s and started again on the same port.
+    let t = tokio::spawn(echo_transfer(
+        svc,
+        41,
+        2_000 * 100,
+        100,
+        Duration::from_millis(5),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let i = bed.daemons.iter().position(|d| d.name == "snaptd").unwrap();
+    drop(bed.daemons.remove(i));
+    let _ = std::fs::remove_file(bed.path("snaptd.sock"));
+    bed.snaptd("snaptd", port, "", &services);
+
+    // The new snaptd does not know the session: the box's resumption is
+    // refused, the open stream is reset (not left hanging), …
+    let cut = tokio::time::timeout(Duration::from_secs(30), t)
+        .await
+        .expect("the open stream neither finished nor failed within 30 s")
+        .unwrap();
+    assert!(
+        cut.is_err(),
+        "the stream survived a server that lost its state"
+    );
+    // … and the box opens a new session on its own, which carries new
+    // streams.
+    wait_established(&control);
+    let after = ctl(&control, &["status"]).unwrap()["sites"][0]["session_id"].clone();
+    assert_ne!(before, after, "expected a new session");
+    let ok = echo_transfer(svc, 42, 64 * 1024, 4096, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("new stream after the restart: {e}"));
+    assert_eq!(ok.bytes, 64 * 1024);
+    println!(
+        "snaptd restart: open stream ended with {:?}; new session {after}",
+        cut.err()
+    );
 }
 
 #[test]
