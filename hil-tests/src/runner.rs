@@ -584,6 +584,39 @@ fn apply(
     Ok(())
 }
 
+/// The MPTCP endpoint id of the box's address on `uplink`.
+fn endpoint_id(uplink: Uplink) -> &'static str {
+    match uplink {
+        Uplink::Wifi => "1",
+        Uplink::Lte => "2",
+    }
+}
+
+/// `ip mptcp endpoint add …` for the box's address on `uplink`, as a
+/// subflow endpoint (a backup one if `backup`).
+fn mptcp_endpoint(uplink: Uplink, backup: bool) -> Vec<&'static str> {
+    let ip = match uplink {
+        Uplink::Wifi => addr::BOX_WIFI,
+        Uplink::Lte => addr::BOX_LTE,
+    };
+    let mut args = vec![
+        "ip",
+        "mptcp",
+        "endpoint",
+        "add",
+        ip,
+        "dev",
+        uplink.dev(),
+        "id",
+        endpoint_id(uplink),
+        "subflow",
+    ];
+    if backup {
+        args.push("backup");
+    }
+    args
+}
+
 /// A baseline run: the interactive stream without the relay, carried by
 /// plain TCP through the box's NAT or by MPTCP between box and internet host.
 #[allow(clippy::too_many_arguments)]
@@ -645,39 +678,11 @@ fn baseline(
                 ],
             )?;
         }
+        run("box", &mptcp_endpoint(Uplink::Wifi, false))?;
         run(
             "box",
-            &[
-                "ip",
-                "mptcp",
-                "endpoint",
-                "add",
-                addr::BOX_WIFI,
-                "dev",
-                "wlan0",
-                "id",
-                "1",
-                "subflow",
-            ],
+            &mptcp_endpoint(Uplink::Lte, mode == Mode::MptcpBackup),
         )?;
-        let lte_flags: &[&str] = if mode == Mode::MptcpBackup {
-            &["subflow", "backup"]
-        } else {
-            &["subflow"]
-        };
-        let mut args = vec![
-            "ip",
-            "mptcp",
-            "endpoint",
-            "add",
-            addr::BOX_LTE,
-            "dev",
-            "wwan0",
-            "id",
-            "2",
-        ];
-        args.extend_from_slice(lte_flags);
-        run("box", &args)?;
         let srv = world
             .exec("internet", "python3")
             .arg(apps.join("echo_server.py"))
@@ -717,33 +722,20 @@ fn baseline(
                     }
                     // The event-driven path manager reacts to the link event.
                     if mode == Mode::MptcpEvent {
-                        let id = |u: &Uplink| if *u == Uplink::Wifi { "1" } else { "2" };
                         let r = match a {
                             Action::LinkDown { uplink } | Action::AddressLoss { uplink } => run(
                                 "box",
-                                &["ip", "mptcp", "endpoint", "delete", "id", id(uplink)],
+                                &[
+                                    "ip",
+                                    "mptcp",
+                                    "endpoint",
+                                    "delete",
+                                    "id",
+                                    endpoint_id(*uplink),
+                                ],
                             ),
                             Action::LinkUp { uplink } => {
-                                let (ip, dev) = if *uplink == Uplink::Wifi {
-                                    (addr::BOX_WIFI, "wlan0")
-                                } else {
-                                    (addr::BOX_LTE, "wwan0")
-                                };
-                                run(
-                                    "box",
-                                    &[
-                                        "ip",
-                                        "mptcp",
-                                        "endpoint",
-                                        "add",
-                                        ip,
-                                        "dev",
-                                        dev,
-                                        "id",
-                                        id(uplink),
-                                        "subflow",
-                                    ],
-                                )
+                                run("box", &mptcp_endpoint(*uplink, false))
                             }
                             _ => Ok(()),
                         };

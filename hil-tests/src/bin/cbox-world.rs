@@ -114,7 +114,8 @@ fn demo(stop: &AtomicBool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
+/// `[--json FILE] SCENARIO.toml…` of `run` and `compare`.
+fn parse_args(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<PathBuf>)> {
     let mut json_out = None;
     let mut files = Vec::new();
     let mut it = args.iter();
@@ -128,6 +129,11 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("no scenario given (see {})", scenarios_dir().display());
     }
+    Ok((json_out, files))
+}
+
+fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
+    let (json_out, files) = parse_args(args)?;
     let mut reports: Vec<Report> = Vec::new();
     for f in &files {
         let sc = Scenario::load(f)?;
@@ -207,16 +213,7 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
 /// interactive stream's stall and integrity, as ratios to cbox's.
 fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
     use hil_tests::runner::Mode;
-    let mut json_out = None;
-    let mut files = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--json" {
-            json_out = Some(PathBuf::from(it.next().context("--json needs a file")?));
-        } else {
-            files.push(PathBuf::from(a));
-        }
-    }
+    let (json_out, files) = parse_args(args)?;
     let mut all: Vec<Report> = Vec::new();
     println!(
         "{:<18} {:<6} {:<13} {:>10} {:>9} {:>8}  outcome",
