@@ -64,6 +64,23 @@ impl Reply {
 /// A request with the way back to its client.
 pub type Call = (Request, oneshot::Sender<Reply>);
 
+/// A sender of control calls that forwards each into a driver's input
+/// queue as `wrap(call)`, until the driver is gone.
+pub fn forward_calls<I: Send + 'static>(
+    inputs: mpsc::UnboundedSender<I>,
+    wrap: fn(Call) -> I,
+) -> mpsc::UnboundedSender<Call> {
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Call>();
+    tokio::spawn(async move {
+        while let Some(call) = ctl_rx.recv().await {
+            if inputs.send(wrap(call)).is_err() {
+                break;
+            }
+        }
+    });
+    ctl_tx
+}
+
 /// Listens on `path` (replacing a stale socket) and forwards every request.
 pub fn serve(path: &Path, calls: mpsc::UnboundedSender<Call>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {

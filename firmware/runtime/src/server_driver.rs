@@ -140,16 +140,7 @@ impl ServerDriver {
 
     /// A handle for control requests.
     pub fn control_handle(&self) -> mpsc::UnboundedSender<Call> {
-        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Call>();
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            while let Some(call) = ctl_rx.recv().await {
-                if tx.send(Input::Control(call)).is_err() {
-                    break;
-                }
-            }
-        });
-        ctl_tx
+        crate::control::forward_calls(self.tx.clone(), Input::Control)
     }
 
     /// Listens for tunnels and client services and runs until `shutdown`.
