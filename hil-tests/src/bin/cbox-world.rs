@@ -146,11 +146,7 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
                     r.handovers,
                     r.max_stall_ms,
                     r.records_damaged,
-                    if r.download_intact {
-                        "intact"
-                    } else {
-                        "DAMAGED"
-                    },
+                    download_word(&r),
                     r.app_errors,
                     if r.passed { "ok" } else { "FAILED" }
                 );
@@ -186,11 +182,7 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
             r.handovers,
             r.max_stall_ms,
             r.records_damaged,
-            if r.download_intact {
-                "intact"
-            } else {
-                "DAMAGED"
-            },
+            download_word(r),
             r.app_errors,
             r.cnaptd_cpu_s,
             r.cnaptd_peak_rss_mib,
@@ -261,4 +253,13 @@ fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
         println!("report: {}", p.display());
     }
     Ok(())
+}
+
+/// How the download ended, for the tables.
+fn download_word(r: &Report) -> &'static str {
+    if r.download_intact {
+        "intact"
+    } else {
+        "DAMAGED"
+    }
 }
