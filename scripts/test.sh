@@ -15,24 +15,10 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # System packages the suite needs; installed only when missing.
-PACKAGES=(shellcheck device-tree-compiler systemd iproute2 nftables ethtool curl)
-ensure_packages() {
-    local missing=()
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "error: missing packages ${missing[*]}; run as root (sudo $0) to install them" >&2
-            exit 1
-        fi
-        step "installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    fi
-}
-
-ensure_packages
+# shellcheck source=scripts/packages.sh
+. scripts/packages.sh
+ensure_packages shellcheck device-tree-compiler systemd iproute2 nftables ethtool curl \
+    python3 openssh-server openssh-client
 command -v cargo >/dev/null || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
 
 step "shellcheck"

@@ -1,4 +1,7 @@
-"""TCP echo server for the simulated world's interactive stream."""
+"""Echo server for the simulated world's interactive and UDP streams.
+
+    echo_server.py HOST PORT [mptcp|udp]
+"""
 import socket
 import sys
 import threading
@@ -15,7 +18,14 @@ def handle(conn):
 
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
-    mptcp = len(sys.argv) > 3 and sys.argv[3] == "mptcp"
+    mode = sys.argv[3] if len(sys.argv) > 3 else "tcp"
+    if mode == "udp":
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((host, port))
+        while True:
+            data, peer = udp.recvfrom(65536)
+            udp.sendto(data, peer)
+    mptcp = mode == "mptcp"
     # An MPTCP server keeps its listening socket open: subflows join through it.
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262 if mptcp else 0)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,21 +1,26 @@
-"""The phone's interactive stream: a 100-byte record every 20 ms through the
-box, echoed by the internet side. Writes a JSON summary: records sent and
-echoed intact, the largest gap between two echoes (the application-visible
-stall), and any damage (lost, duplicated, reordered or corrupted records)."""
+"""The phone's interactive stream: a 100-byte record every 20 ms, echoed by
+the far side. Writes a JSON summary: records sent and echoed intact, the
+largest gap between two echoes (the application-visible stall), and any
+damage (lost, duplicated, reordered or corrupted records).
+
+    interactive.py HOST PORT SECONDS OUT [mptcp]   # a TCP (or MPTCP) socket
+    interactive.py - - SECONDS OUT -- CMD ARGS...  # CMD's stdin/stdout, e.g.
+                                                   # `ssh … cat` typing through
+                                                   # an SSH session
+"""
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
 
-host, port, seconds, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-mptcp = len(sys.argv) > 5 and sys.argv[5] == "mptcp"
+host, port, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+rest = sys.argv[5:]
 REC = 100
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262 if mptcp else 0)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-s.connect((host, port))
-result = {"sent": 0, "echoed": 0, "max_gap_ms": 0.0, "damaged": 0, "error": None, "broken_at_s": None}
+result = {"sent": 0, "echoed": 0, "max_gap_ms": 0.0, "damaged": 0, "error": None,
+          "broken_at_s": None, "exit_code": None}
 started = time.monotonic()
 
 
@@ -23,6 +28,37 @@ def broke(e):
     if result["error"] is None:
         result["error"] = str(e)
         result["broken_at_s"] = round(time.monotonic() - started, 2)
+
+
+if rest[:1] == ["--"]:
+    # A program carries the records (its stdin to the far side and back).
+    child = subprocess.Popen(rest[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+
+    def send(data):
+        child.stdin.write(data)
+
+    def recv():
+        return os.read(child.stdout.fileno(), 65536)
+
+    def finish():
+        child.stdin.close()
+else:
+    child = None
+    mptcp = rest[:1] == ["mptcp"]
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262 if mptcp else 0)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.connect((host, int(port)))
+    # A broken connection stops the application, as it would a phone app.
+    s.settimeout(35)  # longer than any outage a session survives (Z = 30 s)
+
+    def send(data):
+        s.sendall(data)
+
+    def recv():
+        return s.recv(65536)
+
+    def finish():
+        s.shutdown(socket.SHUT_WR)
 
 
 def record(i):
@@ -36,7 +72,7 @@ def reader():
     last = time.monotonic()
     while True:
         try:
-            data = s.recv(65536)
+            data = recv()
         except OSError as e:
             broke(e)
             return
@@ -59,11 +95,9 @@ t = threading.Thread(target=reader, daemon=True)
 t.start()
 end = time.monotonic() + seconds
 i = 0
-# A broken connection stops the application, as it would a phone app.
-s.settimeout(35)  # longer than any outage a session survives (Z = 30 s)
 while time.monotonic() < end and result["error"] is None:
     try:
-        s.sendall(record(i))
+        send(record(i))
     except OSError as e:
         broke(e)
         break
@@ -71,12 +105,20 @@ while time.monotonic() < end and result["error"] is None:
     i += 1
     time.sleep(0.02)
 try:
-    s.shutdown(socket.SHUT_WR)
+    finish()
 except OSError as e:
     broke(e)
 t.join(timeout=10)
 if t.is_alive() and result["echoed"] < result["sent"]:
     broke("echoes stopped arriving")
+if child is not None:
+    try:
+        result["exit_code"] = child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        result["exit_code"] = child.wait()
+    if result["exit_code"] != 0:
+        broke(f"{rest[1]} exited with {result['exit_code']}")
 # Written whole, then renamed: the runner waits for the file to appear and
 # must never read it half-written.
 with open(out + ".tmp", "w") as f:

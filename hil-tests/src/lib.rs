@@ -8,6 +8,10 @@
 #![allow(clippy::print_stdout)]
 #![warn(missing_docs)]
 
+pub mod apps;
+pub mod baseline;
+pub mod daemons;
+pub mod procs;
 pub mod radio;
 pub mod runner;
 pub mod scenario;

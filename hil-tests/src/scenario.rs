@@ -28,6 +28,11 @@ pub struct Scenario {
     /// Fewest handovers expected.
     #[serde(default)]
     pub min_handovers: usize,
+    /// Whether the applications' open connections must survive the
+    /// timeline (false for a snaptd restart: they are reset, the box comes
+    /// back and new connections work).
+    #[serde(default = "default_true")]
+    pub streams_survive: bool,
     /// The timeline.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,
@@ -35,6 +40,10 @@ pub struct Scenario {
 
 fn default_download() -> usize {
     16
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_rate() -> f64 {
@@ -89,6 +98,13 @@ pub enum Action {
     Switch {
         /// Target uplink.
         uplink: Uplink,
+    },
+    /// snaptd is killed (SIGKILL, no goodbye) and started again after
+    /// `down_s` seconds.
+    SnaptRestart {
+        /// Seconds without snaptd.
+        #[serde(default)]
+        down_s: f64,
     },
     /// The box's interface goes down (a link event).
     LinkDown {

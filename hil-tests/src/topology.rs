@@ -89,7 +89,8 @@ impl Topology {
     }
 
     /// Waits (at most `limit`) until something in `role` listens on TCP
-    /// `port`: a server started a moment ago is not ready at once.
+    /// `port` or has bound UDP `port`: a server started a moment ago is not
+    /// ready at once.
     pub fn wait_listening(
         &self,
         role: &str,
@@ -99,7 +100,7 @@ impl Topology {
         let until = std::time::Instant::now() + limit;
         let filter = format!("sport = :{port}");
         loop {
-            let out = self.exec(role, "ss").args(["-Hltn", &filter]).output()?;
+            let out = self.exec(role, "ss").args(["-Hltun", &filter]).output()?;
             if out.status.success() && !out.stdout.is_empty() {
                 return Ok(());
             }

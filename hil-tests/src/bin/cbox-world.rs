@@ -84,6 +84,18 @@ fn demo(stop: &AtomicBool) -> anyhow::Result<()> {
         "\ninteractive stream: {} records sent, {} echoed intact, {} damaged; largest gap {:.0} ms (records every 20 ms)",
         r.records_sent, r.records_echoed, r.records_damaged, r.max_stall_ms
     );
+    if let Some(s) = &r.ssh {
+        println!(
+            "ssh session: {} records typed, {} echoed intact; largest gap {:.0} ms",
+            s.sent, s.echoed, s.max_stall_ms
+        );
+    }
+    if let Some(u) = &r.udp {
+        println!(
+            "udp stream: {} datagrams, {} echoed, {} duplicated, {} altered (datagrams are never replayed); largest gap {:.0} ms",
+            u.sent, u.echoed, u.duplicated, u.corrupted, u.max_gap_ms
+        );
+    }
     println!(
         "download: {} bytes, {}; cnaptd {:.2} CPU-s / {:.1} MiB peak, snaptd {:.2} CPU-s / {:.1} MiB peak",
         r.download_bytes,
@@ -142,11 +154,13 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
         match runner::run(&sc, &dir, false, stop) {
             Ok(r) => {
                 println!(
-                    "   {} handovers, max stall {:.0} ms, {} records damaged, download {}, {} app errors -> {}",
+                    "   {} handovers, max stall {:.0} ms (ssh {}), {} records damaged, download {}, udp lost {}, {} app errors -> {}",
                     r.handovers,
                     r.max_stall_ms,
+                    ssh_word(&r),
                     r.records_damaged,
                     download_word(&r),
+                    udp_word(&r),
                     r.app_errors,
                     if r.passed { "ok" } else { "FAILED" }
                 );
@@ -164,12 +178,14 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\n{:<18} {:>9} {:>10} {:>8} {:>9} {:>10} {:>11} {:>11} {:>7}",
+        "\n{:<18} {:>9} {:>10} {:>9} {:>8} {:>9} {:>9} {:>10} {:>11} {:>11} {:>7}",
         "scenario",
         "handovers",
         "max stall",
+        "ssh stall",
         "damaged",
         "download",
+        "udp lost",
         "app errors",
         "cnaptd CPU",
         "cnaptd RSS",
@@ -177,12 +193,14 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
     );
     for r in &reports {
         println!(
-            "{:<18} {:>9} {:>8.0}ms {:>8} {:>9} {:>10} {:>9.2}s {:>8.1}MiB {:>7}",
+            "{:<18} {:>9} {:>8.0}ms {:>9} {:>8} {:>9} {:>9} {:>10} {:>9.2}s {:>8.1}MiB {:>7}",
             r.scenario,
             r.handovers,
             r.max_stall_ms,
+            ssh_word(r),
             r.records_damaged,
             download_word(r),
+            udp_word(r),
             r.app_errors,
             r.cnaptd_cpu_s,
             r.cnaptd_peak_rss_mib,
@@ -259,7 +277,27 @@ fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
 fn download_word(r: &Report) -> &'static str {
     if r.download_intact {
         "intact"
+    } else if r.download_corrupted {
+        "CORRUPT"
     } else {
-        "DAMAGED"
+        "cut"
+    }
+}
+
+/// The SSH session's largest stall, or how it broke, for the tables.
+fn ssh_word(r: &Report) -> String {
+    match &r.ssh {
+        None => "-".into(),
+        Some(s) if s.broken.is_some() => "reset".into(),
+        Some(s) => format!("{:.0}ms", s.max_stall_ms),
+    }
+}
+
+/// UDP datagrams lost of those sent (never replayed), for the tables.
+fn udp_word(r: &Report) -> String {
+    match &r.udp {
+        None => "-".into(),
+        Some(u) if u.duplicated + u.corrupted > 0 => "DAMAGED".into(),
+        Some(u) => format!("{}/{}", u.sent - u.echoed.min(u.sent), u.sent),
     }
 }

@@ -1,0 +1,210 @@
+//! The baselines a user would pick instead of cbox, run on the same
+//! scenario: plain TCP from the phone through the box's NAT, and Linux MPTCP
+//! between box and internet host with a subflow per uplink (both active, LTE
+//! as backup, or an event-driven path manager that removes the endpoint on
+//! the link event). Only the interactive stream runs; there is no relay.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::apps::{StreamFigures, apps_dir, port};
+use crate::procs::{Procs, log};
+use crate::radio::Radio;
+use crate::runner::{Mode, Report, apply};
+use crate::scenario::{Action, Scenario, Uplink};
+use crate::topology::{Topology, addr};
+
+/// The MPTCP endpoint id of the box's address on `uplink`.
+pub(crate) fn endpoint_id(uplink: Uplink) -> &'static str {
+    match uplink {
+        Uplink::Wifi => "1",
+        Uplink::Lte => "2",
+    }
+}
+
+/// `ip mptcp endpoint add …` for the box's address on `uplink`, as a
+/// subflow endpoint (a backup one if `backup`).
+pub(crate) fn mptcp_endpoint(uplink: Uplink, backup: bool) -> Vec<&'static str> {
+    let ip = match uplink {
+        Uplink::Wifi => addr::BOX_WIFI,
+        Uplink::Lte => addr::BOX_LTE,
+    };
+    let mut args = vec![
+        "ip",
+        "mptcp",
+        "endpoint",
+        "add",
+        ip,
+        "dev",
+        uplink.dev(),
+        "id",
+        endpoint_id(uplink),
+        "subflow",
+    ];
+    if backup {
+        args.push("backup");
+    }
+    args
+}
+
+/// A baseline run: the interactive stream without the relay, carried by
+/// plain TCP through the box's NAT or by MPTCP between box and internet host.
+#[allow(clippy::too_many_arguments)]
+pub fn baseline(
+    sc: &Scenario,
+    dir: &Path,
+    mode: Mode,
+    zero_delay: bool,
+    world: &Topology,
+    wifi: &Radio,
+    lte: &Radio,
+    procs: &mut Procs,
+    stop: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let i = addr::INTERNET;
+    let apps = apps_dir();
+    let run = |role: &str, args: &[&str]| -> anyhow::Result<()> {
+        let st = world.exec(role, args[0]).args(&args[1..]).status()?;
+        if !st.success() {
+            bail!("{} in {role} failed", args.join(" "));
+        }
+        Ok(())
+    };
+    let summary = dir.join("interactive.json");
+    let secs = sc.duration_s.to_string();
+    let client = if mode == Mode::PlainTcp {
+        // The box routes and masquerades like a home router.
+        run("box", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        run(
+            "box",
+            &[
+                "nft",
+                "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; add rule ip nat post oifname { wlan0, wwan0 } masquerade",
+            ],
+        )?;
+        let mut c = world.exec("phone", "python3");
+        c.arg(apps.join("interactive.py"))
+            .args([i, &port::ECHO.to_string(), &secs])
+            .arg(&summary);
+        c
+    } else {
+        for role in ["box", "internet"] {
+            run(
+                role,
+                &[
+                    "ip",
+                    "mptcp",
+                    "limits",
+                    "set",
+                    "subflows",
+                    "2",
+                    "add_addr_accepted",
+                    "2",
+                ],
+            )?;
+        }
+        run("box", &mptcp_endpoint(Uplink::Wifi, false))?;
+        run(
+            "box",
+            &mptcp_endpoint(Uplink::Lte, mode == Mode::MptcpBackup),
+        )?;
+        let srv = world
+            .exec("internet", "python3")
+            .arg(apps.join("echo_server.py"))
+            .args([i, &port::MPTCP_ECHO.to_string(), "mptcp"])
+            .stderr(log(dir, "mptcp-echo")?)
+            .spawn()?;
+        procs.push("mptcp-echo", srv);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut c = world.exec("box", "python3");
+        c.arg(apps.join("interactive.py"))
+            .args([i, &port::MPTCP_ECHO.to_string(), &secs])
+            .arg(&summary)
+            .arg("mptcp");
+        c
+    };
+    let mut client = client;
+    let stream = client.stderr(log(dir, "interactive")?).spawn()?;
+    procs.push("interactive", stream);
+    let mut events = sc.events.clone();
+    events.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let mut notes = Vec::new();
+    let start = Instant::now();
+    let limit = sc.duration_s + 60.0;
+    while !summary.exists() {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let t = start.elapsed().as_secs_f64();
+        while events.first().is_some_and(|e| t >= e.at) {
+            let e = events.remove(0);
+            match &e.action {
+                // Nothing to command: the baselines have no planned switch
+                // and no relay to restart.
+                Action::Switch { .. } | Action::SnaptRestart { .. } => {}
+                a => {
+                    if let Err(err) = apply(world, wifi, lte, Path::new("/nonexistent"), a) {
+                        notes.push(format!("t={:.1}s: {err}", e.at));
+                    }
+                    // The event-driven path manager reacts to the link event.
+                    if mode == Mode::MptcpEvent {
+                        let r = match a {
+                            Action::LinkDown { uplink } | Action::AddressLoss { uplink } => run(
+                                "box",
+                                &[
+                                    "ip",
+                                    "mptcp",
+                                    "endpoint",
+                                    "delete",
+                                    "id",
+                                    endpoint_id(*uplink),
+                                ],
+                            ),
+                            Action::LinkUp { uplink } => {
+                                run("box", &mptcp_endpoint(*uplink, false))
+                            }
+                            _ => Ok(()),
+                        };
+                        if let Err(err) = r {
+                            notes.push(format!("t={:.1}s: {err}", e.at));
+                        }
+                    }
+                }
+            }
+        }
+        if t > limit {
+            notes.push(format!("the stream still ran after {limit:.0} s"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inter = StreamFigures::read(&summary);
+    Ok(Report {
+        scenario: sc.name.clone(),
+        mode,
+        zero_delay,
+        handovers: 0,
+        max_stall_ms: inter.max_stall_ms,
+        records_sent: inter.sent,
+        records_echoed: inter.echoed,
+        records_damaged: inter.damaged(),
+        broken: inter.broken.clone(),
+        ssh: None,
+        udp: None,
+        download_bytes: 0,
+        download_intact: true,
+        download_corrupted: false,
+        reconnected: None,
+        app_errors: u64::from(inter.broken.is_some()),
+        bytes_replayed: 0,
+        cnaptd_cpu_s: 0.0,
+        snaptd_cpu_s: 0.0,
+        cnaptd_peak_rss_mib: 0.0,
+        snaptd_peak_rss_mib: 0.0,
+        passed: inter.damaged() == 0 && inter.broken.is_none(),
+        notes,
+    })
+}

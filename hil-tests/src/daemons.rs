@@ -1,0 +1,133 @@
+//! The relay daemons of a cbox run: the PKI issued by `cboxctl pki`, the
+//! configuration files of snaptd (internet namespace) and cnaptd (box
+//! namespace) with one service per application, and starting them — snaptd
+//! again after a scripted restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::apps::{box_port, port};
+use crate::procs::{Procs, bin, log, status};
+use crate::topology::{Topology, addr};
+
+/// Timers of both daemons in the world: a lost path is noticed within a
+/// second, a session survives 30 s without any path.
+const SESSION: &str =
+    "[session]\nkeepalive_ms = 200\ninactivity_timeout_ms = 1000\nswitch_timeout_ms = 30000\n";
+
+/// The daemons' files under a run's folder.
+#[derive(Debug)]
+pub struct Daemons {
+    dir: PathBuf,
+    /// cnaptd's control socket.
+    pub box_sock: PathBuf,
+}
+
+impl Daemons {
+    /// Issues the PKI and writes both configuration files under `dir`.
+    pub fn configure(dir: &Path) -> anyhow::Result<Self> {
+        let pki = dir.join("pki");
+        for args in [
+            vec!["init"],
+            vec!["server", "snapt", "--san", addr::INTERNET],
+            vec!["box", "box-sim"],
+        ] {
+            let out = Command::new(bin("cboxctl")?)
+                .arg("pki")
+                .arg("--dir")
+                .arg(&pki)
+                .args(&args)
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "cboxctl pki {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let box_sock = dir.join("cnaptd.sock");
+        let (i, c, p) = (addr::INTERNET, addr::CBOX_IP, pki.display());
+        // (name, port in the internet, port on the box, protocol)
+        let services = [
+            ("web", port::WEB, box_port::WEB, "tcp"),
+            ("echo", port::ECHO, box_port::ECHO, "tcp"),
+            ("ssh", port::SSH, box_port::SSH, "tcp"),
+            ("udp-echo", port::UDP_ECHO, box_port::UDP_ECHO, "udp"),
+        ];
+        let mut snapt = format!(
+            "listen = \"{i}:4433\"\ncontrol_socket = \"{}\"\n\
+             [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/snapt.pem\"\nkey = \"{p}/servers/snapt.key\"\ncrl = \"{p}/crl.pem\"\n",
+            dir.join("snaptd.sock").display()
+        );
+        let mut cnapt = format!(
+            "box_id = \"box-sim\"\ncontrol_socket = \"{}\"\n\
+             [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/box-sim.pem\"\nkey = \"{p}/boxes/box-sim.key\"\n\
+             [[snapt]]\nname = \"internet\"\naddress = \"{i}:4433\"\nserver_name = \"{i}\"\n\
+             [[uplink]]\nname = \"wifi\"\ninterface = \"wlan0\"\nsource = \"{}\"\n\
+             [[uplink]]\nname = \"lte\"\ninterface = \"wwan0\"\nsource = \"{}\"\n",
+            box_sock.display(),
+            addr::BOX_WIFI,
+            addr::BOX_LTE,
+        );
+        for (name, target, listen, proto) in services {
+            snapt += &format!(
+                "[[service]]\nname = \"{name}\"\ntarget = \"{i}:{target}\"\nprotocol = \"{proto}\"\n"
+            );
+            cnapt += &format!(
+                "[[service]]\nname = \"{name}\"\nlisten = \"{c}:{listen}\"\nprotocol = \"{proto}\"\n"
+            );
+        }
+        std::fs::write(dir.join("snapt.toml"), snapt + SESSION)?;
+        std::fs::write(dir.join("cnapt.toml"), cnapt + SESSION)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            box_sock,
+        })
+    }
+
+    /// Starts snaptd in the internet namespace (kept as "snaptd") and waits
+    /// until it listens.
+    pub fn start_snaptd(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {
+        // A restarted snaptd appends to the same log.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("snaptd.log"))?;
+        let c = world
+            .exec("internet", bin("snaptd")?.to_str().context("path")?)
+            .arg("-c")
+            .arg(self.dir.join("snapt.toml"))
+            .stderr(file)
+            .spawn()?;
+        procs.push("snaptd", c);
+        world.wait_listening("internet", 4433, Duration::from_secs(10))
+    }
+
+    /// Starts cnaptd in the box namespace and waits (at most 20 s, or until
+    /// `stopped` says so) for its session.
+    pub fn start_cnaptd(
+        &self,
+        world: &Topology,
+        procs: &mut Procs,
+        stopped: impl Fn() -> bool,
+    ) -> anyhow::Result<()> {
+        let c = world
+            .exec("box", bin("cnaptd")?.to_str().context("path")?)
+            .arg("-c")
+            .arg(self.dir.join("cnapt.toml"))
+            .stderr(log(&self.dir, "cnaptd")?)
+            .spawn()?;
+        procs.push("cnaptd", c);
+        let until = Instant::now() + Duration::from_secs(20);
+        while !status(&self.box_sock).is_some_and(|v| v["sites"][0]["state"] == "Established") {
+            if Instant::now() > until || stopped() {
+                bail!("the box did not connect; logs in {}", self.dir.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
