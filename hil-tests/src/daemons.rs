@@ -18,6 +18,11 @@ use crate::topology::{Topology, addr};
 const SESSION: &str =
     "[session]\nkeepalive_ms = 200\ninactivity_timeout_ms = 1000\nswitch_timeout_ms = 30000\n";
 
+/// The box's decision task in the world: the defaults, with hysteresis
+/// short enough for scenarios of a dozen seconds (a better uplink must stay
+/// good 2 s, switches for betterment at least 4 s apart).
+const DECISION: &str = "[decision]\ndwell_ms = 2000\nmin_interval_ms = 4000\n";
+
 /// The daemons' files under a run's folder.
 #[derive(Debug)]
 pub struct Daemons {
@@ -66,8 +71,8 @@ impl Daemons {
             "box_id = \"box-sim\"\ncontrol_socket = \"{}\"\n\
              [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/box-sim.pem\"\nkey = \"{p}/boxes/box-sim.key\"\n\
              [[snapt]]\nname = \"internet\"\naddress = \"{i}:4433\"\nserver_name = \"{i}\"\n\
-             [[uplink]]\nname = \"wifi\"\ninterface = \"wlan0\"\nsource = \"{}\"\n\
-             [[uplink]]\nname = \"lte\"\ninterface = \"wwan0\"\nsource = \"{}\"\n",
+             [[uplink]]\nname = \"wifi\"\nkind = \"wifi\"\ninterface = \"wlan0\"\nsource = \"{}\"\n\
+             [[uplink]]\nname = \"lte\"\nkind = \"lte\"\ninterface = \"wwan0\"\nsource = \"{}\"\ncost = 5\n",
             box_sock.display(),
             addr::BOX_WIFI,
             addr::BOX_LTE,
@@ -81,7 +86,7 @@ impl Daemons {
             );
         }
         std::fs::write(dir.join("snapt.toml"), snapt + SESSION)?;
-        std::fs::write(dir.join("cnapt.toml"), cnapt + SESSION)?;
+        std::fs::write(dir.join("cnapt.toml"), cnapt + SESSION + DECISION)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             box_sock,

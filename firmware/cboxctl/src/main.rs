@@ -3,7 +3,9 @@
 //! issues the certificates of a deployment.
 //!
 //!     cboxctl status [--json]            sessions, uplinks, streams, handovers
-//!     cboxctl switch wlan0               planned switch of every SNAPT
+//!     cboxctl switch wifi                planned switch of every SNAPT
+//!     cboxctl mode automatic|manual      who switches: the box, or the user
+//!     cboxctl approve|decline            answer the box's suggestion
 //!     cboxctl disconnect                 end the sessions (DISCONNECT)
 //!     cboxctl snapt status|kick BOX      the same for snaptd
 //!     cboxctl pki init|server|box|revoke|list --dir DIR
@@ -41,6 +43,17 @@ enum Cmd {
     },
     /// End the sessions cleanly; cnaptd then starts new ones.
     Disconnect,
+    /// Who switches: the box by itself (automatic) or the user after a
+    /// suggestion (manual; the box still leaves a lost or critical path).
+    Mode {
+        /// automatic or manual.
+        #[arg(value_parser = ["automatic", "manual"])]
+        mode: String,
+    },
+    /// Carry out the switch the box suggests (manual mode).
+    Approve,
+    /// Decline it; it is not suggested again until things get worse.
+    Decline,
     /// Commands for snaptd.
     Snapt {
         /// snaptd's control socket.
@@ -159,6 +172,63 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The uplinks' lookup table of `status`, with the mode and any suggestion.
+fn print_uplinks(v: &Value) {
+    let opt = |x: &Value, digits: usize| {
+        x.as_f64()
+            .map_or("-".to_string(), |f| format!("{f:.digits$}"))
+    };
+    println!("mode {}", s(&v["mode"]));
+    if !v["suggestion"].is_null() {
+        println!(
+            "SUGGESTION: switch to {} ({}): cboxctl approve | decline",
+            s(&v["suggestion"]["uplink"]),
+            s(&v["suggestion"]["reason"])
+        );
+    }
+    println!(
+        "{:<1} {:<8} {:<5} {:<8} {:<8} {:<4} {:<16} {:>6} {:>7} {:>5} {:>4} {:>4} {:>4} {:>8}  WHY",
+        "",
+        "UPLINK",
+        "KIND",
+        "IFACE",
+        "HEALTH",
+        "LINK",
+        "ADDRESS",
+        "SIGNAL",
+        "RTT ms",
+        "LOSS",
+        "PRIO",
+        "COST",
+        "AUTO",
+        "CHANGED"
+    );
+    for u in v["uplinks"].as_array().into_iter().flatten() {
+        println!(
+            "{:<1} {:<8} {:<5} {:<8} {:<8} {:<4} {:<16} {:>6} {:>7} {:>4.0}% {:>4} {:>4} {:>4} {:>7}s  {}",
+            if u["active"] == true { "*" } else { " " },
+            s(&u["name"]),
+            s(&u["kind"]),
+            s(&u["interface"]),
+            s(&u["health"]),
+            if u["link"] == true { "up" } else { "down" },
+            s(&u["address"]),
+            s(&u["signal_dbm"]),
+            opt(&u["rtt_ms"], 1),
+            u["loss"].as_f64().unwrap_or(0.0) * 100.0,
+            s(&u["priority"]),
+            s(&u["cost"]),
+            if u["auto_connect"] == true {
+                "yes"
+            } else {
+                "no"
+            },
+            opt(&u["changed_s_ago"], 0),
+            s(&u["why"])
+        );
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         Cmd::Status => {
@@ -191,16 +261,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         s(&site["switches"])
                     );
                 }
+                print_uplinks(v);
                 let hs = v["handovers"].as_array().cloned().unwrap_or_default();
                 if !hs.is_empty() {
                     println!("last handovers:");
                     for h in hs.iter().rev().take(10) {
                         println!(
-                            "  site {} {:<8} -> {:<8} {:>8} ms",
+                            "  site {} {:<8} -> {:<8} {:>8.1} ms  {}",
                             s(&h["site"]),
                             s(&h["kind"]),
                             s(&h["to_uplink"]),
-                            s(&h["duration_ms"])
+                            h["duration_ms"].as_f64().unwrap_or(0.0),
+                            s(&h["reason"])
                         );
                     }
                 }
@@ -211,6 +283,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             print(args.json, &v, |v| {
                 println!("switched to {} in {} ms", s(&v["uplink"]), s(&v["ms"]))
             });
+        }
+        Cmd::Mode { mode } => {
+            let v = ask(&args.socket, Request::Mode { mode }).await?;
+            print(args.json, &v, |v| println!("mode: {}", s(&v["mode"])));
+        }
+        Cmd::Approve => {
+            let v = ask(&args.socket, Request::Approve).await?;
+            print(args.json, &v, |v| {
+                println!("switched to {} in {} ms", s(&v["uplink"]), s(&v["ms"]))
+            });
+        }
+        Cmd::Decline => {
+            let v = ask(&args.socket, Request::Decline).await?;
+            print(args.json, &v, |_| println!("suggestion declined"));
         }
         Cmd::Disconnect => {
             let v = ask(&args.socket, Request::Disconnect).await?;

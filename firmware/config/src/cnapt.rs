@@ -1,7 +1,7 @@
 //! `cnapt.toml`: the box daemon.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -11,6 +11,7 @@ use wire::{BoxId, ServiceName};
 use crate::common::{
     ConfigError, Protocol, SessionSection, TlsSection, invalid, parse_toml, read_toml,
 };
+use crate::uplinks::{DecisionSection, Uplink};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +35,8 @@ struct Raw {
     client_service: Vec<RawClientTarget>,
     #[serde(default)]
     session: SessionSection,
+    #[serde(default)]
+    decision: DecisionSection,
 }
 
 fn default_grace() -> u64 {
@@ -54,21 +57,6 @@ pub struct SnaptLink {
     pub address: String,
     /// Name its certificate is issued for (DNS name or IP).
     pub server_name: String,
-}
-
-/// `[[uplink]]`: a way out (until the uplink drivers decide, a fixed list in
-/// order of preference).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Uplink {
-    /// Name used by `cboxctl switch NAME`.
-    pub name: String,
-    /// Interface to bind tunnels to (SO_BINDTODEVICE), e.g. `wlan0`.
-    #[serde(default)]
-    pub interface: Option<String>,
-    /// Source address of tunnels over this uplink.
-    #[serde(default)]
-    pub source: Option<IpAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +128,8 @@ pub struct CnaptConfig {
     pub client_services: Vec<ClientTarget>,
     /// Session limits and timers.
     pub session: SessionConfig,
+    /// The decision task's thresholds, timers and hysteresis.
+    pub decision: decision::Policy,
 }
 
 impl CnaptConfig {
@@ -162,6 +152,7 @@ impl CnaptConfig {
         let box_id = BoxId::new(&raw.box_id).map_err(|e| invalid(path, "box_id", e.to_string()))?;
 
         let session = raw.session.build(path)?;
+        let decision = raw.decision.build(path)?;
         if raw.snapt.is_empty() {
             return Err(invalid(path, "snapt", "at least one [[snapt]] is needed"));
         }
@@ -247,6 +238,7 @@ impl CnaptConfig {
             services,
             client_services,
             session,
+            decision,
         })
     }
 }

@@ -12,12 +12,14 @@ mod common;
 mod pinmap;
 mod policy;
 mod snapt;
+mod uplinks;
 
-pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink, Uplink};
+pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink};
 pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
 pub use pinmap::{Line, PinMap};
 pub use policy::{BoxPolicy, DestinationRule};
 pub use snapt::{ClientServiceListen, ServerService, SnaptConfig};
+pub use uplinks::{Uplink, UplinkKind};
 
 #[cfg(test)]
 mod tests {
@@ -53,6 +55,19 @@ mod tests {
         let bad = t.replace("keepalive_ms = 1000", "keepalive_ms = 0");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("session.keepalive_ms"), "{e}");
+        let bad = t.replace("rtt_warning_ms = 250", "rtt_warning_ms = 900");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("decision.rtt_warning_ms"), "{e}");
+        let bad = t.replace("kind = \"lte\"", "kind = \"satellite\"");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("satellite") && e.contains("`wifi`, `lte`, `wired`"),
+            "{e}"
+        );
+        let c = CnaptConfig::parse(&p, &t).unwrap();
+        assert_eq!(c.uplinks[1].spec(1).priority, 1);
+        assert_eq!(c.uplinks[1].spec(1).cost, 5);
+        assert_eq!(c.decision, decision::Policy::default());
         let bad = t.replace("box_id = \"box-7\"", "box_id = \"box 7\"");
         assert!(
             CnaptConfig::parse(&p, &bad)

@@ -17,11 +17,14 @@ use tracing::{debug, info, warn};
 use wire::{ResetCode, StreamId, StreamKind};
 
 use crate::connect::{Egress, connect_tunnel};
-use crate::control::{Call, Reply, Request};
+use crate::control::{Call, Reply};
 use crate::daemon::Drain;
 use crate::io::{WriteCmd, spawn_reader, spawn_writer};
 use crate::locals::{LocalEvent, Locals, Sink};
 use crate::udp::{BoxFlows, spawn_receiver};
+
+mod control;
+mod uplinks;
 
 type Key = (usize, StreamId);
 type TlsTunnel = tokio_rustls::client::TlsStream<TcpStream>;
@@ -68,6 +71,11 @@ enum Input {
     Retry {
         site: usize,
     },
+    Link(crate::linkmon::LinkEvent),
+    Probed {
+        uplink: usize,
+        rtt: Option<Duration>,
+    },
 }
 
 struct Tunnel {
@@ -89,6 +97,9 @@ pub struct HandoverRecord {
     pub duration_ms: f64,
     /// Payload bytes resent so far in the session (replay counter).
     pub bytes_replayed: u64,
+    /// Why: the decision task's reason, the user's request, or the loss
+    /// the session noticed by itself.
+    pub reason: String,
 }
 
 struct PendingSwitch {
@@ -127,6 +138,8 @@ pub struct BoxDriver {
     /// back-off: with TLS 1.3 a server refuses a client certificate only
     /// after the client thinks the handshake is done.
     proven: Vec<bool>,
+    /// The decision task and what it needs.
+    up: uplinks::Uplinks,
 }
 
 impl std::fmt::Debug for BoxDriver {
@@ -178,6 +191,7 @@ impl BoxDriver {
             last_error: vec![None; sites],
             proven: vec![false; sites],
             listeners: Vec::new(),
+            up: uplinks::Uplinks::new(&cfg),
             cfg,
         })
     }
@@ -230,20 +244,23 @@ impl BoxDriver {
             self.listeners.push(accept.abort_handle());
         }
         let _ = ready.send(());
+        self.start_link_monitor().await;
         for site in 0..self.cfg.snapts.len() {
             self.connect_site(site, None);
         }
         let mut drain = Drain::default();
         loop {
             self.flush();
+            self.sync_active();
             if drain.finished(self.locals.len()) {
                 break;
             }
-            let deadline = drain.deadline(
+            let decide = self.up.task.poll_timeout();
+            let deadline = drain.deadline(Some(tokio::time::Instant::from_std(
                 self.coord
                     .poll_timeout()
-                    .map(|(d, _)| tokio::time::Instant::from_std(d)),
-            );
+                    .map_or(decide, |(d, _)| d.min(decide)),
+            )));
             tokio::select! {
                 input = self.rx.recv() => match input {
                     Some(input) => self.handle(input),
@@ -251,6 +268,7 @@ impl BoxDriver {
                 },
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.coord.handle_timeout(now());
+                    self.decision_timeout();
                 }
                 _ = &mut shutdown, if !drain.started() => {
                     // Graceful: no new connections; open ones may finish.
@@ -330,6 +348,8 @@ impl BoxDriver {
                 }
             }
             Input::Control((req, reply)) => self.control(req, reply),
+            Input::Link(ev) => self.link_event(ev),
+            Input::Probed { uplink, rtt } => self.probed(uplink, rtt),
             Input::Retry { site } => {
                 let idle = self
                     .coord
@@ -425,14 +445,18 @@ impl BoxDriver {
 
     // ---- tunnels -----------------------------------------------------------
 
-    /// Connects a tunnel for `site`, trying uplinks in order of preference
-    /// (the one that just failed, if any, last).
+    /// Connects a tunnel for `site`, trying uplinks in the decision task's
+    /// order of preference (the one that just failed, if any, last).
     fn connect_site(&mut self, site: usize, failed: Option<usize>) {
         if self.connecting[site] {
             return;
         }
         self.connecting[site] = true;
-        let mut order: Vec<usize> = (0..self.cfg.uplinks.len())
+        let mut order: Vec<usize> = self
+            .up
+            .task
+            .preference()
+            .into_iter()
             .filter(|u| Some(*u) != failed)
             .collect();
         order.extend(failed);
@@ -597,6 +621,11 @@ impl BoxDriver {
 
     fn fail_pending_switch(&mut self, why: &str) {
         if let Some(mut p) = self.pending_switch.take() {
+            warn!(uplink = %self.cfg.uplinks[p.uplink].name, %why, "planned switch failed");
+            self.up.task.observe(
+                decision::Observation::SwitchFailed { uplink: p.uplink },
+                now(),
+            );
             for t in p.tunnels.iter().flatten() {
                 self.tunnels.remove(t);
             }
@@ -690,8 +719,16 @@ impl BoxDriver {
                         .coord
                         .site(site)
                         .map_or(0, |s| s.stats().bytes_replayed),
+                    reason: self
+                        .up
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "the session lost its tunnel".into()),
                 };
-                info!(site, kind = %rec.kind, uplink = %rec.to_uplink, ms = rec.duration_ms, "handover complete");
+                if site + 1 == self.cfg.snapts.len() {
+                    self.up.reason = None;
+                }
+                info!(site, kind = %rec.kind, uplink = %rec.to_uplink, ms = rec.duration_ms, reason = %rec.reason, "handover complete");
                 self.history.push_back(rec);
                 if self.history.len() > 32 {
                     self.history.pop_front();
@@ -786,86 +823,5 @@ impl BoxDriver {
                 result,
             });
         });
-    }
-
-    // ---- control --------------------------------------------------------------
-
-    fn control(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
-        match req {
-            Request::Status => {
-                let _ = reply.send(Reply::ok(self.status()));
-            }
-            Request::Switch { uplink } => {
-                let Some(u) = self.cfg.uplinks.iter().position(|x| x.name == uplink) else {
-                    let names: Vec<&str> =
-                        self.cfg.uplinks.iter().map(|x| x.name.as_str()).collect();
-                    let _ = reply.send(Reply::err(format!(
-                        "no uplink {uplink:?}; configured: {}",
-                        names.join(", ")
-                    )));
-                    return;
-                };
-                if self.pending_switch.is_some() {
-                    let _ = reply.send(Reply::err("a switch is already in progress"));
-                    return;
-                }
-                let sites = self.cfg.snapts.len();
-                self.pending_switch = Some(PendingSwitch {
-                    uplink: u,
-                    tunnels: vec![None; sites],
-                    reply: Some(reply),
-                    started: Instant::now(),
-                });
-                for site in 0..sites {
-                    self.spawn_connect(site, vec![u], Purpose::Planned);
-                }
-            }
-            Request::Disconnect => {
-                for site in 0..self.cfg.snapts.len() {
-                    if let Some(s) = self.coord.site(site) {
-                        s.close("disconnect requested by cboxctl");
-                    }
-                }
-                let _ = reply.send(Reply::ok(json!({ "disconnected": self.cfg.snapts.len() })));
-            }
-            Request::Kick { .. } => {
-                let _ = reply.send(Reply::err("kick is a snaptd command"));
-            }
-        }
-    }
-
-    fn status(&mut self) -> serde_json::Value {
-        let mut sites = Vec::new();
-        for site in 0..self.cfg.snapts.len() {
-            let uplink = self.site_uplink[site].map(|u| self.cfg.uplinks[u].name.clone());
-            let Some(s) = self.coord.site(site) else {
-                continue;
-            };
-            let st = s.stats();
-            let path = s.path_stats();
-            sites.push(json!({
-                "snapt": self.cfg.snapts[site].name,
-                "state": format!("{:?}", s.state()),
-                "session_id": s.session_id(),
-                "uplink": uplink,
-                "streams": st.streams_open,
-                "bytes_sent": st.bytes_sent,
-                "bytes_received": st.bytes_received,
-                "bytes_replayed": st.bytes_replayed,
-                "bytes_buffered": st.bytes_buffered,
-                "datagrams_dropped": st.datagrams_dropped,
-                "switches": st.switches,
-                "rtt_ms": path.srtt.map(|d| d.as_secs_f64() * 1e3),
-                "pings_sent": path.pings_sent,
-                "pings_lost": path.pings_lost,
-                "last_error": self.last_error[site],
-            }));
-        }
-        json!({
-            "box_id": self.cfg.box_id.as_str(),
-            "uplinks": self.cfg.uplinks.iter().map(|u| json!({"name": u.name, "interface": u.interface, "source": u.source})).collect::<Vec<_>>(),
-            "sites": sites,
-            "handovers": self.history,
-        })
     }
 }

@@ -67,6 +67,39 @@ pub fn tune(s: &TcpStream) {
     let _ = s.set_nodelay(true);
 }
 
+/// Connects a TCP socket to `address` (`host:port`) over `egress`; also
+/// returns the address it resolved to.
+pub async fn connect_tcp(
+    address: &str,
+    egress: &Egress,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let addr = tokio::net::lookup_host(address)
+        .await
+        .map_err(|_| ConnectError::Resolve(address.to_owned()))?
+        .find(|a| egress.source.is_none_or(|s| s.is_ipv4() == a.is_ipv4()))
+        .ok_or_else(|| ConnectError::Resolve(address.to_owned()))?;
+    let tcp_err = |source| ConnectError::Tcp {
+        addr,
+        via: egress.to_string(),
+        source,
+    };
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(tcp_err)?;
+    if let Some(dev) = &egress.interface {
+        sock.bind_device(Some(dev.as_bytes())).map_err(tcp_err)?;
+    }
+    if let Some(src) = egress.source {
+        sock.bind(SocketAddr::new(src, 0)).map_err(tcp_err)?;
+    }
+    let tcp = sock.connect(addr).await.map_err(tcp_err)?;
+    tune(&tcp);
+    Ok((tcp, addr))
+}
+
 /// Connects to `address` (`host:port`) over `egress` and runs the TLS
 /// handshake for `server_name`.
 pub async fn connect_tunnel(
@@ -77,30 +110,7 @@ pub async fn connect_tunnel(
     timeout: Duration,
 ) -> Result<TlsStream<TcpStream>, ConnectError> {
     let work = async {
-        let addr = tokio::net::lookup_host(address)
-            .await
-            .map_err(|_| ConnectError::Resolve(address.to_owned()))?
-            .find(|a| egress.source.is_none_or(|s| s.is_ipv4() == a.is_ipv4()))
-            .ok_or_else(|| ConnectError::Resolve(address.to_owned()))?;
-        let tcp_err = |source| ConnectError::Tcp {
-            addr,
-            via: egress.to_string(),
-            source,
-        };
-        let sock = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(tcp_err)?;
-        if let Some(dev) = &egress.interface {
-            sock.bind_device(Some(dev.as_bytes())).map_err(tcp_err)?;
-        }
-        if let Some(src) = egress.source {
-            sock.bind(SocketAddr::new(src, 0)).map_err(tcp_err)?;
-        }
-        let tcp = sock.connect(addr).await.map_err(tcp_err)?;
-        tune(&tcp);
+        let (tcp, addr) = connect_tcp(address, egress).await?;
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|_| ConnectError::ServerName(server_name.to_owned()))?;
         TlsConnector::from(tls)
@@ -111,4 +121,15 @@ pub async fn connect_tunnel(
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| ConnectError::Timeout(address.to_owned()))?
+}
+
+/// A light probe of the path to `address` over `egress`: the time a TCP
+/// handshake takes (closed at once, before any TLS), `None` if it fails or
+/// takes longer than `timeout`.
+pub async fn probe(address: &str, egress: &Egress, timeout: Duration) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    match tokio::time::timeout(timeout, connect_tcp(address, egress)).await {
+        Ok(Ok(_tcp)) => Some(start.elapsed()),
+        _ => None,
+    }
 }

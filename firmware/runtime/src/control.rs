@@ -21,6 +21,15 @@ pub enum Request {
     },
     /// cnaptd: end the sessions (DISCONNECT) and start afresh.
     Disconnect,
+    /// cnaptd: carry out the decision task's suggestion (manual mode).
+    Approve,
+    /// cnaptd: decline it.
+    Decline,
+    /// cnaptd: `automatic` or `manual` switching from now on.
+    Mode {
+        /// The mode.
+        mode: String,
+    },
     /// snaptd: end a box's session.
     Kick {
         /// The box id.

@@ -17,6 +17,7 @@ pub mod connect;
 pub mod control;
 pub mod daemon;
 pub mod io;
+pub mod linkmon;
 pub mod locals;
 pub mod server_driver;
 pub mod udp;

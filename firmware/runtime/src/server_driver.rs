@@ -690,7 +690,11 @@ impl ServerDriver {
                 Ok(_) => Reply::err(format!("box {box_id} has no session")),
                 Err(e) => Reply::err(format!("bad box id: {e}")),
             },
-            Request::Switch { .. } | Request::Disconnect => Reply::err("this is a cnaptd command"),
+            Request::Switch { .. }
+            | Request::Disconnect
+            | Request::Approve
+            | Request::Decline
+            | Request::Mode { .. } => Reply::err("this is a cnaptd command"),
         }
     }
 }

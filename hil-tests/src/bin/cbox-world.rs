@@ -63,6 +63,16 @@ fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }
 
+/// Removes a passed run's folder, unless CBOX_WORLD_KEEP is set (to read
+/// the daemons' logs of a run that passed).
+fn forget(dir: &Path) {
+    if std::env::var_os("CBOX_WORLD_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        println!("   logs kept in {}", dir.display());
+    }
+}
+
 fn workdir(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("cbox-world-{}-{name}", std::process::id()))
 }
@@ -122,7 +132,7 @@ fn demo(stop: &AtomicBool) -> anyhow::Result<()> {
     if !r.passed {
         bail!("the demo failed (logs in {})", dir.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    forget(&dir);
     Ok(())
 }
 
@@ -168,7 +178,7 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
                     println!("   note: {n}");
                 }
                 if r.passed {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    forget(&dir);
                 } else {
                     println!("   logs kept in {}", dir.display());
                 }
@@ -241,7 +251,7 @@ fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
                     .as_deref()
                     .is_none_or(|b| !b.contains("did not run"))
                 {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    forget(&dir);
                 }
                 if mode == Mode::Cbox {
                     cbox_stall = Some(r.max_stall_ms.max(1.0));

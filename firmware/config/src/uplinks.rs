@@ -1,0 +1,138 @@
+//! `[[uplink]]` and `[decision]` of cnapt.toml: the box's ways out with the
+//! user's criteria for choosing among them, and the decision task's
+//! thresholds, timers and hysteresis.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use decision::{Kind, Mode, Policy, UplinkSpec};
+use serde::Deserialize;
+
+use crate::common::{ConfigError, invalid};
+
+/// `[[uplink]]`: a way out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// Name used by `cboxctl switch NAME`.
+    pub name: String,
+    /// `wifi`, `lte` or `wired` (default).
+    #[serde(default)]
+    pub kind: UplinkKind,
+    /// Interface to bind tunnels to (SO_BINDTODEVICE) and to watch through
+    /// netlink, e.g. `wlan0`.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Source address of tunnels over this uplink (default: whatever
+    /// address the interface has).
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+    /// Preference among uplinks of equal health, lower first (default: the
+    /// position in the file).
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// Cost of use (e.g. cents per MB); lower first at equal priority.
+    #[serde(default)]
+    pub cost: u32,
+    /// Below this signal (dBm) the uplink is not chosen.
+    #[serde(default)]
+    pub min_signal_dbm: Option<i32>,
+    /// The box may use it without the user (false for, say, a roaming SIM).
+    #[serde(default = "yes")]
+    pub auto_connect: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The kinds of `[[uplink]].kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkKind {
+    /// A Wi-Fi station.
+    Wifi,
+    /// An LTE modem.
+    Lte,
+    /// A wired WAN port.
+    #[default]
+    Wired,
+}
+
+impl Uplink {
+    /// The decision task's view of it; `index` is its position in the file.
+    pub fn spec(&self, index: usize) -> UplinkSpec {
+        UplinkSpec {
+            name: self.name.clone(),
+            kind: match self.kind {
+                UplinkKind::Wifi => Kind::Wifi,
+                UplinkKind::Lte => Kind::Lte,
+                UplinkKind::Wired => Kind::Wired,
+            },
+            priority: self
+                .priority
+                .unwrap_or_else(|| u8::try_from(index).unwrap_or(u8::MAX)),
+            cost: self.cost,
+            min_signal_dbm: self.min_signal_dbm,
+            auto_connect: self.auto_connect,
+        }
+    }
+}
+
+/// `[decision]`; every key optional (defaults of [`Policy`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecisionSection {
+    mode: Option<RawMode>,
+    check_interval_ms: Option<u64>,
+    search_interval_ms: Option<u64>,
+    probe_interval_ms: Option<u64>,
+    rtt_warning_ms: Option<u64>,
+    rtt_critical_ms: Option<u64>,
+    loss_warning: Option<f64>,
+    loss_critical: Option<f64>,
+    signal_warning_dbm: Option<i32>,
+    signal_critical_dbm: Option<i32>,
+    dwell_ms: Option<u64>,
+    min_interval_ms: Option<u64>,
+    sample_max_age_ms: Option<u64>,
+    switch_patience_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawMode {
+    Automatic,
+    Manual,
+}
+
+impl DecisionSection {
+    pub(crate) fn build(&self, path: &Path) -> Result<Policy, ConfigError> {
+        let d = Policy::default();
+        let ms = |v: Option<u64>, dflt: Duration| v.map_or(dflt, Duration::from_millis);
+        let p = Policy {
+            mode: match self.mode {
+                None => d.mode,
+                Some(RawMode::Automatic) => Mode::Automatic,
+                Some(RawMode::Manual) => Mode::Manual,
+            },
+            check_interval: ms(self.check_interval_ms, d.check_interval),
+            search_interval: ms(self.search_interval_ms, d.search_interval),
+            probe_interval: ms(self.probe_interval_ms, d.probe_interval),
+            rtt_warning: ms(self.rtt_warning_ms, d.rtt_warning),
+            rtt_critical: ms(self.rtt_critical_ms, d.rtt_critical),
+            loss_warning: self.loss_warning.unwrap_or(d.loss_warning),
+            loss_critical: self.loss_critical.unwrap_or(d.loss_critical),
+            signal_warning_dbm: self.signal_warning_dbm.unwrap_or(d.signal_warning_dbm),
+            signal_critical_dbm: self.signal_critical_dbm.unwrap_or(d.signal_critical_dbm),
+            dwell: ms(self.dwell_ms, d.dwell),
+            min_interval: ms(self.min_interval_ms, d.min_interval),
+            sample_max_age: ms(self.sample_max_age_ms, d.sample_max_age),
+            switch_patience: ms(self.switch_patience_ms, d.switch_patience),
+        };
+        p.validate()
+            .map_err(|(key, problem)| invalid(path, format!("decision.{key}"), problem))?;
+        Ok(p)
+    }
+}

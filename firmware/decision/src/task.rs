@@ -1,0 +1,446 @@
+//! The decision task's state machine: observations in, decisions out, time
+//! passed in. The Check activity (every `check_interval`) re-assesses every
+//! uplink and asks for light probes of the standby ones; the Search activity
+//! (every `search_interval`) asks the drivers to scan and query
+//! registration. Switching follows the mode and the hysteresis rules.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::table::{Entry, Health, UplinkSpec};
+use crate::{Mode, Policy};
+
+/// Something the drivers saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// Carrier / operational state changed (netlink, modem, wpa_supplicant).
+    Link {
+        /// Uplink index.
+        uplink: usize,
+        /// Up or down.
+        up: bool,
+    },
+    /// The uplink's address appeared, changed or went away.
+    Address {
+        /// Uplink index.
+        uplink: usize,
+        /// The address, `None` when removed.
+        address: Option<IpAddr>,
+    },
+    /// A radio signal reading (RSSI/RSRP), `None` when lost.
+    Signal {
+        /// Uplink index.
+        uplink: usize,
+        /// dBm.
+        dbm: Option<i32>,
+    },
+    /// Keepalives (active uplink) or probes (standby) over one Check window.
+    Path {
+        /// Uplink index.
+        uplink: usize,
+        /// Latest round-trip time, if any answer came back.
+        rtt: Option<Duration>,
+        /// Probes or keepalives sent in the window.
+        sent: u32,
+        /// Of those, unanswered.
+        lost: u32,
+    },
+    /// The box's sessions now run over this uplink (`None`: over none).
+    Active {
+        /// Uplink index.
+        uplink: Option<usize>,
+    },
+    /// A switch the task asked for did not happen.
+    SwitchFailed {
+        /// Its target.
+        uplink: usize,
+    },
+}
+
+/// What the task wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Move the sessions to `to` while the current path still works
+    /// (make-before-break).
+    Planned {
+        /// Target uplink.
+        to: usize,
+        /// Why, for logs and the handover record.
+        reason: String,
+    },
+    /// The current path is gone: resume the sessions over `to` now.
+    Sudden {
+        /// Target uplink.
+        to: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Manual mode: propose `to` to the user (cboxctl, MQTT, the web page).
+    Suggest {
+        /// Proposed uplink.
+        to: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The pending suggestion no longer stands.
+    Withdraw,
+    /// Measure a standby uplink (a light probe to the SNAPT over it).
+    Probe {
+        /// Uplink index.
+        uplink: usize,
+    },
+    /// Search activity: scan for hotspots, query modem registration.
+    Search,
+}
+
+/// Why a user request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No such uplink.
+    #[error("no uplink {0}")]
+    Unknown(usize),
+    /// The target cannot carry anything now.
+    #[error("uplink {name} is down ({why})")]
+    Down {
+        /// Its name.
+        name: String,
+        /// Why it is down.
+        why: String,
+    },
+    /// Nothing to approve.
+    #[error("no switch is being suggested")]
+    NoSuggestion,
+}
+
+/// A switch asked for and not yet seen done.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    to: usize,
+    since: Instant,
+}
+
+/// The decision task.
+#[derive(Debug)]
+pub struct DecisionTask {
+    policy: Policy,
+    table: Vec<Entry>,
+    active: Option<usize>,
+    /// The user chose this uplink: automatic mode stays on it while it is
+    /// at least Warning.
+    pinned: Option<usize>,
+    suggestion: Option<usize>,
+    in_flight: Option<InFlight>,
+    last_switch: Option<Instant>,
+    next_check: Instant,
+    next_search: Instant,
+    next_probe: Vec<Instant>,
+    out: VecDeque<Decision>,
+}
+
+impl DecisionTask {
+    /// A task for `uplinks` (index = uplink number) under `policy`.
+    pub fn new(policy: Policy, uplinks: Vec<UplinkSpec>, now: Instant) -> Self {
+        let n = uplinks.len();
+        Self {
+            next_check: now + policy.check_interval,
+            next_search: now,
+            next_probe: vec![now; n],
+            table: uplinks.into_iter().map(|s| Entry::new(s, now)).collect(),
+            policy,
+            active: None,
+            pinned: None,
+            suggestion: None,
+            in_flight: None,
+            last_switch: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The lookup table.
+    pub fn table(&self) -> &[Entry] {
+        &self.table
+    }
+
+    /// Uplink index of `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.table.iter().position(|e| e.spec.name == name)
+    }
+
+    /// The uplink the sessions use.
+    pub fn active(&self) -> Option<usize> {
+        self.active
+    }
+
+    /// Manual or automatic.
+    pub fn mode(&self) -> Mode {
+        self.policy.mode
+    }
+
+    /// The pending suggestion (manual mode).
+    pub fn suggestion(&self) -> Option<usize> {
+        self.suggestion
+    }
+
+    /// Uplinks in the order a new tunnel should try them: healthiest and
+    /// most preferred first, Down ones last.
+    pub fn preference(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.table.len()).collect();
+        order.sort_by_key(|&i| self.table[i].rank());
+        order
+    }
+
+    /// Takes in what a driver saw.
+    pub fn observe(&mut self, obs: Observation, now: Instant) {
+        match obs {
+            Observation::Link { uplink, up } => {
+                if let Some(e) = self.table.get_mut(uplink) {
+                    e.link_up = up;
+                    if !up {
+                        e.rtt = None;
+                        e.sampled_at = None;
+                    }
+                }
+            }
+            Observation::Address { uplink, address } => {
+                if let Some(e) = self.table.get_mut(uplink) {
+                    e.address = address;
+                }
+            }
+            Observation::Signal { uplink, dbm } => {
+                if let Some(e) = self.table.get_mut(uplink) {
+                    e.signal_dbm = dbm;
+                }
+            }
+            Observation::Path {
+                uplink,
+                rtt,
+                sent,
+                lost,
+            } => {
+                if let Some(e) = self.table.get_mut(uplink)
+                    && sent > 0
+                {
+                    let window = f64::from(lost.min(sent)) / f64::from(sent);
+                    e.loss = 0.5 * e.loss + 0.5 * window;
+                    if rtt.is_some() {
+                        e.rtt = rtt;
+                    }
+                    e.sampled_at = Some(now);
+                }
+            }
+            Observation::Active { uplink } => {
+                if uplink != self.active {
+                    // From one uplink to another is a switch; a first
+                    // connection or a reconnection is not.
+                    if self.active.is_some() && uplink.is_some() {
+                        self.last_switch = Some(now);
+                    }
+                    self.active = uplink;
+                }
+                if self.in_flight.is_some_and(|f| Some(f.to) == uplink) {
+                    self.in_flight = None;
+                }
+                if self.suggestion.is_some_and(|s| Some(s) == uplink) {
+                    self.suggestion = None;
+                }
+            }
+            Observation::SwitchFailed { uplink } => {
+                if self.in_flight.is_some_and(|f| f.to == uplink) {
+                    self.in_flight = None;
+                }
+            }
+        }
+        self.evaluate(now);
+    }
+
+    /// The user (cboxctl, MQTT, the web page) forces `to`.
+    pub fn force(&mut self, to: usize, now: Instant) -> Result<Decision, Refusal> {
+        let e = self.table.get_mut(to).ok_or(Refusal::Unknown(to))?;
+        e.refresh(&self.policy, now);
+        if e.health == Health::Down {
+            return Err(Refusal::Down {
+                name: e.spec.name.clone(),
+                why: e.why.clone(),
+            });
+        }
+        self.pinned = Some(to);
+        self.clear_suggestion();
+        self.in_flight = Some(InFlight { to, since: now });
+        Ok(Decision::Planned {
+            to,
+            reason: "forced by the user".into(),
+        })
+    }
+
+    /// The user approves the suggestion (manual mode).
+    pub fn approve(&mut self, now: Instant) -> Result<Decision, Refusal> {
+        let to = self.suggestion.ok_or(Refusal::NoSuggestion)?;
+        self.force(to, now)
+    }
+
+    /// The user declines the suggestion; it is not repeated until something
+    /// changes for the worse on the active uplink.
+    pub fn decline(&mut self) -> Result<(), Refusal> {
+        let to = self.suggestion.take().ok_or(Refusal::NoSuggestion)?;
+        self.pinned = self.active.or(Some(to));
+        Ok(())
+    }
+
+    /// Manual or automatic from now on.
+    pub fn set_mode(&mut self, mode: Mode, now: Instant) {
+        self.policy.mode = mode;
+        if mode == Mode::Automatic {
+            self.clear_suggestion();
+        }
+        self.evaluate(now);
+    }
+
+    /// When [`Self::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Instant {
+        let probe = self
+            .standby()
+            .map(|i| self.next_probe[i])
+            .min()
+            .unwrap_or(self.next_check);
+        self.next_check.min(self.next_search).min(probe)
+    }
+
+    /// Runs whatever activity is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_search {
+            self.next_search = now + self.policy.search_interval;
+            self.out.push_back(Decision::Search);
+        }
+        let due: Vec<usize> = self
+            .standby()
+            .filter(|&i| now >= self.next_probe[i])
+            .collect();
+        for i in due {
+            self.next_probe[i] = now + self.policy.probe_interval;
+            self.out.push_back(Decision::Probe { uplink: i });
+        }
+        if now >= self.next_check {
+            self.next_check = now + self.policy.check_interval;
+            self.evaluate(now);
+        }
+    }
+
+    /// The next decision to carry out.
+    pub fn poll_decision(&mut self) -> Option<Decision> {
+        self.out.pop_front()
+    }
+
+    // ---- internals ---------------------------------------------------
+
+    /// Uplinks with link and address that are not active: probe targets.
+    fn standby(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.table.len()).filter(move |&i| {
+            Some(i) != self.active && self.table[i].link_up && self.table[i].address.is_some()
+        })
+    }
+
+    fn clear_suggestion(&mut self) {
+        if self.suggestion.take().is_some() {
+            self.out.push_back(Decision::Withdraw);
+        }
+    }
+
+    /// The best uplink other than the active one, at least `floor` healthy.
+    fn best_other(&self, floor: Health) -> Option<usize> {
+        let mut c: Vec<usize> = (0..self.table.len())
+            .filter(|&i| Some(i) != self.active && self.table[i].health >= floor)
+            .collect();
+        c.sort_by_key(|&i| self.table[i].rank());
+        c.first().copied()
+    }
+
+    fn evaluate(&mut self, now: Instant) {
+        for e in &mut self.table {
+            e.refresh(&self.policy, now);
+        }
+        if let Some(f) = self.in_flight {
+            // A switch is under way; give it the policy's time.
+            if now.saturating_duration_since(f.since) < self.policy.switch_patience {
+                return;
+            }
+            self.in_flight = None;
+        }
+        let Some(a) = self.active else { return };
+        let cur = &self.table[a];
+        let (health, why, name) = (cur.health, cur.why.clone(), cur.spec.name.clone());
+        if self
+            .pinned
+            .is_some_and(|p| p != a || health < Health::Warning)
+        {
+            self.pinned = None;
+        }
+        match health {
+            Health::Down => {
+                // Any way out beats none, whatever the mode.
+                if let Some(to) = self.best_other(Health::Critical) {
+                    self.switch(to, now, true, format!("{name}: {why}"));
+                }
+            }
+            Health::Critical => {
+                if let Some(to) = self.best_other(Health::Warning) {
+                    self.switch(to, now, false, format!("{name}: {why}"));
+                }
+            }
+            Health::Warning | Health::Good => {
+                if self.pinned == Some(a) {
+                    return;
+                }
+                let Some(to) = self.best_other(Health::Good) else {
+                    self.clear_suggestion();
+                    return;
+                };
+                let cand = &self.table[to];
+                let better = if health == Health::Warning {
+                    true
+                } else {
+                    // Both Good: only a preferred uplink is worth a switch.
+                    (cand.spec.priority, cand.spec.cost)
+                        < (self.table[a].spec.priority, self.table[a].spec.cost)
+                };
+                let dwelt = cand
+                    .good_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.policy.dwell);
+                let rested = self
+                    .last_switch
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.policy.min_interval);
+                if !better {
+                    self.clear_suggestion();
+                    return;
+                }
+                if !(dwelt && rested) {
+                    return;
+                }
+                let reason = if health == Health::Warning {
+                    format!("{name}: {why}; {} is good", cand.spec.name)
+                } else {
+                    format!("preferred {} is good again", cand.spec.name)
+                };
+                match self.policy.mode {
+                    Mode::Automatic => self.switch(to, now, false, reason),
+                    Mode::Manual => {
+                        if self.suggestion != Some(to) {
+                            self.suggestion = Some(to);
+                            self.out.push_back(Decision::Suggest { to, reason });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn switch(&mut self, to: usize, now: Instant, sudden: bool, reason: String) {
+        self.clear_suggestion();
+        self.in_flight = Some(InFlight { to, since: now });
+        self.out.push_back(if sudden {
+            Decision::Sudden { to, reason }
+        } else {
+            Decision::Planned { to, reason }
+        });
+    }
+}

@@ -1,0 +1,443 @@
+//! Scripted inputs: decay curves, flapping, both down, recovery, manual
+//! mode, user-forced switches, probes and searches.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use crate::{Decision, DecisionTask, Health, Kind, Mode, Observation, Policy, Refusal, UplinkSpec};
+
+const WIFI: usize = 0;
+const LTE: usize = 1;
+
+fn spec(name: &str, kind: Kind, priority: u8) -> UplinkSpec {
+    UplinkSpec {
+        name: name.into(),
+        kind,
+        priority,
+        cost: 0,
+        min_signal_dbm: None,
+        auto_connect: true,
+    }
+}
+
+fn addr(i: u8) -> Option<IpAddr> {
+    Some(IpAddr::V4(Ipv4Addr::new(198, 18, i, 2)))
+}
+
+/// A task with Wi-Fi (preferred) and LTE both up, sessions on Wi-Fi.
+struct World {
+    task: DecisionTask,
+    t0: Instant,
+    now: Instant,
+    log: Vec<(f64, Decision)>,
+}
+
+impl World {
+    fn new(mode: Mode) -> Self {
+        let t0 = Instant::now();
+        let policy = Policy {
+            mode,
+            ..Policy::default()
+        };
+        let mut task = DecisionTask::new(
+            policy,
+            vec![spec("wifi", Kind::Wifi, 0), spec("lte", Kind::Lte, 1)],
+            t0,
+        );
+        for (u, a) in [(WIFI, 10), (LTE, 20)] {
+            task.observe(
+                Observation::Link {
+                    uplink: u,
+                    up: true,
+                },
+                t0,
+            );
+            task.observe(
+                Observation::Address {
+                    uplink: u,
+                    address: addr(a),
+                },
+                t0,
+            );
+        }
+        task.observe(Observation::Active { uplink: Some(WIFI) }, t0);
+        let mut w = Self {
+            task,
+            t0,
+            now: t0,
+            log: Vec::new(),
+        };
+        w.drain();
+        w.log.clear();
+        w
+    }
+
+    fn t(&self) -> f64 {
+        self.now.duration_since(self.t0).as_secs_f64()
+    }
+
+    /// Takes the task's decisions, carrying out switches at once.
+    fn drain(&mut self) {
+        while let Some(d) = self.task.poll_decision() {
+            let t = self.t();
+            if let Decision::Planned { to, .. } | Decision::Sudden { to, .. } = &d {
+                self.task
+                    .observe(Observation::Active { uplink: Some(*to) }, self.now);
+            }
+            self.log.push((t, d));
+        }
+    }
+
+    fn observe(&mut self, o: Observation) {
+        self.task.observe(o, self.now);
+        self.drain();
+    }
+
+    /// Runs the clock to `secs` in 100 ms steps, feeding `path(t)` for
+    /// each uplink at every Check (as the runtime does), and carrying out
+    /// switches at once.
+    fn run_until(
+        &mut self,
+        secs: f64,
+        path: impl Fn(usize, f64) -> Option<(Option<u64>, u32, u32)>,
+    ) {
+        while self.t() < secs {
+            self.now += Duration::from_millis(100);
+            if self.now >= self.task.poll_timeout() {
+                let t = self.t();
+                for u in [WIFI, LTE] {
+                    if let Some((rtt, sent, lost)) = path(u, t) {
+                        self.task.observe(
+                            Observation::Path {
+                                uplink: u,
+                                rtt: rtt.map(Duration::from_millis),
+                                sent,
+                                lost,
+                            },
+                            self.now,
+                        );
+                    }
+                }
+                self.task.handle_timeout(self.now);
+            }
+            self.drain();
+        }
+    }
+
+    fn switches(&self) -> Vec<(f64, &'static str, usize)> {
+        self.log
+            .iter()
+            .filter_map(|(t, d)| match d {
+                Decision::Planned { to, .. } => Some((*t, "planned", *to)),
+                Decision::Sudden { to, .. } => Some((*t, "sudden", *to)),
+                Decision::Suggest { to, .. } => Some((*t, "suggest", *to)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Healthy paths: Wi-Fi 10 ms, LTE 60 ms, nothing lost.
+fn healthy(u: usize, _t: f64) -> Option<(Option<u64>, u32, u32)> {
+    Some((Some(if u == WIFI { 10 } else { 60 }), 3, 0))
+}
+
+#[test]
+fn healthy_uplinks_cause_no_switch_but_probes_and_searches() {
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(30.0, healthy);
+    assert!(w.switches().is_empty(), "{:?}", w.switches());
+    let probes: Vec<usize> = w
+        .log
+        .iter()
+        .filter_map(|(_, d)| match d {
+            Decision::Probe { uplink } => Some(*uplink),
+            _ => None,
+        })
+        .collect();
+    // Only the standby uplink, every probe_interval (2 s) over 30 s.
+    assert!(probes.iter().all(|&u| u == LTE), "{probes:?}");
+    assert!((14..=16).contains(&probes.len()), "{} probes", probes.len());
+    let searches = w.log.iter().filter(|(_, d)| *d == Decision::Search).count();
+    assert!((3..=4).contains(&searches), "{searches} searches");
+}
+
+#[test]
+fn a_decaying_wifi_is_left_by_a_planned_switch_before_it_is_critical() {
+    let mut w = World::new(Mode::Automatic);
+    // RTT grows 10 → 500 ms over 10 s, loss 0 → 10 %.
+    w.run_until(20.0, |u, t| {
+        if u == LTE {
+            return healthy(u, t);
+        }
+        let f = (t / 10.0).min(1.0);
+        Some((
+            Some(10 + (490.0 * f) as u64),
+            10,
+            (10.0 * f * 0.1).round() as u32,
+        ))
+    });
+    let s = w.switches();
+    assert_eq!(s.len(), 1, "{s:?}");
+    let (t, kind, to) = s[0];
+    assert_eq!((kind, to), ("planned", LTE));
+    // Warning from RTT 250 ms (t ≈ 4.9 s) plus LTE's dwell already served.
+    assert!((4.5..=6.5).contains(&t), "switched at {t}");
+    assert_eq!(w.task.active(), Some(LTE));
+}
+
+#[test]
+fn a_critical_path_is_left_at_once_even_in_manual_mode() {
+    let mut w = World::new(Mode::Manual);
+    w.run_until(2.0, healthy);
+    w.run_until(4.0, |u, t| {
+        if u == WIFI {
+            Some((Some(900), 4, 2))
+        } else {
+            healthy(u, t)
+        }
+    });
+    let s = w.switches();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].1, s[0].2), ("planned", LTE));
+    assert!(s[0].0 < 2.7, "{s:?}");
+}
+
+#[test]
+fn link_loss_is_a_sudden_switch_without_waiting_for_a_check() {
+    let mut w = World::new(Mode::Manual);
+    w.run_until(1.0, healthy);
+    w.observe(Observation::Link {
+        uplink: WIFI,
+        up: false,
+    });
+    assert_eq!(w.switches(), vec![(1.0, "sudden", LTE)]);
+    let mut w = World::new(Mode::Automatic);
+    w.observe(Observation::Address {
+        uplink: WIFI,
+        address: None,
+    });
+    assert_eq!(w.switches(), vec![(0.0, "sudden", LTE)]);
+}
+
+#[test]
+fn flapping_wifi_does_not_ping_pong() {
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(2.0, healthy);
+    // Down and up every second for 10 s.
+    for k in 0..10 {
+        w.observe(Observation::Link {
+            uplink: WIFI,
+            up: k % 2 == 1,
+        });
+        let next = w.t() + 1.0;
+        w.run_until(next, healthy);
+    }
+    // One sudden switch to LTE; Wi-Fi never stayed good for the dwell time.
+    assert_eq!(w.switches().len(), 1, "{:?}", w.switches());
+    assert_eq!(w.task.active(), Some(LTE));
+    // Once it is stable: back to the preferred Wi-Fi, once, after dwell and
+    // min_interval.
+    w.observe(Observation::Link {
+        uplink: WIFI,
+        up: true,
+    });
+    w.run_until(40.0, healthy);
+    let s = w.switches();
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!((s[1].1, s[1].2), ("planned", WIFI));
+    assert!(s[1].0 >= s[0].0 + 10.0, "{s:?}");
+}
+
+#[test]
+fn both_down_then_recovery() {
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    w.observe(Observation::Link {
+        uplink: LTE,
+        up: false,
+    });
+    w.observe(Observation::Link {
+        uplink: WIFI,
+        up: false,
+    });
+    // Nowhere to go: no decision, the sessions wait (Z).
+    assert!(w.switches().is_empty(), "{:?}", w.switches());
+    assert_eq!(w.task.table()[WIFI].health, Health::Down);
+    w.observe(Observation::Active { uplink: None });
+    w.run_until(5.0, |_, _| None);
+    w.observe(Observation::Link {
+        uplink: LTE,
+        up: true,
+    });
+    // The runtime reconnects in preference order: LTE first now.
+    assert_eq!(w.task.preference(), vec![LTE, WIFI]);
+    w.observe(Observation::Active { uplink: Some(LTE) });
+    w.observe(Observation::Link {
+        uplink: WIFI,
+        up: true,
+    });
+    w.run_until(25.0, healthy);
+    let s = w.switches();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].1, s[0].2), ("planned", WIFI));
+}
+
+#[test]
+fn manual_mode_suggests_and_switches_only_when_approved() {
+    let mut w = World::new(Mode::Manual);
+    w.run_until(10.0, |u, t| {
+        if u == WIFI {
+            Some((Some(300), 4, 0))
+        } else {
+            healthy(u, t)
+        }
+    });
+    let s = w.switches();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].1, s[0].2), ("suggest", LTE));
+    assert_eq!(w.task.suggestion(), Some(LTE));
+    assert_eq!(w.task.active(), Some(WIFI));
+    let d = w.task.approve(w.now).unwrap();
+    assert!(matches!(d, Decision::Planned { to: LTE, .. }), "{d:?}");
+    assert_eq!(w.task.suggestion(), None);
+    w.observe(Observation::Active { uplink: Some(LTE) });
+    assert_eq!(w.task.suggestion(), None);
+    assert_eq!(w.task.approve(w.now), Err(Refusal::NoSuggestion));
+}
+
+#[test]
+fn a_declined_suggestion_is_not_repeated() {
+    let mut w = World::new(Mode::Manual);
+    let warn = |u: usize, t: f64| {
+        if u == WIFI {
+            Some((Some(300), 4, 0))
+        } else {
+            healthy(u, t)
+        }
+    };
+    w.run_until(10.0, warn);
+    w.task.decline().unwrap();
+    w.run_until(30.0, warn);
+    assert_eq!(w.switches().len(), 1, "{:?}", w.switches());
+}
+
+#[test]
+fn a_forced_uplink_is_kept_until_it_degrades() {
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    let d = w.task.force(LTE, w.now).unwrap();
+    assert!(matches!(d, Decision::Planned { to: LTE, .. }));
+    w.observe(Observation::Active { uplink: Some(LTE) });
+    w.log.clear();
+    // Wi-Fi is preferred and good, but the user chose LTE.
+    w.run_until(30.0, healthy);
+    assert!(w.switches().is_empty(), "{:?}", w.switches());
+    // LTE merely Warning: still kept.
+    w.run_until(40.0, |u, t| {
+        if u == LTE {
+            Some((Some(400), 4, 0))
+        } else {
+            healthy(u, t)
+        }
+    });
+    assert!(w.switches().is_empty(), "{:?}", w.switches());
+    // Critical: the pin is gone, back to Wi-Fi.
+    w.run_until(45.0, |u, t| {
+        if u == LTE {
+            Some((Some(900), 4, 0))
+        } else {
+            healthy(u, t)
+        }
+    });
+    let s = w.switches();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].2, WIFI);
+}
+
+#[test]
+fn forcing_a_down_uplink_is_refused_with_the_reason() {
+    let mut w = World::new(Mode::Automatic);
+    w.observe(Observation::Link {
+        uplink: LTE,
+        up: false,
+    });
+    let e = w.task.force(LTE, w.now).unwrap_err();
+    assert_eq!(e.to_string(), "uplink lte is down (link down)");
+    assert_eq!(w.task.force(7, w.now), Err(Refusal::Unknown(7)));
+}
+
+#[test]
+fn weak_signal_and_user_criteria_shape_the_choice() {
+    let t0 = Instant::now();
+    let mut lte = spec("lte", Kind::Lte, 1);
+    lte.min_signal_dbm = Some(-100);
+    let mut metered = spec("lte2", Kind::Lte, 1);
+    metered.auto_connect = false;
+    let mut task = DecisionTask::new(
+        Policy::default(),
+        vec![spec("wifi", Kind::Wifi, 0), lte, metered],
+        t0,
+    );
+    for u in 0..3 {
+        task.observe(
+            Observation::Link {
+                uplink: u,
+                up: true,
+            },
+            t0,
+        );
+        task.observe(
+            Observation::Address {
+                uplink: u,
+                address: addr(u as u8),
+            },
+            t0,
+        );
+    }
+    // Wi-Fi is fine by its path but its signal is critical.
+    task.observe(
+        Observation::Signal {
+            uplink: 0,
+            dbm: Some(-90),
+        },
+        t0,
+    );
+    assert_eq!(task.table()[0].health, Health::Critical);
+    // LTE's own floor (-100) is below the policy's critical (-85): the
+    // policy wins.
+    task.observe(
+        Observation::Signal {
+            uplink: 1,
+            dbm: Some(-80),
+        },
+        t0,
+    );
+    assert_eq!(task.table()[1].health, Health::Warning);
+    // The healthier metered uplink still ranks after… no: health first.
+    assert_eq!(task.preference(), vec![2, 1, 0]);
+    task.observe(
+        Observation::Signal {
+            uplink: 1,
+            dbm: Some(-60),
+        },
+        t0,
+    );
+    // Equal health: the auto-connect one first.
+    assert_eq!(task.preference(), vec![1, 2, 0]);
+}
+
+#[test]
+fn policy_validation_names_the_field() {
+    assert_eq!(Policy::default().validate(), Ok(()));
+    let p = Policy {
+        rtt_warning: Duration::from_secs(1),
+        ..Policy::default()
+    };
+    assert_eq!(p.validate().unwrap_err().0, "rtt_warning_ms");
+    let p = Policy {
+        loss_critical: 1.5,
+        ..Policy::default()
+    };
+    assert_eq!(p.validate().unwrap_err().0, "loss_critical");
+}

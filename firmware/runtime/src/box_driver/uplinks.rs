@@ -1,0 +1,350 @@
+//! The decision task wired to the box: the link monitor's events, the
+//! active tunnel's keepalive figures and the standby uplinks' probes go in;
+//! planned and sudden switches, suggestions and probes come out and are
+//! carried out here. The uplinks' lookup table for `cboxctl status`.
+
+use std::time::{Duration, Instant};
+
+use decision::{Decision, Observation};
+use serde_json::json;
+use session::SwitchKind;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::{BoxDriver, Input, PendingSwitch, Purpose, now};
+use crate::connect::{Egress, probe};
+use crate::control::Reply;
+use crate::linkmon::{self, LinkEvent};
+
+/// The decision task's half of the driver's state.
+#[derive(Debug)]
+pub(super) struct Uplinks {
+    pub(super) task: decision::DecisionTask,
+    /// Keepalive counters of the active path at the last Check.
+    seen: (u64, u64),
+    /// A probe is under way, per uplink.
+    probing: Vec<bool>,
+    /// The pending suggestion's reason (manual mode).
+    pub(super) suggestion: Option<String>,
+    /// Why the next handover happens, for its record.
+    pub(super) reason: Option<String>,
+    monitor: Option<tokio::task::AbortHandle>,
+}
+
+impl Uplinks {
+    pub(super) fn new(cfg: &config::CnaptConfig) -> Self {
+        let specs = cfg
+            .uplinks
+            .iter()
+            .enumerate()
+            .map(|(i, u)| u.spec(i))
+            .collect();
+        Self {
+            task: decision::DecisionTask::new(cfg.decision.clone(), specs, now()),
+            seen: (0, 0),
+            probing: vec![false; cfg.uplinks.len()],
+            suggestion: None,
+            reason: None,
+            monitor: None,
+        }
+    }
+}
+
+impl Drop for Uplinks {
+    fn drop(&mut self) {
+        if let Some(m) = self.monitor.take() {
+            m.abort();
+        }
+    }
+}
+
+impl BoxDriver {
+    /// Starts the link monitor for the uplinks with an interface; those
+    /// without one count as always up (with their source address).
+    pub(super) async fn start_link_monitor(&mut self) {
+        let t = now();
+        let mut watched = Vec::new();
+        for (i, u) in self.cfg.uplinks.iter().enumerate() {
+            match &u.interface {
+                Some(dev) => watched.push(dev.clone()),
+                None => {
+                    let address = Some(
+                        u.source
+                            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+                    );
+                    self.up.task.observe(
+                        Observation::Link {
+                            uplink: i,
+                            up: true,
+                        },
+                        t,
+                    );
+                    self.up
+                        .task
+                        .observe(Observation::Address { uplink: i, address }, t);
+                }
+            }
+        }
+        if watched.is_empty() {
+            return;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        match linkmon::spawn(watched, tx).await {
+            Ok(h) => self.up.monitor = Some(h),
+            Err(e) => {
+                warn!(error = %e, "no link monitor: uplinks count as up, losses are noticed by the keepalives only");
+                for i in 0..self.cfg.uplinks.len() {
+                    self.up.task.observe(
+                        Observation::Link {
+                            uplink: i,
+                            up: true,
+                        },
+                        t,
+                    );
+                    let address = self.cfg.uplinks[i]
+                        .source
+                        .or(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
+                    self.up
+                        .task
+                        .observe(Observation::Address { uplink: i, address }, t);
+                }
+                return;
+            }
+        }
+        let inputs = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if inputs.send(Input::Link(ev)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// A change the kernel reported.
+    pub(super) fn link_event(&mut self, ev: LinkEvent) {
+        let t = now();
+        let (iface, obs): (String, Box<dyn Fn(usize) -> Observation>) = match ev {
+            LinkEvent::Link { iface, up } => {
+                info!(%iface, up, "link");
+                (
+                    iface,
+                    Box::new(move |uplink| Observation::Link { uplink, up }),
+                )
+            }
+            LinkEvent::Address { iface, address } => {
+                info!(%iface, ?address, "address");
+                (
+                    iface,
+                    Box::new(move |uplink| Observation::Address { uplink, address }),
+                )
+            }
+        };
+        for i in 0..self.cfg.uplinks.len() {
+            if self.cfg.uplinks[i].interface.as_deref() == Some(iface.as_str()) {
+                self.up.task.observe(obs(i), t);
+            }
+        }
+        self.carry_out_decisions();
+    }
+
+    /// The decision task's timer: a Check feeds the active path's figures
+    /// first.
+    pub(super) fn decision_timeout(&mut self) {
+        let t = now();
+        if t < self.up.task.poll_timeout() {
+            return;
+        }
+        self.sync_active();
+        if let (Some(u), Some(s)) = (self.up.task.active(), self.coord.site(0)) {
+            let p = s.path_stats();
+            let (sent0, lost0) = self.up.seen;
+            // Counters restart on a new path.
+            let (sent, lost) = if p.pings_sent < sent0 || p.pings_lost < lost0 {
+                (p.pings_sent, p.pings_lost)
+            } else {
+                (p.pings_sent - sent0, p.pings_lost - lost0)
+            };
+            self.up.seen = (p.pings_sent, p.pings_lost);
+            if sent > 0 {
+                self.up.task.observe(
+                    Observation::Path {
+                        uplink: u,
+                        rtt: p.latest_rtt,
+                        sent: u32::try_from(sent).unwrap_or(u32::MAX),
+                        lost: u32::try_from(lost).unwrap_or(u32::MAX),
+                    },
+                    t,
+                );
+            }
+        }
+        self.up.task.handle_timeout(t);
+        self.carry_out_decisions();
+    }
+
+    /// A probe came back.
+    pub(super) fn probed(&mut self, uplink: usize, rtt: Option<Duration>) {
+        if let Some(p) = self.up.probing.get_mut(uplink) {
+            *p = false;
+        }
+        debug!(uplink = %self.cfg.uplinks[uplink].name, ?rtt, "probe");
+        self.up.task.observe(
+            Observation::Path {
+                uplink,
+                rtt,
+                sent: 1,
+                lost: u32::from(rtt.is_none()),
+            },
+            now(),
+        );
+        self.carry_out_decisions();
+    }
+
+    /// Tells the task which uplink the sessions use, if that changed.
+    pub(super) fn sync_active(&mut self) {
+        let active = self.site_uplink.first().copied().flatten();
+        if active != self.up.task.active() {
+            self.up
+                .task
+                .observe(Observation::Active { uplink: active }, now());
+            self.carry_out_decisions();
+        }
+    }
+
+    pub(super) fn carry_out_decisions(&mut self) {
+        while let Some(d) = self.up.task.poll_decision() {
+            match d {
+                Decision::Planned { to, reason } => {
+                    info!(uplink = %self.cfg.uplinks[to].name, %reason, "decision: planned switch");
+                    self.start_planned_switch(to, None, reason);
+                }
+                Decision::Sudden { to, reason } => {
+                    info!(uplink = %self.cfg.uplinks[to].name, %reason, "decision: sudden switch");
+                    self.sudden_switch(reason);
+                }
+                Decision::Suggest { to, reason } => {
+                    info!(uplink = %self.cfg.uplinks[to].name, %reason, "decision: suggesting a switch (manual mode)");
+                    self.up.suggestion = Some(reason);
+                }
+                Decision::Withdraw => {
+                    debug!("suggestion withdrawn");
+                    self.up.suggestion = None;
+                }
+                Decision::Probe { uplink } => self.spawn_probe(uplink),
+                Decision::Search => {
+                    debug!("search activity: no Wi-Fi or modem driver to ask yet");
+                }
+            }
+        }
+    }
+
+    /// Starts a planned switch of every site to `to`; `reply` answers a
+    /// user's request.
+    pub(super) fn start_planned_switch(
+        &mut self,
+        to: usize,
+        reply: Option<oneshot::Sender<Reply>>,
+        reason: String,
+    ) {
+        if self.pending_switch.is_some() {
+            if let Some(r) = reply {
+                let _ = r.send(Reply::err("a switch is already in progress"));
+            }
+            self.up
+                .task
+                .observe(Observation::SwitchFailed { uplink: to }, now());
+            return;
+        }
+        let sites = self.cfg.snapts.len();
+        self.up.reason = Some(reason);
+        self.pending_switch = Some(PendingSwitch {
+            uplink: to,
+            tunnels: vec![None; sites],
+            reply,
+            started: Instant::now(),
+        });
+        for site in 0..sites {
+            self.spawn_connect(site, vec![to], Purpose::Planned);
+        }
+    }
+
+    /// The active path is gone (link or address lost): give up its tunnels
+    /// now instead of waiting for the keepalives to notice; the sessions
+    /// resume over the preferred uplink left.
+    fn sudden_switch(&mut self, reason: String) {
+        self.up.reason = Some(reason);
+        for site in 0..self.cfg.snapts.len() {
+            let Some(tunnel) = self.coord.site(site).and_then(|s| s.active_tunnel()) else {
+                continue;
+            };
+            if self.tunnels.remove(&tunnel).is_some() {
+                self.switch_started
+                    .entry(site)
+                    .or_insert((Instant::now(), SwitchKind::Sudden));
+                self.coord.handle_tunnel_lost(site, tunnel, now());
+            }
+        }
+    }
+
+    fn spawn_probe(&mut self, uplink: usize) {
+        let Some(busy) = self.up.probing.get_mut(uplink) else {
+            return;
+        };
+        if *busy {
+            return;
+        }
+        *busy = true;
+        let address = self.cfg.snapts[0].address.clone();
+        let u = &self.cfg.uplinks[uplink];
+        let egress = Egress {
+            interface: u.interface.clone(),
+            source: u.source,
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let rtt = probe(&address, &egress, Duration::from_secs(1)).await;
+            let _ = tx.send(Input::Probed { uplink, rtt });
+        });
+    }
+
+    /// The lookup table and the task's state, for `cboxctl status`.
+    pub(super) fn uplink_table(&self) -> serde_json::Value {
+        let t = now();
+        let active = self.up.task.active();
+        let rows: Vec<_> = self
+            .up
+            .task
+            .table()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let u = &self.cfg.uplinks[i];
+                json!({
+                    "name": e.spec.name,
+                    "kind": e.spec.kind.name(),
+                    "interface": u.interface,
+                    "active": active == Some(i),
+                    "health": e.health.name(),
+                    "why": e.why,
+                    "link": e.link_up,
+                    "address": e.address,
+                    "signal_dbm": e.signal_dbm,
+                    "rtt_ms": e.rtt.map(|d| d.as_secs_f64() * 1e3),
+                    "loss": e.loss,
+                    "priority": e.spec.priority,
+                    "cost": e.spec.cost,
+                    "auto_connect": e.spec.auto_connect,
+                    "changed_s_ago": t.saturating_duration_since(e.changed_at).as_secs_f64(),
+                })
+            })
+            .collect();
+        json!({
+            "uplinks": rows,
+            "mode": self.up.task.mode().name(),
+            "suggestion": self.up.task.suggestion().map(|s| json!({
+                "uplink": self.cfg.uplinks[s].name,
+                "reason": self.up.suggestion,
+            })),
+        })
+    }
+}
