@@ -70,7 +70,7 @@ while time.monotonic() < end:
 time.sleep(1.0)  # the last echoes are on their way
 done.set()
 t.join(timeout=2)
-last = start
+last = arrivals[0] if arrivals else start
 for a in arrivals:
     result["max_gap_ms"] = max(result["max_gap_ms"], (a - last) * 1000)
     last = a

@@ -20,8 +20,10 @@ const SESSION: &str =
 
 /// The box's decision task in the world: the defaults, with hysteresis
 /// short enough for scenarios of a dozen seconds (a better uplink must stay
-/// good 2 s, switches for betterment at least 4 s apart).
-const DECISION: &str = "[decision]\ndwell_ms = 2000\nmin_interval_ms = 4000\n";
+/// good 2 s, switches for betterment at least 4 s apart, standby uplinks
+/// probed every second).
+const DECISION: &str =
+    "[decision]\ndwell_ms = 2000\nmin_interval_ms = 4000\nprobe_interval_ms = 1000\n";
 
 /// The daemons' files under a run's folder.
 #[derive(Debug)]

@@ -131,6 +131,9 @@ pub struct DecisionTask {
     pinned: Option<usize>,
     suggestion: Option<usize>,
     in_flight: Option<InFlight>,
+    /// A switch to this uplink failed then: not chosen again for the
+    /// policy's patience.
+    failed: Option<(usize, Instant)>,
     last_switch: Option<Instant>,
     next_check: Instant,
     next_search: Instant,
@@ -152,6 +155,7 @@ impl DecisionTask {
             pinned: None,
             suggestion: None,
             in_flight: None,
+            failed: None,
             last_switch: None,
             out: VecDeque::new(),
         }
@@ -249,6 +253,7 @@ impl DecisionTask {
                 if self.in_flight.is_some_and(|f| f.to == uplink) {
                     self.in_flight = None;
                 }
+                self.failed = Some((uplink, now));
             }
         }
         self.evaluate(now);
@@ -346,10 +351,17 @@ impl DecisionTask {
         }
     }
 
-    /// The best uplink other than the active one, at least `floor` healthy.
-    fn best_other(&self, floor: Health) -> Option<usize> {
+    /// The best uplink other than the active one (and one that just failed
+    /// to take the sessions), at least `floor` healthy.
+    fn best_other(&self, floor: Health, now: Instant) -> Option<usize> {
+        let failed = self
+            .failed
+            .filter(|(_, t)| now.saturating_duration_since(*t) < self.policy.switch_patience)
+            .map(|(u, _)| u);
         let mut c: Vec<usize> = (0..self.table.len())
-            .filter(|&i| Some(i) != self.active && self.table[i].health >= floor)
+            .filter(|&i| {
+                Some(i) != self.active && Some(i) != failed && self.table[i].health >= floor
+            })
             .collect();
         c.sort_by_key(|&i| self.table[i].rank());
         c.first().copied()
@@ -378,12 +390,12 @@ impl DecisionTask {
         match health {
             Health::Down => {
                 // Any way out beats none, whatever the mode.
-                if let Some(to) = self.best_other(Health::Critical) {
+                if let Some(to) = self.best_other(Health::Critical, now) {
                     self.switch(to, now, true, format!("{name}: {why}"));
                 }
             }
             Health::Critical => {
-                if let Some(to) = self.best_other(Health::Warning) {
+                if let Some(to) = self.best_other(Health::Warning, now) {
                     self.switch(to, now, false, format!("{name}: {why}"));
                 }
             }
@@ -391,7 +403,7 @@ impl DecisionTask {
                 if self.pinned == Some(a) {
                     return;
                 }
-                let Some(to) = self.best_other(Health::Good) else {
+                let Some(to) = self.best_other(Health::Good, now) else {
                     self.clear_suggestion();
                     return;
                 };

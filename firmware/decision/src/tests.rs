@@ -441,3 +441,36 @@ fn policy_validation_names_the_field() {
     };
     assert_eq!(p.validate().unwrap_err().0, "loss_critical");
 }
+
+#[test]
+fn a_failed_switch_is_not_retried_at_once() {
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    // Wi-Fi critical: a planned switch to LTE, which fails.
+    w.task.observe(
+        Observation::Path {
+            uplink: WIFI,
+            rtt: Some(Duration::from_millis(900)),
+            sent: 4,
+            lost: 0,
+        },
+        w.now,
+    );
+    let d = w.task.poll_decision();
+    assert!(
+        matches!(d, Some(Decision::Planned { to: LTE, .. })),
+        "{d:?}"
+    );
+    w.task
+        .observe(Observation::SwitchFailed { uplink: LTE }, w.now);
+    assert_eq!(w.task.poll_decision(), None);
+    // After the patience (5 s), LTE is tried again.
+    w.run_until(7.0, |u, t| {
+        if u == WIFI {
+            Some((Some(900), 4, 0))
+        } else {
+            healthy(u, t)
+        }
+    });
+    assert_eq!(w.switches().len(), 1, "{:?}", w.switches());
+}

@@ -593,16 +593,13 @@ impl BoxDriver {
                 p.tunnels[site] = Some(id);
                 if p.tunnels.iter().all(Option::is_some) {
                     let ts: Vec<TunnelId> = p.tunnels.iter().flatten().copied().collect();
-                    let to = p.uplink;
+                    // The sites move to `to` when each completes its switch
+                    // (SwitchCompleted), not now.
                     if let Err(e) = self.coord.switch_all(&ts, now()) {
                         for t in ts {
                             self.tunnels.remove(&t);
                         }
                         self.fail_pending_switch(&e.to_string());
-                    } else {
-                        for site in 0..self.site_uplink.len() {
-                            self.site_uplink[site] = Some(to);
-                        }
                     }
                 }
             }
@@ -622,6 +619,7 @@ impl BoxDriver {
     fn fail_pending_switch(&mut self, why: &str) {
         if let Some(mut p) = self.pending_switch.take() {
             warn!(uplink = %self.cfg.uplinks[p.uplink].name, %why, "planned switch failed");
+            self.up.reason = None;
             self.up.task.observe(
                 decision::Observation::SwitchFailed { uplink: p.uplink },
                 now(),

@@ -20,8 +20,9 @@ use crate::linkmon::{self, LinkEvent};
 #[derive(Debug)]
 pub(super) struct Uplinks {
     pub(super) task: decision::DecisionTask,
-    /// Keepalive counters of the active path at the last Check.
-    seen: (u64, u64),
+    /// Keepalive counters of the active tunnel at the last Check, and that
+    /// tunnel (its counters are not another tunnel's).
+    seen: (Option<session::TunnelId>, u64, u64),
     /// A probe is under way, per uplink.
     probing: Vec<bool>,
     /// The pending suggestion's reason (manual mode).
@@ -41,7 +42,7 @@ impl Uplinks {
             .collect();
         Self {
             task: decision::DecisionTask::new(cfg.decision.clone(), specs, now()),
-            seen: (0, 0),
+            seen: (None, 0, 0),
             probing: vec![false; cfg.uplinks.len()],
             suggestion: None,
             reason: None,
@@ -158,15 +159,17 @@ impl BoxDriver {
         self.sync_active();
         if let (Some(u), Some(s)) = (self.up.task.active(), self.coord.site(0)) {
             let p = s.path_stats();
-            let (sent0, lost0) = self.up.seen;
-            // Counters restart on a new path.
-            let (sent, lost) = if p.pings_sent < sent0 || p.pings_lost < lost0 {
-                (p.pings_sent, p.pings_lost)
-            } else {
-                (p.pings_sent - sent0, p.pings_lost - lost0)
-            };
-            self.up.seen = (p.pings_sent, p.pings_lost);
-            if sent > 0 {
+            let tunnel = s.active_tunnel();
+            let (t0, sent0, lost0) = self.up.seen;
+            self.up.seen = (tunnel, p.pings_sent, p.pings_lost);
+            // A new tunnel's first window only sets the baseline; counters
+            // that went back restarted with a new path.
+            let fresh = t0 != tunnel || p.pings_sent < sent0 || p.pings_lost < lost0;
+            let (sent, lost) = (
+                p.pings_sent.saturating_sub(sent0),
+                p.pings_lost.saturating_sub(lost0),
+            );
+            if !fresh && sent > 0 {
                 self.up.task.observe(
                     Observation::Path {
                         uplink: u,
@@ -212,7 +215,11 @@ impl BoxDriver {
     }
 
     pub(super) fn carry_out_decisions(&mut self) {
-        while let Some(d) = self.up.task.poll_decision() {
+        // Bounded: carrying out a decision may feed the task again.
+        for _ in 0..64 {
+            let Some(d) = self.up.task.poll_decision() else {
+                return;
+            };
             match d {
                 Decision::Planned { to, reason } => {
                     info!(uplink = %self.cfg.uplinks[to].name, %reason, "decision: planned switch");
@@ -236,6 +243,7 @@ impl BoxDriver {
                 }
             }
         }
+        warn!("the decision task keeps deciding; the rest waits for the next Check");
     }
 
     /// Starts a planned switch of every site to `to`; `reply` answers a
@@ -247,12 +255,14 @@ impl BoxDriver {
         reason: String,
     ) {
         if self.pending_switch.is_some() {
+            // The task's own request waits for its patience to run out; a
+            // user's is answered and forgotten.
             if let Some(r) = reply {
                 let _ = r.send(Reply::err("a switch is already in progress"));
+                self.up
+                    .task
+                    .observe(Observation::SwitchFailed { uplink: to }, now());
             }
-            self.up
-                .task
-                .observe(Observation::SwitchFailed { uplink: to }, now());
             return;
         }
         let sites = self.cfg.snapts.len();
