@@ -28,6 +28,10 @@ struct Args {
     /// Print the daemon's JSON reply instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Give up on a daemon that has not answered after this many seconds
+    /// (a planned switch may take up to the session's switch timeout).
+    #[arg(long, global = true, default_value_t = 40)]
+    timeout: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -133,13 +137,22 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn ask(socket: &std::path::Path, req: Request) -> anyhow::Result<Value> {
-    let reply: Reply = call(socket, &req).await.with_context(|| {
-        format!(
-            "cannot reach the daemon at {} (is it running?)",
-            socket.display()
-        )
-    })?;
+async fn ask(socket: PathBuf, req: Request, limit: std::time::Duration) -> anyhow::Result<Value> {
+    let reply: Reply = tokio::time::timeout(limit, call(&socket, &req))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the daemon at {} did not answer within {} s",
+                socket.display(),
+                limit.as_secs()
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "cannot reach the daemon at {} (is it running?)",
+                socket.display()
+            )
+        })?;
     if !reply.ok {
         bail!("{}", reply.error.unwrap_or_else(|| "failed".into()));
     }
@@ -230,9 +243,11 @@ fn print_uplinks(v: &Value) {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let limit = std::time::Duration::from_secs(args.timeout);
+    let ask = |socket: PathBuf, req: Request| ask(socket, req, limit);
     match args.cmd {
         Cmd::Status => {
-            let v = ask(&args.socket, Request::Status).await?;
+            let v = ask(args.socket.clone(), Request::Status).await?;
             print(args.json, &v, |v| {
                 println!("box {}", s(&v["box_id"]));
                 println!(
@@ -279,34 +294,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
             });
         }
         Cmd::Switch { uplink } => {
-            let v = ask(&args.socket, Request::Switch { uplink }).await?;
+            let v = ask(args.socket.clone(), Request::Switch { uplink }).await?;
             print(args.json, &v, |v| {
                 println!("switched to {} in {} ms", s(&v["uplink"]), s(&v["ms"]))
             });
         }
         Cmd::Mode { mode } => {
-            let v = ask(&args.socket, Request::Mode { mode }).await?;
+            let v = ask(args.socket.clone(), Request::Mode { mode }).await?;
             print(args.json, &v, |v| println!("mode: {}", s(&v["mode"])));
         }
         Cmd::Approve => {
-            let v = ask(&args.socket, Request::Approve).await?;
+            let v = ask(args.socket.clone(), Request::Approve).await?;
             print(args.json, &v, |v| {
                 println!("switched to {} in {} ms", s(&v["uplink"]), s(&v["ms"]))
             });
         }
         Cmd::Decline => {
-            let v = ask(&args.socket, Request::Decline).await?;
+            let v = ask(args.socket.clone(), Request::Decline).await?;
             print(args.json, &v, |_| println!("suggestion declined"));
         }
         Cmd::Disconnect => {
-            let v = ask(&args.socket, Request::Disconnect).await?;
+            let v = ask(args.socket.clone(), Request::Disconnect).await?;
             print(args.json, &v, |v| {
                 println!("disconnected {} session(s)", s(&v["disconnected"]))
             });
         }
         Cmd::Snapt { snapt_socket, cmd } => match cmd {
             SnaptCmd::Status => {
-                let v = ask(&snapt_socket, Request::Status).await?;
+                let v = ask(snapt_socket.clone(), Request::Status).await?;
                 print(args.json, &v, |v| {
                     println!(
                         "snaptd on {} (up {} s, {} tunnels)",
@@ -332,7 +347,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 });
             }
             SnaptCmd::Kick { box_id } => {
-                let v = ask(&snapt_socket, Request::Kick { box_id }).await?;
+                let v = ask(snapt_socket.clone(), Request::Kick { box_id }).await?;
                 print(args.json, &v, |v| println!("kicked {}", s(&v["kicked"])));
             }
         },
