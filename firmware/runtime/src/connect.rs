@@ -124,12 +124,18 @@ pub async fn connect_tunnel(
 }
 
 /// A light probe of the path to `address` over `egress`: the time a TCP
-/// handshake takes (closed at once, before any TLS), `None` if it fails or
-/// takes longer than `timeout`.
+/// handshake takes (closed at once, before any TLS), `None` if nothing
+/// comes back within `timeout`. A refused connection is an answer too: the
+/// path works even while the SNAPT is down or restarting.
 pub async fn probe(address: &str, egress: &Egress, timeout: Duration) -> Option<Duration> {
     let start = tokio::time::Instant::now();
     match tokio::time::timeout(timeout, connect_tcp(address, egress)).await {
         Ok(Ok(_tcp)) => Some(start.elapsed()),
+        Ok(Err(ConnectError::Tcp { source, .. }))
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Some(start.elapsed())
+        }
         _ => None,
     }
 }
