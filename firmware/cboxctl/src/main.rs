@@ -239,6 +239,23 @@ fn print_uplinks(v: &Value) {
             opt(&u["changed_s_ago"], 0),
             s(&u["why"])
         );
+        let m = &u["modem"];
+        if !m.is_null() {
+            println!(
+                "    modem {} ({}): {}, {} on {}, RSRP {} dBm, RSSI {} dBm, data {}{}",
+                s(&m["model"]),
+                s(&m["profile"]),
+                s(&m["phase"]),
+                s(&m["registration"]),
+                s(&m["operator"]),
+                s(&m["rsrp_dbm"]),
+                s(&m["rssi_dbm"]),
+                s(&m["address"]),
+                m["problem"]
+                    .as_str()
+                    .map_or(String::new(), |p| format!("; PROBLEM: {p}"))
+            );
+        }
     }
 }
 

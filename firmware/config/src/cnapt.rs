@@ -185,6 +185,18 @@ impl CnaptConfig {
                     format!("{:?} is used twice", u.name),
                 ));
             }
+            if let Some(m) = &u.modem {
+                if u.kind != crate::UplinkKind::Lte {
+                    return Err(invalid(
+                        path,
+                        format!("uplink[{i}].modem"),
+                        "only an uplink of kind = \"lte\" has a modem",
+                    ));
+                }
+                m.modem_config().map_err(|(key, problem)| {
+                    invalid(path, format!("uplink[{i}].modem.{key}"), problem)
+                })?;
+            }
         }
         let mut services = Vec::new();
         let mut listens = HashSet::new();

@@ -41,6 +41,79 @@ pub struct Uplink {
     /// The box may use it without the user (false for, say, a roaming SIM).
     #[serde(default = "yes")]
     pub auto_connect: bool,
+    /// `[uplink.modem]`: the LTE modem's AT port (kind = "lte" only).
+    #[serde(default)]
+    pub modem: Option<ModemSection>,
+}
+
+/// `[uplink.modem]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModemSection {
+    /// The AT port, e.g. `/dev/ttyUSB2` (a udev symlink survives
+    /// re-enumeration better: `/dev/cbox-modem-at`).
+    pub port: std::path::PathBuf,
+    /// Baud rate (USB modems ignore it).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Access point name.
+    pub apn: String,
+    /// SIM PIN, if the SIM is locked.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// `generic`, `quectel-ec2x`, `simcom-sim7600`; default: from `ATI`.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Signal/operator/registration poll, ms.
+    #[serde(default = "default_modem_poll")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
+fn default_modem_poll() -> u64 {
+    5000
+}
+
+impl ModemSection {
+    /// The modem driver's configuration; `Err` names the bad key.
+    pub fn modem_config(&self) -> Result<modem_at::ModemConfig, (&'static str, String)> {
+        let profile = match self.profile.as_deref() {
+            None | Some("auto") => None,
+            Some("generic") => Some(modem_at::Profile::Generic),
+            Some("quectel-ec2x") => Some(modem_at::Profile::QuectelEc2x),
+            Some("simcom-sim7600") => Some(modem_at::Profile::SimcomSim7600),
+            Some(other) => {
+                return Err((
+                    "profile",
+                    format!("{other:?}: one of auto, generic, quectel-ec2x, simcom-sim7600"),
+                ));
+            }
+        };
+        if self.apn.is_empty() || self.apn.contains('"') {
+            return Err(("apn", "must be non-empty and contain no quote".into()));
+        }
+        if let Some(pin) = &self.pin
+            && !(4..=8).contains(&pin.len())
+        {
+            return Err(("pin", "a SIM PIN has 4 to 8 digits".into()));
+        }
+        if let Some(pin) = &self.pin
+            && !pin.chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(("pin", "a SIM PIN has digits only".into()));
+        }
+        if self.poll_interval_ms < 500 {
+            return Err(("poll_interval_ms", "at least 500".into()));
+        }
+        let mut c = modem_at::ModemConfig::new(&self.apn);
+        c.pin = self.pin.clone();
+        c.profile = profile;
+        c.poll_interval = Duration::from_millis(self.poll_interval_ms);
+        Ok(c)
+    }
 }
 
 fn yes() -> bool {

@@ -76,6 +76,10 @@ enum Input {
         uplink: usize,
         rtt: Option<Duration>,
     },
+    Modem {
+        uplink: usize,
+        event: modem_at::ModemEvent,
+    },
 }
 
 struct Tunnel {
@@ -245,6 +249,7 @@ impl BoxDriver {
         }
         let _ = ready.send(());
         self.start_link_monitor().await;
+        self.start_modems();
         for site in 0..self.cfg.snapts.len() {
             self.connect_site(site, None);
         }
@@ -350,6 +355,7 @@ impl BoxDriver {
             Input::Control((req, reply)) => self.control(req, reply),
             Input::Link(ev) => self.link_event(ev),
             Input::Probed { uplink, rtt } => self.probed(uplink, rtt),
+            Input::Modem { uplink, event } => self.modem_event(uplink, event),
             Input::Retry { site } => {
                 let idle = self
                     .coord

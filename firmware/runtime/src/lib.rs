@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod io;
 pub mod linkmon;
 pub mod locals;
+pub mod modem_port;
 pub mod server_driver;
 pub mod udp;
 

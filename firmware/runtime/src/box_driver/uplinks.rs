@@ -30,6 +30,24 @@ pub(super) struct Uplinks {
     /// Why the next handover happens, for its record.
     pub(super) reason: Option<String>,
     monitor: Option<tokio::task::AbortHandle>,
+    /// The modem drivers' view, per uplink (LTE uplinks with a modem).
+    modems: Vec<Option<ModemStatus>>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+/// What the modem driver last said, for `cboxctl status`.
+#[derive(Debug, Default, serde::Serialize)]
+struct ModemStatus {
+    phase: String,
+    model: Option<String>,
+    profile: Option<String>,
+    registration: Option<String>,
+    operator: Option<String>,
+    rssi_dbm: Option<i32>,
+    rsrp_dbm: Option<i32>,
+    rsrq_db: Option<f32>,
+    address: Option<std::net::IpAddr>,
+    problem: Option<String>,
 }
 
 impl Uplinks {
@@ -47,6 +65,12 @@ impl Uplinks {
             suggestion: None,
             reason: None,
             monitor: None,
+            modems: cfg
+                .uplinks
+                .iter()
+                .map(|u| u.modem.as_ref().map(|_| ModemStatus::default()))
+                .collect(),
+            tasks: Vec::new(),
         }
     }
 }
@@ -56,10 +80,101 @@ impl Drop for Uplinks {
         if let Some(m) = self.monitor.take() {
             m.abort();
         }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
     }
 }
 
 impl BoxDriver {
+    /// Starts the modem drivers of the uplinks that have one.
+    pub(super) fn start_modems(&mut self) {
+        for (i, u) in self.cfg.uplinks.iter().enumerate() {
+            let Some(m) = &u.modem else { continue };
+            let cfg = match m.modem_config() {
+                Ok(c) => c,
+                Err((key, problem)) => {
+                    // The configuration was validated at start.
+                    warn!(uplink = %u.name, %key, %problem, "modem not started");
+                    continue;
+                }
+            };
+            let port = crate::modem_port::ModemPort {
+                path: m.port.clone(),
+                baud: m.baud,
+                cfg,
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let inputs = self.tx.clone();
+            self.up
+                .tasks
+                .push(tokio::spawn(crate::modem_port::run(port, tx)).abort_handle());
+            self.up.tasks.push(
+                tokio::spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        if inputs.send(Input::Modem { uplink: i, event }).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .abort_handle(),
+            );
+        }
+    }
+
+    /// What a modem driver reported.
+    pub(super) fn modem_event(&mut self, uplink: usize, ev: modem_at::ModemEvent) {
+        use modem_at::ModemEvent as E;
+        let name = self.cfg.uplinks[uplink].name.clone();
+        let Some(Some(st)) = self.up.modems.get_mut(uplink) else {
+            return;
+        };
+        match ev {
+            E::Phase(p) => {
+                info!(uplink = %name, phase = ?p, "modem");
+                st.phase = format!("{p:?}").to_lowercase();
+                if p != modem_at::Phase::Failed {
+                    st.problem = None;
+                }
+            }
+            E::Identified { model, profile } => {
+                info!(uplink = %name, %model, profile = profile.name(), "modem identified");
+                st.model = Some(model);
+                st.profile = Some(profile.name().into());
+            }
+            E::Sim(s) => debug!(uplink = %name, sim = ?s, "modem SIM"),
+            E::Registration(r) => {
+                info!(uplink = %name, registration = ?r, "modem registration");
+                st.registration = Some(format!("{r:?}").to_lowercase());
+            }
+            E::Signal(sig) => {
+                if sig.rssi_dbm.is_some() {
+                    st.rssi_dbm = sig.rssi_dbm;
+                }
+                if sig.rsrp_dbm.is_some() || sig.rsrq_db.is_some() {
+                    st.rsrp_dbm = sig.rsrp_dbm;
+                    st.rsrq_db = sig.rsrq_db;
+                }
+                let dbm = st.rsrp_dbm.or(st.rssi_dbm);
+                self.up
+                    .task
+                    .observe(Observation::Signal { uplink, dbm }, now());
+                self.carry_out_decisions();
+            }
+            E::Operator(o) => st.operator = o,
+            E::Address(a) => {
+                info!(uplink = %name, address = ?a, "modem data address");
+                st.address = a;
+            }
+            E::Restarted(why) => warn!(uplink = %name, %why, "modem starts over"),
+            E::Retry(why) => warn!(uplink = %name, %why, "modem: retrying"),
+            E::Failed(why) => {
+                warn!(uplink = %name, %why, "modem needs attention");
+                st.problem = Some(why);
+            }
+        }
+    }
+
     /// Starts the link monitor for the uplinks with an interface; those
     /// without one count as always up (with their source address).
     pub(super) async fn start_link_monitor(&mut self) {
@@ -345,6 +460,7 @@ impl BoxDriver {
                     "cost": e.spec.cost,
                     "auto_connect": e.spec.auto_connect,
                     "changed_s_ago": t.saturating_duration_since(e.changed_at).as_secs_f64(),
+                    "modem": self.up.modems.get(i).and_then(Option::as_ref),
                 })
             })
             .collect();
