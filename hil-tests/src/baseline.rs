@@ -146,6 +146,28 @@ pub fn baseline(
                 // and no relay to restart.
                 Action::Switch { .. } | Action::SnaptRestart { .. } => {}
                 a => {
+                    // Without a modem driver, the modem's registration is
+                    // the LTE link itself.
+                    let a = &match a {
+                        Action::Modem {
+                            registered: Some(r),
+                            ..
+                        } => {
+                            if *r {
+                                Action::LinkUp {
+                                    uplink: Uplink::Lte,
+                                }
+                            } else {
+                                Action::LinkDown {
+                                    uplink: Uplink::Lte,
+                                }
+                            }
+                        }
+                        a => a.clone(),
+                    };
+                    if matches!(a, Action::Modem { .. }) {
+                        continue;
+                    }
                     if let Err(err) = apply(world, wifi, lte, Path::new("/nonexistent"), a) {
                         notes.push(format!("t={:.1}s: {err}", e.at));
                     }

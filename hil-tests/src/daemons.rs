@@ -31,6 +31,8 @@ pub struct Daemons {
     dir: PathBuf,
     /// cnaptd's control socket.
     pub box_sock: PathBuf,
+    /// The emulated LTE modem's AT port (a symlink to its pty).
+    pub modem_port: PathBuf,
 }
 
 impl Daemons {
@@ -56,6 +58,7 @@ impl Daemons {
             }
         }
         let box_sock = dir.join("cnaptd.sock");
+        let modem_port = dir.join("ttyLTE");
         let (i, c, p) = (addr::INTERNET, addr::CBOX_IP, pki.display());
         // (name, port in the internet, port on the box, protocol)
         let services = [
@@ -74,10 +77,12 @@ impl Daemons {
              [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/box-sim.pem\"\nkey = \"{p}/boxes/box-sim.key\"\n\
              [[snapt]]\nname = \"internet\"\naddress = \"{i}:4433\"\nserver_name = \"{i}\"\n\
              [[uplink]]\nname = \"wifi\"\nkind = \"wifi\"\ninterface = \"wlan0\"\nsource = \"{}\"\n\
-             [[uplink]]\nname = \"lte\"\nkind = \"lte\"\ninterface = \"wwan0\"\nsource = \"{}\"\ncost = 5\n",
+             [[uplink]]\nname = \"lte\"\nkind = \"lte\"\ninterface = \"wwan0\"\nsource = \"{}\"\ncost = 5\n\
+             [uplink.modem]\nport = \"{}\"\napn = \"cbox.world\"\npoll_interval_ms = 1000\n",
             box_sock.display(),
             addr::BOX_WIFI,
             addr::BOX_LTE,
+            modem_port.display(),
         );
         for (name, target, listen, proto) in services {
             snapt += &format!(
@@ -92,6 +97,7 @@ impl Daemons {
         Ok(Self {
             dir: dir.to_path_buf(),
             box_sock,
+            modem_port,
         })
     }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::apps::{self, PhoneApps, StreamFigures, UdpFigures};
 use crate::baseline::baseline;
 use crate::daemons::Daemons;
+use crate::modem_emu::ModemEmu;
 use crate::procs::{self, Procs, bin, status};
 use crate::radio::{LinkParams, Radio};
 use crate::scenario::{Action, Scenario, Uplink};
@@ -152,6 +153,15 @@ pub fn run_mode(
         );
     }
     let daemons = Daemons::configure(dir)?;
+    // The LTE modem's data call brings wwan0 up; until then it is down.
+    let box_ns = world.ns("box");
+    set_link(&box_ns, Uplink::Lte, false)?;
+    let modem = ModemEmu::start(
+        &daemons.modem_port,
+        Box::new(move |up| {
+            let _ = set_link(&box_ns, Uplink::Lte, up);
+        }),
+    )?;
     daemons.start_snaptd(&world, &mut procs)?;
     daemons.start_cnaptd(&world, &mut procs, || stop.load(Ordering::SeqCst))?;
     let box_sock = &daemons.box_sock;
@@ -174,6 +184,22 @@ pub fn run_mode(
             let e = events.remove(0);
             view.event(t, &describe(&e.action));
             let r = match &e.action {
+                Action::Modem {
+                    registered,
+                    rsrp_dbm,
+                    reset,
+                } => {
+                    if let Some(r) = registered {
+                        modem.set_registered(*r);
+                    }
+                    if let Some(d) = rsrp_dbm {
+                        modem.set_rsrp(*d);
+                    }
+                    if *reset == Some(true) {
+                        modem.reset();
+                    }
+                    Ok(())
+                }
                 Action::SnaptRestart { down_s } => {
                     procs.kill("snaptd");
                     snaptd_back = Some(Instant::now() + Duration::from_secs_f64(*down_s));
@@ -349,6 +375,17 @@ fn describe(a: &Action) -> String {
     match a {
         Action::Switch { uplink } => format!("planned switch to {}", uplink.name()),
         Action::SnaptRestart { down_s } => format!("snaptd killed, back in {down_s} s"),
+        Action::Modem {
+            registered,
+            rsrp_dbm,
+            reset,
+        } => match (registered, rsrp_dbm, reset) {
+            (_, _, Some(true)) => "LTE modem resets (its port disappears)".into(),
+            (Some(false), ..) => "LTE modem loses its registration".into(),
+            (Some(true), ..) => "LTE modem registers again".into(),
+            (_, Some(d), _) => format!("LTE signal {d} dBm"),
+            _ => "LTE modem: nothing".into(),
+        },
         Action::LinkDown { uplink } => format!("{} link down ({})", uplink.name(), uplink.dev()),
         Action::LinkUp { uplink } => format!("{} link up", uplink.name()),
         Action::AddressLoss { uplink } => format!("{} address lost", uplink.name()),
@@ -370,6 +407,41 @@ fn describe(a: &Action) -> String {
             )
         }
     }
+}
+
+/// Brings the box's interface for `uplink` up (with its default route,
+/// which the kernel removed when it went down) or down.
+pub(crate) fn set_link(box_ns: &str, uplink: Uplink, up: bool) -> anyhow::Result<()> {
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let st = Command::new("ip")
+            .arg("-n")
+            .arg(box_ns)
+            .args(args)
+            .status()?;
+        if !st.success() {
+            bail!("ip {} failed", args.join(" "));
+        }
+        Ok(())
+    };
+    if !up {
+        return run(&["link", "set", uplink.dev(), "down"]);
+    }
+    run(&["link", "set", uplink.dev(), "up"])?;
+    let (gw, metric) = match uplink {
+        Uplink::Wifi => ("198.18.10.1", "100"),
+        Uplink::Lte => ("198.18.20.1", "200"),
+    };
+    run(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        gw,
+        "dev",
+        uplink.dev(),
+        "metric",
+        metric,
+    ])
 }
 
 /// Plays one timeline step on the world (a snaptd restart is the
@@ -398,26 +470,9 @@ pub(crate) fn apply(
             }
         }
         Action::SnaptRestart { .. } => bail!("the runner restarts snaptd itself"),
-        Action::LinkDown { uplink } => ip(&["link", "set", uplink.dev(), "down"])?,
-        Action::LinkUp { uplink } => {
-            ip(&["link", "set", uplink.dev(), "up"])?;
-            // The kernel removed the interface's routes when it went down.
-            let (gw, metric) = match uplink {
-                Uplink::Wifi => ("198.18.10.1", "100"),
-                Uplink::Lte => ("198.18.20.1", "200"),
-            };
-            ip(&[
-                "route",
-                "replace",
-                "default",
-                "via",
-                gw,
-                "dev",
-                uplink.dev(),
-                "metric",
-                metric,
-            ])?;
-        }
+        Action::LinkDown { uplink } => set_link(&world.ns("box"), *uplink, false)?,
+        Action::LinkUp { uplink } => set_link(&world.ns("box"), *uplink, true)?,
+        Action::Modem { .. } => bail!("the runner drives the modem itself"),
         Action::AddressLoss { uplink } => {
             let a = match uplink {
                 Uplink::Wifi => "198.18.10.2/24",

@@ -106,6 +106,20 @@ pub enum Action {
         #[serde(default)]
         down_s: f64,
     },
+    /// The LTE modem (emulated on the box's AT port): registration lost or
+    /// back (the data call and `wwan0` follow), signal, or a reset (the
+    /// port disappears for two seconds).
+    Modem {
+        /// Registered with the network.
+        #[serde(default)]
+        registered: Option<bool>,
+        /// RSRP, dBm.
+        #[serde(default)]
+        rsrp_dbm: Option<i32>,
+        /// Reset the module.
+        #[serde(default)]
+        reset: Option<bool>,
+    },
     /// The box's interface goes down (a link event).
     LinkDown {
         /// Which.

@@ -161,7 +161,8 @@ impl AtEngine {
         self.partial.clear();
         self.skipping = false;
         self.out.clear();
-        self.need_resync = true;
+        // A fresh port holds no late answers.
+        self.need_resync = false;
     }
 
     /// Bytes read from the port.

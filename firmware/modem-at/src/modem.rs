@@ -107,12 +107,14 @@ pub struct Modem {
     registered: bool,
     address: Option<IpAddr>,
     timeouts_in_a_row: u32,
+    /// No port: bring-up starts when [`Modem::port_opened`] says so.
+    closed: bool,
     events: Vec<ModemEvent>,
 }
 
 impl Modem {
-    /// Starts probing at `now`.
-    pub fn new(cfg: ModemConfig, now: Instant) -> Self {
+    /// A modem whose port is not open yet: call [`Modem::port_opened`].
+    pub fn new(cfg: ModemConfig) -> Self {
         let mut m = Self {
             profile: cfg.profile.unwrap_or(Profile::Generic),
             cfg,
@@ -125,10 +127,20 @@ impl Modem {
             registered: false,
             address: None,
             timeouts_in_a_row: 0,
+            closed: true,
             events: Vec::new(),
         };
-        m.enter(Phase::Probing, now);
+        m.events.push(ModemEvent::Phase(Phase::Probing));
         m
+    }
+
+    /// The port is open (first time, or again after a reset): bring-up
+    /// starts, its timers from `now`.
+    pub fn port_opened(&mut self, now: Instant) {
+        if self.closed {
+            self.closed = false;
+            self.enter(Phase::Probing, now);
+        }
     }
 
     /// Where the bring-up is.
@@ -165,12 +177,15 @@ impl Modem {
         self.pump(now);
     }
 
-    /// The serial port disappeared (USB re-enumeration) or came back: start
-    /// over.
-    pub fn port_reset(&mut self, why: &str, now: Instant) {
+    /// The serial port went away (USB re-enumeration, a read error): what
+    /// was known is void; bring-up starts over once the port is open again.
+    pub fn port_closed(&mut self, why: &str) {
         self.at.reset();
         while self.at.poll_event().is_some() {}
-        self.restart(why, now);
+        self.forget(why);
+        self.phase = Phase::Probing;
+        self.events.push(ModemEvent::Phase(Phase::Probing));
+        self.closed = true;
     }
 
     /// The next event.
@@ -189,7 +204,7 @@ impl Modem {
         self.at.send(cmd, timeout, now);
     }
 
-    fn restart(&mut self, why: &str, now: Instant) {
+    fn forget(&mut self, why: &str) {
         self.events.push(ModemEvent::Restarted(why.to_string()));
         if self.address.take().is_some() {
             self.events.push(ModemEvent::Address(None));
@@ -199,6 +214,11 @@ impl Modem {
         self.step_failed = None;
         self.step_lines.clear();
         self.next_poll = None;
+        self.timeouts_in_a_row = 0;
+    }
+
+    fn restart(&mut self, why: &str, now: Instant) {
+        self.forget(why);
         self.enter(Phase::Probing, now);
     }
 
@@ -251,7 +271,9 @@ impl Modem {
             self.send("AT+CEREG?", t, now);
             self.send(&format!("AT+CGPADDR={}", self.cfg.cid), t, now);
         } else if self.phase == Phase::Registering {
-            self.enter(Phase::Registering, now);
+            // Still waiting: ask again (no new Phase event).
+            self.send("AT+CEREG?", t, now);
+            self.send("AT+CREG?", t, now);
         }
     }
 
@@ -269,7 +291,9 @@ impl Modem {
     fn urc(&mut self, line: &str, now: Instant) {
         if self.profile.is_boot_urc(line) {
             if self.phase != Phase::Probing {
-                self.port_reset(&format!("the modem restarted ({line})"), now);
+                self.at.reset();
+                while self.at.poll_event().is_some() {}
+                self.restart(&format!("the modem restarted ({line})"), now);
             }
             return;
         }
@@ -305,8 +329,8 @@ impl Modem {
             _ => self.timeouts_in_a_row = 0,
         }
         if self.timeouts_in_a_row >= 3 {
-            self.timeouts_in_a_row = 0;
-            self.port_reset("the modem stopped answering", now);
+            // The port may now be another device: the driver reopens it.
+            self.port_closed("the modem stopped answering");
             return;
         }
         match result {

@@ -146,7 +146,8 @@ fn cfg() -> ModemConfig {
 
 /// Probing to online on a Quectel EC25 whose SIM wants a PIN.
 fn bring_up(now: Instant) -> (Modem, Vec<ModemEvent>) {
-    let mut m = Modem::new(cfg(), now);
+    let mut m = Modem::new(cfg());
+    m.port_opened(now);
     let evs = converse(
         &mut m,
         now,
@@ -308,13 +309,11 @@ fn sim_problems_stop_with_a_reason_and_never_retry_a_pin() {
             "no SIM answer",
         ),
     ] {
-        let mut m = Modem::new(
-            ModemConfig {
-                pin: pin.map(String::from),
-                ..ModemConfig::new("apn")
-            },
-            t0,
-        );
+        let mut m = Modem::new(ModemConfig {
+            pin: pin.map(String::from),
+            ..ModemConfig::new("apn")
+        });
+        m.port_opened(t0);
         let mut script = vec![
             ("AT", OK),
             ("ATE0", OK),
@@ -336,7 +335,9 @@ fn sim_problems_stop_with_a_reason_and_never_retry_a_pin() {
 #[test]
 fn a_silent_modem_is_restarted() {
     let t0 = Instant::now();
-    let mut m = Modem::new(ModemConfig::new("apn"), t0);
+    let mut m = Modem::new(ModemConfig::new("apn"));
+    assert_eq!(m.poll_transmit(), None, "nothing before the port is open");
+    m.port_opened(t0);
     let mut t = t0;
     let mut restarted = false;
     for _ in 0..10 {
@@ -352,6 +353,10 @@ fn a_silent_modem_is_restarted() {
     }
     assert!(restarted);
     assert_eq!(m.phase(), Phase::Probing);
+    // Nothing more until the driver has reopened the port.
+    assert_eq!(m.poll_transmit(), None);
+    m.port_opened(t);
+    assert_eq!(m.poll_transmit(), Some(b"AT\r".to_vec()));
 }
 
 proptest! {

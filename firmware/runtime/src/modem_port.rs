@@ -29,21 +29,21 @@ fn now() -> std::time::Instant {
 
 /// Runs the modem until `out` closes; every event goes to `out`.
 pub async fn run(port: ModemPort, out: mpsc::UnboundedSender<ModemEvent>) {
-    let mut modem = Modem::new(port.cfg.clone(), now());
+    let mut modem = Modem::new(port.cfg.clone());
     let mut announced = false;
     loop {
-        let opened = tokio_serial::new(port.path.to_string_lossy(), port.baud)
-            .open_native_async();
+        let opened = tokio_serial::new(port.path.to_string_lossy(), port.baud).open_native_async();
         match opened {
             Ok(stream) => {
                 info!(port = %port.path.display(), "modem port open");
                 announced = false;
+                modem.port_opened(now());
                 let why = drive(&mut modem, stream, &out).await;
                 if out.is_closed() {
                     return;
                 }
                 warn!(port = %port.path.display(), %why, "modem port lost");
-                modem.port_reset(&why, now());
+                modem.port_closed(&why);
                 if forward(&mut modem, &out).is_err() {
                     return;
                 }
@@ -63,12 +63,18 @@ pub async fn run(port: ModemPort, out: mpsc::UnboundedSender<ModemEvent>) {
 }
 
 /// Passes the machine's events on; `Err` when nobody listens any more.
-fn forward(modem: &mut Modem, out: &mpsc::UnboundedSender<ModemEvent>) -> Result<(), ()> {
+/// `Ok(true)` when the modem stopped answering: the port is reopened (the
+/// device behind the name may have changed).
+fn forward(modem: &mut Modem, out: &mpsc::UnboundedSender<ModemEvent>) -> Result<bool, ()> {
+    let mut reopen = false;
     while let Some(ev) = modem.poll_event() {
         debug!(?ev, "modem");
+        if matches!(&ev, ModemEvent::Restarted(w) if w.contains("stopped answering")) {
+            reopen = true;
+        }
         out.send(ev).map_err(|_| ())?;
     }
-    Ok(())
+    Ok(reopen)
 }
 
 /// Talks to the modem until the port fails; returns why.
@@ -84,12 +90,12 @@ async fn drive(
                 return format!("write: {e}");
             }
         }
-        if forward(modem, out).is_err() {
-            return "the box driver is gone".into();
+        match forward(modem, out) {
+            Err(()) => return "the box driver is gone".into(),
+            Ok(true) => return "no answer on the port".into(),
+            Ok(false) => {}
         }
-        let deadline = modem
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std);
+        let deadline = modem.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             r = port.read(&mut buf) => match r {
                 Ok(0) => return "end of file".into(),

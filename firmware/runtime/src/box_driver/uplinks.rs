@@ -240,6 +240,14 @@ impl BoxDriver {
     /// A change the kernel reported.
     pub(super) fn link_event(&mut self, ev: LinkEvent) {
         let t = now();
+        let gained = matches!(
+            ev,
+            LinkEvent::Link { up: true, .. }
+                | LinkEvent::Address {
+                    address: Some(_),
+                    ..
+                }
+        );
         let (iface, obs): (String, Box<dyn Fn(usize) -> Observation>) = match ev {
             LinkEvent::Link { iface, up } => {
                 info!(%iface, up, "link");
@@ -262,6 +270,22 @@ impl BoxDriver {
             }
         }
         self.carry_out_decisions();
+        if gained {
+            // A way out came back: sites without a tunnel try now instead
+            // of at the end of their back-off.
+            for site in 0..self.cfg.snapts.len() {
+                let waiting = self.coord.site(site).is_some_and(|s| {
+                    matches!(
+                        s.state(),
+                        session::BoxState::Idle | session::BoxState::Recovering
+                    )
+                });
+                if waiting && self.proven[site] {
+                    self.backoff[site] = Duration::from_millis(200);
+                    self.connect_site(site, None);
+                }
+            }
+        }
     }
 
     /// The decision task's timer: a Check feeds the active path's figures
