@@ -169,6 +169,7 @@ pub(crate) struct DecisionSection {
     signal_critical_dbm: Option<i32>,
     dwell_ms: Option<u64>,
     min_interval_ms: Option<u64>,
+    hold_down_ms: Option<u64>,
     sample_max_age_ms: Option<u64>,
     switch_patience_ms: Option<u64>,
 }
@@ -201,6 +202,7 @@ impl DecisionSection {
             signal_critical_dbm: self.signal_critical_dbm.unwrap_or(d.signal_critical_dbm),
             dwell: ms(self.dwell_ms, d.dwell),
             min_interval: ms(self.min_interval_ms, d.min_interval),
+            hold_down: ms(self.hold_down_ms, d.hold_down),
             sample_max_age: ms(self.sample_max_age_ms, d.sample_max_age),
             switch_patience: ms(self.switch_patience_ms, d.switch_patience),
         };

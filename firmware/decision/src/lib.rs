@@ -9,7 +9,8 @@
 //!
 //! Hysteresis: a candidate must stay Good for `dwell` before the box moves
 //! to it for being better, and automatic switches for betterment are at
-//! least `min_interval` apart. Losing the current path (Down) switches at
+//! least `min_interval` apart; an uplink left because it degraded is not
+//! returned to for `hold_down`. Losing the current path (Down) switches at
 //! once in both modes; a Critical path is left in both modes; a Warning one
 //! or a preferred uplink coming back is a switch in automatic mode and a
 //! suggestion in manual mode. A user-forced uplink is kept while it is at
@@ -71,6 +72,10 @@ pub struct Policy {
     pub dwell: Duration,
     /// Least time between automatic switches for betterment.
     pub min_interval: Duration,
+    /// An uplink left because it degraded (warning, critical, down) is not
+    /// returned to for betterment before this has passed: a fading hotspot
+    /// that looks fine to a light probe must not pull the box back.
+    pub hold_down: Duration,
     /// Path samples older than this no longer count.
     pub sample_max_age: Duration,
     /// How long a switch the task asked for may take before it decides
@@ -93,6 +98,7 @@ impl Default for Policy {
             signal_critical_dbm: -85,
             dwell: Duration::from_secs(3),
             min_interval: Duration::from_secs(10),
+            hold_down: Duration::from_secs(30),
             sample_max_age: Duration::from_secs(5),
             switch_patience: Duration::from_secs(5),
         }

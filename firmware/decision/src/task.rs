@@ -134,6 +134,8 @@ pub struct DecisionTask {
     /// A switch to this uplink failed then: not chosen again for the
     /// policy's patience.
     failed: Option<(usize, Instant)>,
+    /// When each uplink was last left while degraded.
+    left_degraded: Vec<Option<Instant>>,
     last_switch: Option<Instant>,
     next_check: Instant,
     next_search: Instant,
@@ -156,6 +158,7 @@ impl DecisionTask {
             suggestion: None,
             in_flight: None,
             failed: None,
+            left_degraded: vec![None; n],
             last_switch: None,
             out: VecDeque::new(),
         }
@@ -239,6 +242,13 @@ impl DecisionTask {
                     // connection or a reconnection is not.
                     if self.active.is_some() && uplink.is_some() {
                         self.last_switch = Some(now);
+                    }
+                    if let Some(old) = self.active
+                        && uplink.is_some()
+                        && self.table.get(old).is_some_and(|e| e.health < Health::Good)
+                        && let Some(l) = self.left_degraded.get_mut(old)
+                    {
+                        *l = Some(now);
                     }
                     self.active = uplink;
                 }
@@ -420,7 +430,9 @@ impl DecisionTask {
                     .is_some_and(|t| now.saturating_duration_since(t) >= self.policy.dwell);
                 let rested = self
                     .last_switch
-                    .is_none_or(|t| now.saturating_duration_since(t) >= self.policy.min_interval);
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.policy.min_interval)
+                    && self.left_degraded[to]
+                        .is_none_or(|t| now.saturating_duration_since(t) >= self.policy.hold_down);
                 if !better {
                     self.clear_suggestion();
                     return;

@@ -474,3 +474,27 @@ fn a_failed_switch_is_not_retried_at_once() {
     });
     assert_eq!(w.switches().len(), 1, "{:?}", w.switches());
 }
+
+#[test]
+fn a_degraded_uplink_left_behind_is_held_down() {
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    // Wi-Fi degrades to warning: a planned switch to LTE.
+    w.run_until(5.0, |u, t| {
+        if u == WIFI {
+            Some((Some(300), 4, 0))
+        } else {
+            healthy(u, t)
+        }
+    });
+    assert_eq!(w.switches().len(), 1, "{:?}", w.switches());
+    // Its probes look fine again at once, but the box stays on LTE for the
+    // hold-down (30 s), then returns.
+    w.run_until(30.0, healthy);
+    assert_eq!(w.switches().len(), 1, "{:?}", w.switches());
+    w.run_until(45.0, healthy);
+    let s = w.switches();
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!(s[1].2, WIFI);
+    assert!(s[1].0 >= s[0].0 + 30.0, "{s:?}");
+}

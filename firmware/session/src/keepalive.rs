@@ -1,6 +1,7 @@
 //! Keepalive PING/PONG bookkeeping and the path statistics the decision task
 //! reads: smoothed RTT and variance (RFC 6298 weights) and lost probes.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Health of the tunnel currently carrying the session.
@@ -16,7 +17,9 @@ pub struct PathStats {
     pub min_rtt: Option<Duration>,
     /// PINGs sent on this path.
     pub pings_sent: u64,
-    /// PINGs that got no PONG before the next was due.
+    /// PINGs that got no PONG within three keepalive intervals (a late
+    /// PONG is a long round trip, not a loss), or whose PONG never came
+    /// while a later one did.
     pub pings_lost: u64,
 }
 
@@ -47,12 +50,16 @@ impl PathStats {
     }
 }
 
+/// Most PINGs waiting for their PONG; older ones count as lost.
+const MAX_OUTSTANDING: usize = 16;
+
 /// When to probe, and what is outstanding.
 #[derive(Debug)]
 pub(crate) struct Keepalive {
     interval: Duration,
     next_ping: Option<Instant>,
-    outstanding: Option<(u64, Instant)>,
+    /// PINGs without PONG yet, oldest first.
+    outstanding: VecDeque<(u64, Instant)>,
     next_nonce: u64,
     pub stats: PathStats,
 }
@@ -62,7 +69,7 @@ impl Keepalive {
         Self {
             interval,
             next_ping: None,
-            outstanding: None,
+            outstanding: VecDeque::new(),
             next_nonce: 1,
             stats: PathStats::default(),
         }
@@ -71,42 +78,56 @@ impl Keepalive {
     /// A new path starts: forget the old one's figures and probe at once.
     pub fn start_path(&mut self, now: Instant) {
         self.stats = PathStats::default();
-        self.outstanding = None;
+        self.outstanding.clear();
         self.next_ping = Some(now);
     }
 
     /// No path: stop probing.
     pub fn stop(&mut self) {
         self.next_ping = None;
-        self.outstanding = None;
+        self.outstanding.clear();
     }
 
     pub fn deadline(&self) -> Option<Instant> {
         self.next_ping
     }
 
-    /// If a PING is due, returns its nonce (and counts an unanswered one lost).
+    /// If a PING is due, returns its nonce (and counts those unanswered for
+    /// three intervals lost).
     pub fn poll_ping(&mut self, now: Instant) -> Option<u64> {
         let due = self.next_ping?;
         if now < due {
             return None;
         }
-        if self.outstanding.take().is_some() {
+        let patience = self.interval * 3;
+        while let Some(&(_, sent)) = self.outstanding.front() {
+            if now.saturating_duration_since(sent) < patience
+                && self.outstanding.len() < MAX_OUTSTANDING
+            {
+                break;
+            }
+            self.outstanding.pop_front();
             self.stats.pings_lost += 1;
         }
         let nonce = self.next_nonce;
         self.next_nonce = self.next_nonce.wrapping_add(1);
-        self.outstanding = Some((nonce, now));
+        self.outstanding.push_back((nonce, now));
         self.stats.pings_sent += 1;
         self.next_ping = Some(now + self.interval);
         Some(nonce)
     }
 
     pub fn handle_pong(&mut self, nonce: u64, now: Instant) {
-        if let Some((n, sent)) = self.outstanding
-            && n == nonce
-        {
-            self.outstanding = None;
+        let Some(i) = self.outstanding.iter().position(|(n, _)| *n == nonce) else {
+            return;
+        };
+        // PONGs come back in order: older PINGs still waiting were lost
+        // (on a tunnel given up since).
+        for _ in 0..i {
+            self.outstanding.pop_front();
+            self.stats.pings_lost += 1;
+        }
+        if let Some((_, sent)) = self.outstanding.pop_front() {
             self.stats.sample(now.saturating_duration_since(sent));
         }
     }
@@ -132,10 +153,21 @@ mod tests {
         k.handle_pong(n, t0 + ms(180));
         assert_eq!(k.stats.srtt, Some(ms(45)));
         assert_eq!(k.stats.min_rtt, Some(ms(40)));
-        k.poll_ping(t0 + ms(200)).unwrap();
+        // A PONG later than the next PING is a long round trip, not a loss.
+        let slow = k.poll_ping(t0 + ms(200)).unwrap();
         k.poll_ping(t0 + ms(300)).unwrap();
-        assert_eq!(k.stats.pings_lost, 1);
-        assert_eq!(k.stats.pings_sent, 4);
-        assert!((k.stats.loss_ratio() - 0.25).abs() < 1e-9);
+        k.handle_pong(slow, t0 + ms(450));
+        assert_eq!(k.stats.latest_rtt, Some(ms(250)));
+        assert_eq!(k.stats.pings_lost, 0);
+        // Unanswered for three intervals: lost.
+        k.poll_ping(t0 + ms(400)).unwrap();
+        k.poll_ping(t0 + ms(500)).unwrap();
+        k.poll_ping(t0 + ms(600)).unwrap();
+        assert_eq!(k.stats.pings_lost, 1, "the PING of 300 ms");
+        assert_eq!(k.stats.pings_sent, 7);
+        // A later PONG makes the older outstanding ones lost.
+        let n = k.poll_ping(t0 + ms(700)).unwrap();
+        k.handle_pong(n, t0 + ms(710));
+        assert_eq!(k.stats.pings_lost, 4);
     }
 }

@@ -186,11 +186,12 @@ fn keepalive_measures_rtt_and_counts_lost_probes() {
         Some(Duration::ZERO),
         "instant delivery in this harness"
     );
-    // Probes into a dead path are counted lost before the tunnel is declared dead.
+    // Probes into a dead path (unanswered for three intervals) are counted
+    // lost before the tunnel is declared dead.
     let t = p.bx.active_tunnel().unwrap();
     p.open.remove(&t);
     p.advance(Duration::from_millis(350));
-    assert!(p.bx.path_stats().pings_lost >= 2, "{:?}", p.bx.path_stats());
+    assert!(p.bx.path_stats().pings_lost >= 1, "{:?}", p.bx.path_stats());
     assert_eq!(
         p.bx.state(),
         BoxState::Established,
