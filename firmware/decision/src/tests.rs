@@ -44,22 +44,7 @@ impl World {
             vec![spec("wifi", Kind::Wifi, 0), spec("lte", Kind::Lte, 1)],
             t0,
         );
-        for (u, a) in [(WIFI, 10), (LTE, 20)] {
-            task.observe(
-                Observation::Link {
-                    uplink: u,
-                    up: true,
-                },
-                t0,
-            );
-            task.observe(
-                Observation::Address {
-                    uplink: u,
-                    address: addr(a),
-                },
-                t0,
-            );
-        }
+        bring_up(&mut task, &[(WIFI, 10), (LTE, 20)], t0);
         task.observe(Observation::Active { uplink: Some(WIFI) }, t0);
         let mut w = Self {
             task,
@@ -137,6 +122,35 @@ impl World {
     }
 }
 
+/// `uplink` at `rtt_ms` with `lost` of 4 keepalives lost, the other healthy.
+fn degraded(
+    uplink: usize,
+    rtt_ms: u64,
+    lost: u32,
+) -> impl Fn(usize, f64) -> Option<(Option<u64>, u32, u32)> {
+    move |u, t| {
+        if u == uplink {
+            Some((Some(rtt_ms), 4, lost))
+        } else {
+            healthy(u, t)
+        }
+    }
+}
+
+/// Link and address up for each (uplink, third octet of its address).
+fn bring_up(task: &mut DecisionTask, uplinks: &[(usize, u8)], t: Instant) {
+    for &(uplink, octet) in uplinks {
+        task.observe(Observation::Link { uplink, up: true }, t);
+        task.observe(
+            Observation::Address {
+                uplink,
+                address: addr(octet),
+            },
+            t,
+        );
+    }
+}
+
 /// Healthy paths: Wi-Fi 10 ms, LTE 60 ms, nothing lost.
 fn healthy(u: usize, _t: f64) -> Option<(Option<u64>, u32, u32)> {
     Some((Some(if u == WIFI { 10 } else { 60 }), 3, 0))
@@ -190,13 +204,7 @@ fn a_decaying_wifi_is_left_by_a_planned_switch_before_it_is_critical() {
 fn a_critical_path_is_left_at_once_even_in_manual_mode() {
     let mut w = World::new(Mode::Manual);
     w.run_until(2.0, healthy);
-    w.run_until(4.0, |u, t| {
-        if u == WIFI {
-            Some((Some(900), 4, 2))
-        } else {
-            healthy(u, t)
-        }
-    });
+    w.run_until(4.0, degraded(WIFI, 900, 2));
     let s = w.switches();
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!((s[0].1, s[0].2), ("planned", LTE));
@@ -286,13 +294,7 @@ fn both_down_then_recovery() {
 #[test]
 fn manual_mode_suggests_and_switches_only_when_approved() {
     let mut w = World::new(Mode::Manual);
-    w.run_until(10.0, |u, t| {
-        if u == WIFI {
-            Some((Some(300), 4, 0))
-        } else {
-            healthy(u, t)
-        }
-    });
+    w.run_until(10.0, degraded(WIFI, 300, 0));
     let s = w.switches();
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!((s[0].1, s[0].2), ("suggest", LTE));
@@ -334,22 +336,10 @@ fn a_forced_uplink_is_kept_until_it_degrades() {
     w.run_until(30.0, healthy);
     assert!(w.switches().is_empty(), "{:?}", w.switches());
     // LTE merely Warning: still kept.
-    w.run_until(40.0, |u, t| {
-        if u == LTE {
-            Some((Some(400), 4, 0))
-        } else {
-            healthy(u, t)
-        }
-    });
+    w.run_until(40.0, degraded(LTE, 400, 0));
     assert!(w.switches().is_empty(), "{:?}", w.switches());
     // Critical: the pin is gone, back to Wi-Fi.
-    w.run_until(45.0, |u, t| {
-        if u == LTE {
-            Some((Some(900), 4, 0))
-        } else {
-            healthy(u, t)
-        }
-    });
+    w.run_until(45.0, degraded(LTE, 900, 0));
     let s = w.switches();
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s[0].2, WIFI);
@@ -379,22 +369,7 @@ fn weak_signal_and_user_criteria_shape_the_choice() {
         vec![spec("wifi", Kind::Wifi, 0), lte, metered],
         t0,
     );
-    for u in 0..3 {
-        task.observe(
-            Observation::Link {
-                uplink: u,
-                up: true,
-            },
-            t0,
-        );
-        task.observe(
-            Observation::Address {
-                uplink: u,
-                address: addr(u as u8),
-            },
-            t0,
-        );
-    }
+    bring_up(&mut task, &[(0, 0), (1, 1), (2, 2)], t0);
     // Wi-Fi is fine by its path but its signal is critical.
     task.observe(
         Observation::Signal {
@@ -465,13 +440,7 @@ fn a_failed_switch_is_not_retried_at_once() {
         .observe(Observation::SwitchFailed { uplink: LTE }, w.now);
     assert_eq!(w.task.poll_decision(), None);
     // After the patience (5 s), LTE is tried again.
-    w.run_until(7.0, |u, t| {
-        if u == WIFI {
-            Some((Some(900), 4, 0))
-        } else {
-            healthy(u, t)
-        }
-    });
+    w.run_until(7.0, degraded(WIFI, 900, 0));
     assert_eq!(w.switches().len(), 1, "{:?}", w.switches());
 }
 
@@ -480,13 +449,7 @@ fn a_degraded_uplink_left_behind_is_held_down() {
     let mut w = World::new(Mode::Automatic);
     w.run_until(1.0, healthy);
     // Wi-Fi degrades to warning: a planned switch to LTE.
-    w.run_until(5.0, |u, t| {
-        if u == WIFI {
-            Some((Some(300), 4, 0))
-        } else {
-            healthy(u, t)
-        }
-    });
+    w.run_until(5.0, degraded(WIFI, 300, 0));
     assert_eq!(w.switches().len(), 1, "{:?}", w.switches());
     // Its probes look fine again at once, but the box stays on LTE for the
     // hold-down (30 s), then returns.
