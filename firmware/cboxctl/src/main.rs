@@ -239,6 +239,20 @@ fn print_uplinks(v: &Value) {
             opt(&u["changed_s_ago"], 0),
             s(&u["why"])
         );
+        let w = &u["wifi"];
+        if !w.is_null() {
+            println!(
+                "    wifi {} ({}), {} MHz, signal {} dBm, {} hotspots in the last scan{}",
+                s(&w["ssid"]),
+                s(&w["bssid"]),
+                s(&w["freq"]),
+                s(&w["signal_dbm"]),
+                w["candidates"].as_array().map_or(0, Vec::len),
+                w["problem"]
+                    .as_str()
+                    .map_or(String::new(), |p| format!("; PROBLEM: {p}"))
+            );
+        }
         let m = &u["modem"];
         if !m.is_null() {
             println!(

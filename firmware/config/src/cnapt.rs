@@ -185,6 +185,25 @@ impl CnaptConfig {
                     format!("{:?} is used twice", u.name),
                 ));
             }
+            if let Some(w) = &u.wifi {
+                if u.kind != crate::UplinkKind::Wifi {
+                    return Err(invalid(
+                        path,
+                        format!("uplink[{i}].wifi"),
+                        "only an uplink of kind = \"wifi\" has a Wi-Fi section",
+                    ));
+                }
+                w.networks().map_err(|(key, problem)| {
+                    invalid(path, format!("uplink[{i}].wifi.{key}"), problem)
+                })?;
+                if w.poll_interval_ms < 100 {
+                    return Err(invalid(
+                        path,
+                        format!("uplink[{i}].wifi.poll_interval_ms"),
+                        "at least 100",
+                    ));
+                }
+            }
             if let Some(m) = &u.modem {
                 if u.kind != crate::UplinkKind::Lte {
                     return Err(invalid(

@@ -19,7 +19,7 @@ pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection
 pub use pinmap::{Line, PinMap};
 pub use policy::{BoxPolicy, DestinationRule};
 pub use snapt::{ClientServiceListen, ServerService, SnaptConfig};
-pub use uplinks::{ModemSection, Uplink, UplinkKind};
+pub use uplinks::{ModemSection, Uplink, UplinkKind, WifiNetwork, WifiSection};
 
 #[cfg(test)]
 mod tests {
@@ -58,6 +58,12 @@ mod tests {
         let bad = t.replace("rtt_warning_ms = 250", "rtt_warning_ms = 900");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("decision.rtt_warning_ms"), "{e}");
+        let bad = t.replace("psk = \"correct horse battery\"", "psk = \"short\"");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("uplink[0].wifi.network[0]") && e.contains("8 to 63"),
+            "{e}"
+        );
         let bad = t.replace("profile = \"auto\"", "profile = \"nokia\"");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("uplink[1].modem.profile"), "{e}");

@@ -44,6 +44,68 @@ pub struct Uplink {
     /// `[uplink.modem]`: the LTE modem's AT port (kind = "lte" only).
     #[serde(default)]
     pub modem: Option<ModemSection>,
+    /// `[uplink.wifi]`: wpa_supplicant's control socket and the networks
+    /// to join (kind = "wifi" only).
+    #[serde(default)]
+    pub wifi: Option<WifiSection>,
+}
+
+/// `[uplink.wifi]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WifiSection {
+    /// wpa_supplicant's control socket, e.g. `/run/wpa_supplicant/wlan0`.
+    pub ctrl: std::path::PathBuf,
+    /// STATUS / SIGNAL_POLL period, ms.
+    #[serde(default = "default_wifi_poll")]
+    pub poll_interval_ms: u64,
+    /// `[[uplink.wifi.network]]`: hotspots to join, most preferred first.
+    #[serde(default, rename = "network")]
+    pub networks: Vec<WifiNetwork>,
+}
+
+/// `[[uplink.wifi.network]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WifiNetwork {
+    /// SSID.
+    pub ssid: String,
+    /// WPA passphrase; absent for an open hotspot.
+    #[serde(default)]
+    pub psk: Option<String>,
+    /// Hidden SSID (probe for it).
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+fn default_wifi_poll() -> u64 {
+    1000
+}
+
+impl WifiSection {
+    /// The networks as wpa_supplicant will be given them (the first gets
+    /// the highest priority); `Err` names the bad key.
+    pub fn networks(&self) -> Result<Vec<wpa_ctrl::NetworkConfig>, (String, String)> {
+        let n = self.networks.len();
+        self.networks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let net = wpa_ctrl::NetworkConfig {
+                    ssid: w.ssid.as_bytes().to_vec(),
+                    psk: w.psk.clone(),
+                    priority: i32::try_from(n - i).unwrap_or(i32::MAX),
+                    hidden: w.hidden,
+                };
+                // Rendering checks the SSID and passphrase.
+                for r in net.requests(0) {
+                    r.render()
+                        .map_err(|e| (format!("network[{i}]"), e.to_string()))?;
+                }
+                Ok(net)
+            })
+            .collect()
+    }
 }
 
 /// `[uplink.modem]`.

@@ -80,6 +80,10 @@ enum Input {
         uplink: usize,
         event: modem_at::ModemEvent,
     },
+    Wifi {
+        uplink: usize,
+        event: crate::wifi::WifiEvent,
+    },
 }
 
 struct Tunnel {
@@ -250,6 +254,7 @@ impl BoxDriver {
         let _ = ready.send(());
         self.start_link_monitor().await;
         self.start_modems();
+        self.start_wifis();
         for site in 0..self.cfg.snapts.len() {
             self.connect_site(site, None);
         }
@@ -356,6 +361,7 @@ impl BoxDriver {
             Input::Link(ev) => self.link_event(ev),
             Input::Probed { uplink, rtt } => self.probed(uplink, rtt),
             Input::Modem { uplink, event } => self.modem_event(uplink, event),
+            Input::Wifi { uplink, event } => self.wifi_event(uplink, event),
             Input::Retry { site } => {
                 let idle = self
                     .coord

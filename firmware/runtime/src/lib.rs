@@ -22,6 +22,7 @@ pub mod locals;
 pub mod modem_port;
 pub mod server_driver;
 pub mod udp;
+pub mod wifi;
 
 pub use box_driver::BoxDriver;
 pub use server_driver::ServerDriver;

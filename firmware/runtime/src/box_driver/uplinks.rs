@@ -32,7 +32,23 @@ pub(super) struct Uplinks {
     monitor: Option<tokio::task::AbortHandle>,
     /// The modem drivers' view, per uplink (LTE uplinks with a modem).
     modems: Vec<Option<ModemStatus>>,
+    /// The Wi-Fi drivers' view and command queue, per uplink.
+    wifis: Vec<Option<WifiStatus>>,
     tasks: Vec<tokio::task::AbortHandle>,
+}
+
+/// What the Wi-Fi driver last said, for `cboxctl status`.
+#[derive(Debug, Default, serde::Serialize)]
+struct WifiStatus {
+    ssid: Option<String>,
+    bssid: Option<String>,
+    freq: Option<u32>,
+    signal_dbm: Option<i32>,
+    /// SSID, BSSID, signal of the last scan's hotspots.
+    candidates: Vec<(String, String, i32)>,
+    problem: Option<String>,
+    #[serde(skip)]
+    cmds: Option<tokio::sync::mpsc::UnboundedSender<crate::wifi::WifiCommand>>,
 }
 
 /// What the modem driver last said, for `cboxctl status`.
@@ -69,6 +85,11 @@ impl Uplinks {
                 .uplinks
                 .iter()
                 .map(|u| u.modem.as_ref().map(|_| ModemStatus::default()))
+                .collect(),
+            wifis: cfg
+                .uplinks
+                .iter()
+                .map(|u| u.wifi.as_ref().map(|_| WifiStatus::default()))
                 .collect(),
             tasks: Vec::new(),
         }
@@ -119,6 +140,85 @@ impl BoxDriver {
                 })
                 .abort_handle(),
             );
+        }
+    }
+
+    /// Starts the Wi-Fi drivers of the uplinks that have one.
+    pub(super) fn start_wifis(&mut self) {
+        for (i, u) in self.cfg.uplinks.iter().enumerate() {
+            let Some(w) = &u.wifi else { continue };
+            let Ok(networks) = w.networks() else {
+                // Validated at start.
+                continue;
+            };
+            let cfg = crate::wifi::WifiConfig {
+                ctrl_path: w.ctrl.clone(),
+                cli_dir: self
+                    .cfg
+                    .control_socket
+                    .parent()
+                    .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
+                networks,
+                poll_interval: Duration::from_millis(w.poll_interval_ms),
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
+            if let Some(Some(st)) = self.up.wifis.get_mut(i) {
+                st.cmds = Some(ctx);
+            }
+            let inputs = self.tx.clone();
+            self.up
+                .tasks
+                .push(tokio::spawn(crate::wifi::run(cfg, tx, crx)).abort_handle());
+            self.up.tasks.push(
+                tokio::spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        if inputs.send(Input::Wifi { uplink: i, event }).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .abort_handle(),
+            );
+        }
+    }
+
+    /// What a Wi-Fi driver reported.
+    pub(super) fn wifi_event(&mut self, uplink: usize, ev: crate::wifi::WifiEvent) {
+        use crate::wifi::WifiEvent as W;
+        let name = self.cfg.uplinks[uplink].name.clone();
+        let Some(Some(st)) = self.up.wifis.get_mut(uplink) else {
+            return;
+        };
+        match ev {
+            W::Configured(ids) => {
+                info!(uplink = %name, networks = ?ids, "Wi-Fi networks configured")
+            }
+            W::Association { ssid, bssid, freq } => {
+                info!(uplink = %name, ?ssid, ?bssid, ?freq, "Wi-Fi association");
+                st.problem = None;
+                st.ssid = ssid;
+                st.bssid = bssid;
+                st.freq = freq;
+            }
+            W::Signal(dbm) => {
+                st.signal_dbm = dbm;
+                self.up
+                    .task
+                    .observe(Observation::Signal { uplink, dbm }, now());
+                self.carry_out_decisions();
+            }
+            W::Candidates(bss) => {
+                st.candidates = bss
+                    .into_iter()
+                    .map(|b| (b.ssid, b.bssid, b.signal_dbm))
+                    .collect();
+            }
+            W::Event(e) => debug!(uplink = %name, event = ?e, "Wi-Fi event"),
+            W::Problem(p) => {
+                warn!(uplink = %name, problem = %p, "Wi-Fi");
+                st.problem = Some(p);
+            }
         }
     }
 
@@ -378,7 +478,12 @@ impl BoxDriver {
                 }
                 Decision::Probe { uplink } => self.spawn_probe(uplink),
                 Decision::Search => {
-                    debug!("search activity: no Wi-Fi or modem driver to ask yet");
+                    // The modems poll their registration themselves.
+                    for w in self.up.wifis.iter().flatten() {
+                        if let Some(c) = &w.cmds {
+                            let _ = c.send(crate::wifi::WifiCommand::Scan);
+                        }
+                    }
                 }
             }
         }
@@ -485,6 +590,7 @@ impl BoxDriver {
                     "auto_connect": e.spec.auto_connect,
                     "changed_s_ago": t.saturating_duration_since(e.changed_at).as_secs_f64(),
                     "modem": self.up.modems.get(i).and_then(Option::as_ref),
+                    "wifi": self.up.wifis.get(i).and_then(Option::as_ref),
                 })
             })
             .collect();
