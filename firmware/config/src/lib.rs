@@ -50,6 +50,17 @@ mod tests {
     }
 
     #[test]
+    fn the_image_default_config_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../yocto-layer/meta-cbox/recipes-cbox/cbox/files/cnapt.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let c = CnaptConfig::parse(&p, &text).unwrap();
+        assert_eq!(c.uplinks.len(), 3);
+        let w = c.uplinks[0].wifi.as_ref().unwrap();
+        assert!(w.networks.is_empty(), "wpa_supplicant's own networks rule");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let (p, t) = doc("cnapt.toml");
         let bad = t.replace("keepalive_ms = 1000", "keepalive_ms = 0");

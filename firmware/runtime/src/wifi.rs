@@ -37,7 +37,8 @@ pub struct WifiConfig {
     pub ctrl_path: PathBuf,
     /// Where our end of the socket lives.
     pub cli_dir: PathBuf,
-    /// Networks to join, most preferred first.
+    /// Networks to join, most preferred first; empty: wpa_supplicant's own
+    /// configuration is used and left alone.
     pub networks: Vec<NetworkConfig>,
     /// STATUS / SIGNAL_POLL period.
     pub poll_interval: Duration,
@@ -191,9 +192,12 @@ async fn session(
     let (etx, mut erx) = mpsc::unbounded_channel();
     spawn_monitor(cfg, etx)?;
     info!(ctrl = %cfg.ctrl_path.display(), "wpa_supplicant connected");
-    // Our networks replace whatever is configured.
-    for n in wpa_ctrl::parse_list_networks(&rq.ask(&Request::ListNetworks).await?) {
-        let _ = rq.ask(&Request::RemoveNetwork(n.id)).await?;
+    // Our networks, if any are configured, replace wpa_supplicant's own;
+    // with none, its configuration file is left in charge.
+    if !cfg.networks.is_empty() {
+        for n in wpa_ctrl::parse_list_networks(&rq.ask(&Request::ListNetworks).await?) {
+            let _ = rq.ask(&Request::RemoveNetwork(n.id)).await?;
+        }
     }
     let mut ids = Vec::new();
     for net in &cfg.networks {
