@@ -144,7 +144,10 @@ pub fn baseline(
             match &e.action {
                 // Nothing to command: the baselines have no planned switch
                 // and no relay to restart.
-                Action::Switch { .. } | Action::SnaptRestart { .. } => {}
+                Action::Switch { .. }
+                | Action::SnaptRestart { .. }
+                | Action::Mode { .. }
+                | Action::Approve => {}
                 a => {
                     // Without a modem driver, the modem's registration is
                     // the LTE link itself.

@@ -21,9 +21,9 @@ const SESSION: &str =
 /// The box's decision task in the world: the defaults, with hysteresis
 /// short enough for scenarios of a dozen seconds (a better uplink must stay
 /// good 2 s, switches for betterment at least 4 s apart, a degraded uplink
-/// left behind not returned to for 8 s, standby uplinks probed every
+/// left behind not returned to for 6 s, standby uplinks probed every
 /// second).
-const DECISION: &str = "[decision]\ndwell_ms = 2000\nmin_interval_ms = 4000\nhold_down_ms = 8000\nprobe_interval_ms = 1000\n";
+const DECISION: &str = "[decision]\ndwell_ms = 2000\nmin_interval_ms = 4000\nhold_down_ms = 6000\nprobe_interval_ms = 1000\n";
 
 /// The daemons' files under a run's folder.
 #[derive(Debug)]

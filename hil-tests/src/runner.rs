@@ -170,6 +170,7 @@ pub fn run_mode(
     let mut events = sc.events.clone();
     events.sort_by(|a, b| a.at.total_cmp(&b.at));
     let mut notes = Vec::new();
+    let mut failed_steps = 0u32;
     let start = Instant::now();
     let mut view = LiveView::new(live, sc.download_mib);
     // A restarted snaptd comes back at this time.
@@ -208,6 +209,10 @@ pub fn run_mode(
                 a => apply(&world, &wifi, &lte, box_sock, a),
             };
             if let Err(err) = r {
+                // An approval with nothing suggested is a failed expectation.
+                if matches!(e.action, Action::Approve) {
+                    failed_steps += 1;
+                }
                 notes.push(format!("t={:.1}s: {err}", e.at));
             }
         }
@@ -284,7 +289,11 @@ pub fn run_mode(
         snaptd_cpu_s,
         cnaptd_peak_rss_mib,
         snaptd_peak_rss_mib,
-        passed: intact && reconnected && in_range && (survived || !sc.streams_survive),
+        passed: intact
+            && reconnected
+            && in_range
+            && failed_steps == 0
+            && (survived || !sc.streams_survive),
         notes,
     };
     Ok(report)
@@ -373,7 +382,9 @@ impl LiveView {
 
 fn describe(a: &Action) -> String {
     match a {
-        Action::Switch { uplink } => format!("planned switch to {}", uplink.name()),
+        Action::Switch { uplink } => format!("user forces a switch to {}", uplink.name()),
+        Action::Mode { mode } => format!("user sets {mode} mode"),
+        Action::Approve => "user approves the suggested switch".into(),
         Action::SnaptRestart { down_s } => format!("snaptd killed, back in {down_s} s"),
         Action::Modem {
             registered,
@@ -444,6 +455,23 @@ pub(crate) fn set_link(box_ns: &str, uplink: Uplink, up: bool) -> anyhow::Result
     ])
 }
 
+/// `cboxctl ARGS…` against the box; `Err` carries its complaint.
+fn ctl(sock: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(bin("cboxctl")?)
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "cboxctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Plays one timeline step on the world (a snaptd restart is the
 /// runner's own business).
 pub(crate) fn apply(
@@ -455,20 +483,9 @@ pub(crate) fn apply(
 ) -> anyhow::Result<()> {
     let ip = |args: &[&str]| world.ip("box", args);
     match a {
-        Action::Switch { uplink } => {
-            let out = Command::new(bin("cboxctl")?)
-                .arg("--socket")
-                .arg(sock)
-                .args(["switch", uplink.name()])
-                .output()?;
-            if !out.status.success() {
-                bail!(
-                    "switch to {}: {}",
-                    uplink.name(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-        }
+        Action::Switch { uplink } => ctl(sock, &["switch", uplink.name()])?,
+        Action::Mode { mode } => ctl(sock, &["mode", mode])?,
+        Action::Approve => ctl(sock, &["approve"])?,
         Action::SnaptRestart { .. } => bail!("the runner restarts snaptd itself"),
         Action::LinkDown { uplink } => set_link(&world.ns("box"), *uplink, false)?,
         Action::LinkUp { uplink } => set_link(&world.ns("box"), *uplink, true)?,

@@ -93,12 +93,19 @@ impl Uplink {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
-    /// A planned switch through `cboxctl switch` (the decision task's job
-    /// once the uplink drivers exist).
+    /// A user-forced planned switch through `cboxctl switch`.
     Switch {
         /// Target uplink.
         uplink: Uplink,
     },
+    /// `cboxctl mode manual|automatic`.
+    Mode {
+        /// `manual` or `automatic`.
+        mode: String,
+    },
+    /// `cboxctl approve`: the box must be suggesting a switch now, or the
+    /// run fails.
+    Approve,
     /// snaptd is killed (SIGKILL, no goodbye) and started again after
     /// `down_s` seconds.
     SnaptRestart {

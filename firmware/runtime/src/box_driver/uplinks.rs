@@ -255,7 +255,10 @@ impl BoxDriver {
                     st.rsrp_dbm = sig.rsrp_dbm;
                     st.rsrq_db = sig.rsrq_db;
                 }
-                let dbm = st.rsrp_dbm.or(st.rssi_dbm);
+                // The decision task's signal thresholds are on the RSSI
+                // scale (as Wi-Fi's); RSRP reads some 30 dB lower on the
+                // same cell, so it is the fallback only.
+                let dbm = st.rssi_dbm.or(st.rsrp_dbm);
                 self.up
                     .task
                     .observe(Observation::Signal { uplink, dbm }, now());
