@@ -163,6 +163,7 @@ pub fn run_mode(
         }),
     )?;
     daemons.start_snaptd(&world, &mut procs)?;
+    daemons.start_wpa_supplicant(&world, &mut procs)?;
     daemons.start_cnaptd(&world, &mut procs, || stop.load(Ordering::SeqCst))?;
     let box_sock = &daemons.box_sock;
     let phone = PhoneApps::start(&world, dir, sc, &mut procs)?;

@@ -202,11 +202,19 @@ impl DecisionTask {
         match obs {
             Observation::Link { uplink, up } => {
                 if let Some(e) = self.table.get_mut(uplink) {
-                    e.link_up = up;
-                    if !up {
+                    // A link that went down or just came up has no path
+                    // history worth keeping.
+                    if e.link_up != up {
                         e.rtt = None;
+                        e.loss = 0.0;
                         e.sampled_at = None;
+                        // Its address and routes settle a moment after
+                        // the link: probe it a little later.
+                        if let Some(p) = self.next_probe.get_mut(uplink) {
+                            *p = now + self.policy.probe_interval / 2;
+                        }
                     }
+                    e.link_up = up;
                 }
             }
             Observation::Address { uplink, address } => {
