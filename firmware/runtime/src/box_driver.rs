@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::{CnaptConfig, Protocol};
-use serde_json::json;
-use session::{BoxSession, BoxState, Coordinator, Event, SiteEvent, SwitchKind, TunnelId};
+use session::{BoxSession, BoxState, Coordinator, SwitchKind, TunnelId};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -24,6 +23,8 @@ use crate::locals::{LocalEvent, Locals, Sink};
 use crate::udp::{BoxFlows, spawn_receiver};
 
 mod control;
+mod events;
+mod radios;
 mod uplinks;
 
 type Key = (usize, StreamId);
@@ -662,139 +663,6 @@ impl BoxDriver {
             }
             if !moved {
                 return;
-            }
-        }
-    }
-
-    fn event(&mut self, ev: SiteEvent) {
-        let (site, ev) = match ev {
-            SiteEvent::AllSwitched => {
-                if let Some(mut p) = self.pending_switch.take() {
-                    let ms = p.started.elapsed().as_secs_f64() * 1e3;
-                    info!(uplink = %self.cfg.uplinks[p.uplink].name, ms, "all sites switched");
-                    if let Some(r) = p.reply.take() {
-                        let _ = r.send(Reply::ok(
-                            json!({ "uplink": self.cfg.uplinks[p.uplink].name, "ms": ms }),
-                        ));
-                    }
-                }
-                return;
-            }
-            SiteEvent::Site { site, event } => (site, event),
-        };
-        match ev {
-            Event::Data { stream, bytes } => {
-                self.locals.deliver((site, stream), WriteCmd::Data(bytes))
-            }
-            Event::Finished { stream } => self.locals.deliver((site, stream), WriteCmd::Finish),
-            Event::StreamOpened {
-                stream,
-                kind,
-                service,
-                ..
-            } => self.open_client_service(site, stream, kind, service),
-            Event::StreamReset {
-                stream,
-                code,
-                reason,
-            } => {
-                debug!(site, %stream, ?code, %reason, "stream reset");
-                self.locals.remove(&(site, stream));
-                self.flows.remove(&(site, stream));
-            }
-            Event::StreamClosed { stream } => self.locals.remove(&(site, stream)),
-            Event::Writable { stream } => self.push_pending((site, stream)),
-            Event::SwitchStarted { kind, .. } => {
-                self.switch_started
-                    .entry(site)
-                    .or_insert((Instant::now(), kind));
-            }
-            Event::SwitchCompleted { kind, to, .. } => {
-                self.proven[site] = true;
-                self.backoff[site] = Duration::from_millis(200);
-                self.last_error[site] = None;
-                let uplink = self.tunnels.get(&to).map(|t| t.uplink);
-                if let Some(u) = uplink {
-                    self.site_uplink[site] = Some(u);
-                }
-                let started = self.switch_started.remove(&site).map(|(t, _)| t);
-                let rec = HandoverRecord {
-                    site,
-                    kind: format!("{kind:?}").to_lowercase(),
-                    to_uplink: uplink
-                        .map(|u| self.cfg.uplinks[u].name.clone())
-                        .unwrap_or_default(),
-                    duration_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3),
-                    bytes_replayed: self
-                        .coord
-                        .site(site)
-                        .map_or(0, |s| s.stats().bytes_replayed),
-                    reason: self
-                        .up
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "the session lost its tunnel".into()),
-                };
-                if site + 1 == self.cfg.snapts.len() {
-                    self.up.reason = None;
-                }
-                info!(site, kind = %rec.kind, uplink = %rec.to_uplink, ms = rec.duration_ms, reason = %rec.reason, "handover complete");
-                self.history.push_back(rec);
-                if self.history.len() > 32 {
-                    self.history.pop_front();
-                }
-            }
-            Event::NeedTunnel => {
-                // The loss was just detected (I/O error or silence): the
-                // handover record counts from here.
-                self.switch_started
-                    .entry(site)
-                    .or_insert((Instant::now(), SwitchKind::Sudden));
-                let failed = self.site_uplink[site].take();
-                if self.proven[site] {
-                    self.connect_site(site, failed);
-                } else {
-                    // Lost before any exchange worked: refused in the TLS
-                    // handshake, or a dead path. Do not hammer the SNAPT.
-                    if self.last_error[site].is_none() {
-                        self.last_error[site] = Some("tls: the SNAPT closed the tunnel during set-up (certificate refused or revoked?)".into());
-                    }
-                    self.schedule_retry(site);
-                }
-            }
-            Event::CloseTunnel { tunnel, reason } => {
-                debug!(site, ?tunnel, ?reason, "closing tunnel");
-                self.tunnels.remove(&tunnel);
-            }
-            Event::Connected { session_id } => {
-                info!(site, session_id, "session established");
-                self.last_error[site] = None;
-                self.proven[site] = true;
-                self.backoff[site] = Duration::from_millis(200);
-            }
-            Event::Refused { code, reason } => {
-                warn!(site, ?code, %reason, "SNAPT refused us");
-                self.last_error[site] = Some(format!("refused by the SNAPT ({code:?}): {reason}"));
-                self.schedule_retry(site);
-            }
-            Event::SessionClosed { code, reason } => {
-                warn!(site, ?code, %reason, "session ended; starting a new one");
-                self.locals.remove_where(|(s, _)| *s == site);
-                self.flows.remove_site(site);
-                self.incarnation += 1;
-                if let Ok(fresh) = BoxSession::new(
-                    self.cfg.session.clone(),
-                    self.cfg.box_id.clone(),
-                    self.incarnation,
-                ) {
-                    self.coord.replace(site, fresh);
-                }
-                self.schedule_retry(site);
-            }
-            Event::Datagram { flow, bytes } => {
-                if let Some((sock, peer)) = self.flows.reply_to(&(site, flow)) {
-                    crate::udp::send(&sock, bytes, Some(peer));
-                }
             }
         }
     }

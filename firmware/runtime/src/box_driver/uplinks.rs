@@ -11,6 +11,7 @@ use session::SwitchKind;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::radios::{ModemStatus, WifiStatus};
 use super::{BoxDriver, Input, PendingSwitch, Purpose, now};
 use crate::connect::{Egress, probe};
 use crate::control::Reply;
@@ -31,39 +32,10 @@ pub(super) struct Uplinks {
     pub(super) reason: Option<String>,
     monitor: Option<tokio::task::AbortHandle>,
     /// The modem drivers' view, per uplink (LTE uplinks with a modem).
-    modems: Vec<Option<ModemStatus>>,
+    pub(super) modems: Vec<Option<ModemStatus>>,
     /// The Wi-Fi drivers' view and command queue, per uplink.
-    wifis: Vec<Option<WifiStatus>>,
-    tasks: Vec<tokio::task::AbortHandle>,
-}
-
-/// What the Wi-Fi driver last said, for `cboxctl status`.
-#[derive(Debug, Default, serde::Serialize)]
-struct WifiStatus {
-    ssid: Option<String>,
-    bssid: Option<String>,
-    freq: Option<u32>,
-    signal_dbm: Option<i32>,
-    /// SSID, BSSID, signal of the last scan's hotspots.
-    candidates: Vec<(String, String, i32)>,
-    problem: Option<String>,
-    #[serde(skip)]
-    cmds: Option<tokio::sync::mpsc::UnboundedSender<crate::wifi::WifiCommand>>,
-}
-
-/// What the modem driver last said, for `cboxctl status`.
-#[derive(Debug, Default, serde::Serialize)]
-struct ModemStatus {
-    phase: String,
-    model: Option<String>,
-    profile: Option<String>,
-    registration: Option<String>,
-    operator: Option<String>,
-    rssi_dbm: Option<i32>,
-    rsrp_dbm: Option<i32>,
-    rsrq_db: Option<f32>,
-    address: Option<std::net::IpAddr>,
-    problem: Option<String>,
+    pub(super) wifis: Vec<Option<WifiStatus>>,
+    pub(super) tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Uplinks {
@@ -108,176 +80,6 @@ impl Drop for Uplinks {
 }
 
 impl BoxDriver {
-    /// Starts the modem drivers of the uplinks that have one.
-    pub(super) fn start_modems(&mut self) {
-        for (i, u) in self.cfg.uplinks.iter().enumerate() {
-            let Some(m) = &u.modem else { continue };
-            let cfg = match m.modem_config() {
-                Ok(c) => c,
-                Err((key, problem)) => {
-                    // The configuration was validated at start.
-                    warn!(uplink = %u.name, %key, %problem, "modem not started");
-                    continue;
-                }
-            };
-            let port = crate::modem_port::ModemPort {
-                path: m.port.clone(),
-                baud: m.baud,
-                cfg,
-            };
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let inputs = self.tx.clone();
-            self.up
-                .tasks
-                .push(tokio::spawn(crate::modem_port::run(port, tx)).abort_handle());
-            self.up.tasks.push(
-                tokio::spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        if inputs.send(Input::Modem { uplink: i, event }).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .abort_handle(),
-            );
-        }
-    }
-
-    /// Starts the Wi-Fi drivers of the uplinks that have one.
-    pub(super) fn start_wifis(&mut self) {
-        for (i, u) in self.cfg.uplinks.iter().enumerate() {
-            let Some(w) = &u.wifi else { continue };
-            let Ok(networks) = w.networks() else {
-                // Validated at start.
-                continue;
-            };
-            let cfg = crate::wifi::WifiConfig {
-                ctrl_path: w.ctrl.clone(),
-                cli_dir: self
-                    .cfg
-                    .control_socket
-                    .parent()
-                    .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
-                networks,
-                poll_interval: Duration::from_millis(w.poll_interval_ms),
-            };
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
-            if let Some(Some(st)) = self.up.wifis.get_mut(i) {
-                st.cmds = Some(ctx);
-            }
-            let inputs = self.tx.clone();
-            self.up
-                .tasks
-                .push(tokio::spawn(crate::wifi::run(cfg, tx, crx)).abort_handle());
-            self.up.tasks.push(
-                tokio::spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        if inputs.send(Input::Wifi { uplink: i, event }).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .abort_handle(),
-            );
-        }
-    }
-
-    /// What a Wi-Fi driver reported.
-    pub(super) fn wifi_event(&mut self, uplink: usize, ev: crate::wifi::WifiEvent) {
-        use crate::wifi::WifiEvent as W;
-        let name = self.cfg.uplinks[uplink].name.clone();
-        let Some(Some(st)) = self.up.wifis.get_mut(uplink) else {
-            return;
-        };
-        match ev {
-            W::Configured(ids) => {
-                info!(uplink = %name, networks = ?ids, "Wi-Fi networks configured")
-            }
-            W::Association { ssid, bssid, freq } => {
-                info!(uplink = %name, ?ssid, ?bssid, ?freq, "Wi-Fi association");
-                st.problem = None;
-                st.ssid = ssid;
-                st.bssid = bssid;
-                st.freq = freq;
-            }
-            W::Signal(dbm) => {
-                st.signal_dbm = dbm;
-                self.up
-                    .task
-                    .observe(Observation::Signal { uplink, dbm }, now());
-                self.carry_out_decisions();
-            }
-            W::Candidates(bss) => {
-                st.candidates = bss
-                    .into_iter()
-                    .map(|b| (b.ssid, b.bssid, b.signal_dbm))
-                    .collect();
-            }
-            W::Event(e) => debug!(uplink = %name, event = ?e, "Wi-Fi event"),
-            W::Problem(p) => {
-                warn!(uplink = %name, problem = %p, "Wi-Fi");
-                st.problem = Some(p);
-            }
-        }
-    }
-
-    /// What a modem driver reported.
-    pub(super) fn modem_event(&mut self, uplink: usize, ev: modem_at::ModemEvent) {
-        use modem_at::ModemEvent as E;
-        let name = self.cfg.uplinks[uplink].name.clone();
-        let Some(Some(st)) = self.up.modems.get_mut(uplink) else {
-            return;
-        };
-        match ev {
-            E::Phase(p) => {
-                info!(uplink = %name, phase = ?p, "modem");
-                st.phase = format!("{p:?}").to_lowercase();
-                if p != modem_at::Phase::Failed {
-                    st.problem = None;
-                }
-            }
-            E::Identified { model, profile } => {
-                info!(uplink = %name, %model, profile = profile.name(), "modem identified");
-                st.model = Some(model);
-                st.profile = Some(profile.name().into());
-            }
-            E::Sim(s) => debug!(uplink = %name, sim = ?s, "modem SIM"),
-            E::Registration(r) => {
-                info!(uplink = %name, registration = ?r, "modem registration");
-                st.registration = Some(format!("{r:?}").to_lowercase());
-            }
-            E::Signal(sig) => {
-                if sig.rssi_dbm.is_some() {
-                    st.rssi_dbm = sig.rssi_dbm;
-                }
-                if sig.rsrp_dbm.is_some() || sig.rsrq_db.is_some() {
-                    st.rsrp_dbm = sig.rsrp_dbm;
-                    st.rsrq_db = sig.rsrq_db;
-                }
-                // The decision task's signal thresholds are on the RSSI
-                // scale (as Wi-Fi's); RSRP reads some 30 dB lower on the
-                // same cell, so it is the fallback only.
-                let dbm = st.rssi_dbm.or(st.rsrp_dbm);
-                self.up
-                    .task
-                    .observe(Observation::Signal { uplink, dbm }, now());
-                self.carry_out_decisions();
-            }
-            E::Operator(o) => st.operator = o,
-            E::Address(a) => {
-                info!(uplink = %name, address = ?a, "modem data address");
-                st.address = a;
-            }
-            E::Restarted(why) => warn!(uplink = %name, %why, "modem starts over"),
-            E::Retry(why) => warn!(uplink = %name, %why, "modem: retrying"),
-            E::Failed(why) => {
-                warn!(uplink = %name, %why, "modem needs attention");
-                st.problem = Some(why);
-            }
-        }
-    }
-
     /// Starts the link monitor for the uplinks with an interface; those
     /// without one count as always up (with their source address).
     pub(super) async fn start_link_monitor(&mut self) {
