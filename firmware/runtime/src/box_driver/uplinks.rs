@@ -17,6 +17,10 @@ use crate::connect::{Egress, probe};
 use crate::control::Reply;
 use crate::linkmon::{self, LinkEvent};
 
+/// How long after a link or address comes back its routes are given to
+/// appear before a tunnel is tried over it.
+const LINK_SETTLE: Duration = Duration::from_millis(300);
+
 /// The decision task's half of the driver's state.
 #[derive(Debug)]
 pub(super) struct Uplinks {
@@ -176,8 +180,10 @@ impl BoxDriver {
         }
         self.carry_out_decisions();
         if gained {
-            // A way out came back: sites without a tunnel try now instead
-            // of at the end of their back-off.
+            // A way out came back: sites without a tunnel try soon instead
+            // of at the end of their back-off — after LINK_SETTLE, because
+            // the link comes up before its routes do, and a connection
+            // started in between keeps a dead route until it times out.
             for site in 0..self.cfg.snapts.len() {
                 let waiting = self.coord.site(site).is_some_and(|s| {
                     matches!(
@@ -187,7 +193,11 @@ impl BoxDriver {
                 });
                 if waiting && self.proven[site] {
                     self.backoff[site] = Duration::from_millis(200);
-                    self.connect_site(site, None);
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LINK_SETTLE).await;
+                        let _ = tx.send(Input::Retry { site });
+                    });
                 }
             }
         }
