@@ -212,6 +212,7 @@ pub fn baseline(
         mode,
         zero_delay,
         handovers: 0,
+        roams: 0,
         max_stall_ms: inter.max_stall_ms,
         records_sent: inter.sent,
         records_echoed: inter.echoed,

@@ -33,6 +33,13 @@ pub struct Daemons {
     pub box_sock: PathBuf,
     /// The emulated LTE modem's AT port (a symlink to its pty).
     pub modem_port: PathBuf,
+    /// The emulated wpa_supplicant's control socket.
+    pub wpa_ctrl: PathBuf,
+}
+
+/// Where the world's wpa_supplicant emulator listens.
+fn wpa_ctrl_path(dir: &Path) -> PathBuf {
+    dir.join("wpa/wlan0")
 }
 
 impl Daemons {
@@ -77,12 +84,14 @@ impl Daemons {
              [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/box-sim.pem\"\nkey = \"{p}/boxes/box-sim.key\"\n\
              [[snapt]]\nname = \"internet\"\naddress = \"{i}:4433\"\nserver_name = \"{i}\"\n\
              [[uplink]]\nname = \"wifi\"\nkind = \"wifi\"\ninterface = \"wlan0\"\nsource = \"{}\"\n\
-             [uplink.wifi]\nctrl = \"{}\"\npoll_interval_ms = 500\n[[uplink.wifi.network]]\nssid = \"cbox-world\"\n\
+             [uplink.wifi]\nctrl = \"{}\"\npoll_interval_ms = 500\n[[uplink.wifi.network]]\nssid = \"{}\"\npsk = \"{}\"\n\
              [[uplink]]\nname = \"lte\"\nkind = \"lte\"\ninterface = \"wwan0\"\nsource = \"{}\"\ncost = 5\n\
              [uplink.modem]\nport = \"{}\"\napn = \"cbox.world\"\npoll_interval_ms = 1000\n",
             box_sock.display(),
             addr::BOX_WIFI,
-            dir.join("wpa/wlan0").display(),
+            wpa_ctrl_path(dir).display(),
+            crate::wifi_world::SSID,
+            crate::wifi_world::PSK,
             addr::BOX_LTE,
             modem_port.display(),
         );
@@ -100,6 +109,7 @@ impl Daemons {
             dir: dir.to_path_buf(),
             box_sock,
             modem_port,
+            wpa_ctrl: wpa_ctrl_path(dir),
         })
     }
 
@@ -119,36 +129,6 @@ impl Daemons {
             .spawn()?;
         procs.push("snaptd", c);
         world.wait_listening("internet", 4433, Duration::from_secs(10))
-    }
-
-    /// Starts Debian's wpa_supplicant on the box's wlan0 (the wired driver:
-    /// the world's Wi-Fi is a veth; association is immediate, there is no
-    /// signal or scan) so cnaptd's Wi-Fi driver runs against the real one.
-    pub fn start_wpa_supplicant(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {
-        let wpa = std::path::Path::new("/usr/sbin/wpa_supplicant");
-        if !wpa.exists() {
-            bail!("{} is missing: install wpasupplicant", wpa.display());
-        }
-        let ctrl = self.dir.join("wpa");
-        std::fs::create_dir_all(&ctrl)?;
-        let conf = self.dir.join("wpa_supplicant.conf");
-        std::fs::write(&conf, format!("ctrl_interface={}\n", ctrl.display()))?;
-        let c = world
-            .exec("box", "/usr/sbin/wpa_supplicant")
-            .args(["-D", "wired", "-i", "wlan0", "-c"])
-            .arg(&conf)
-            .stdout(log(&self.dir, "wpa_supplicant")?)
-            .spawn()?;
-        procs.push("wpa_supplicant", c);
-        let sock = ctrl.join("wlan0");
-        let until = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            if Instant::now() > until {
-                bail!("wpa_supplicant did not open {}", sock.display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
     }
 
     /// Starts cnaptd in the box namespace and waits (at most 20 s, or until

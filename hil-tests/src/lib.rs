@@ -17,3 +17,5 @@ pub mod radio;
 pub mod runner;
 pub mod scenario;
 pub mod topology;
+pub mod wifi_world;
+pub mod wpa_emu;

@@ -21,6 +21,7 @@ use crate::procs::{self, Procs, bin, status};
 use crate::radio::{LinkParams, Radio};
 use crate::scenario::{Action, Scenario, Uplink};
 use crate::topology::Topology;
+use crate::wifi_world::{HotspotChange, WifiWorld};
 
 /// What carries the phone's traffic in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +76,8 @@ pub struct Report {
     pub broken: Option<String>,
     /// Handovers completed by the box.
     pub handovers: u64,
+    /// Wi-Fi roams between access points of one network (cbox runs).
+    pub roams: u64,
     /// Largest gap between two echoed records of the interactive stream (ms).
     pub max_stall_ms: f64,
     /// Interactive records sent.
@@ -162,8 +165,8 @@ pub fn run_mode(
             let _ = set_link(&box_ns, Uplink::Lte, up);
         }),
     )?;
+    let hotspots = WifiWorld::start(&daemons.wpa_ctrl, &world, &wifi, wp)?;
     daemons.start_snaptd(&world, &mut procs)?;
-    daemons.start_wpa_supplicant(&world, &mut procs)?;
     daemons.start_cnaptd(&world, &mut procs, || stop.load(Ordering::SeqCst))?;
     let box_sock = &daemons.box_sock;
     let phone = PhoneApps::start(&world, dir, sc, &mut procs)?;
@@ -202,6 +205,23 @@ pub fn run_mode(
                     }
                     Ok(())
                 }
+                Action::Hotspot {
+                    hotspot,
+                    signal_dbm,
+                    gone,
+                    delay_ms,
+                    loss,
+                    rate_mbit,
+                } => hotspots.apply(
+                    hotspot,
+                    &HotspotChange {
+                        signal_dbm: *signal_dbm,
+                        gone: *gone,
+                        delay_ms: *delay_ms,
+                        loss: *loss,
+                        rate_mbit: *rate_mbit,
+                    },
+                ),
                 Action::SnaptRestart { down_s } => {
                     procs.kill("snaptd");
                     snaptd_back = Some(Instant::now() + Duration::from_secs_f64(*down_s));
@@ -260,8 +280,10 @@ pub fn run_mode(
     .filter(|e| **e)
     .count() as u64;
     let handovers = site["switches"].as_u64().unwrap_or(0);
+    let roams = u64::from(hotspots.roams());
     let in_range = handovers as usize >= sc.min_handovers
-        && sc.max_handovers.is_none_or(|m| handovers as usize <= m);
+        && sc.max_handovers.is_none_or(|m| handovers as usize <= m)
+        && roams as usize >= sc.min_roams;
     // Never acceptable: altered, duplicated or reordered bytes anywhere.
     let intact = inter.corrupted == 0 && ssh.corrupted == 0 && prefix_ok && udp_ok;
     let survived = app_errors == 0 && download_intact && inter.damaged() == 0 && ssh.damaged() == 0;
@@ -274,6 +296,7 @@ pub fn run_mode(
         zero_delay,
         broken: inter.broken.clone(),
         handovers,
+        roams,
         max_stall_ms: inter.max_stall_ms,
         records_sent: inter.sent,
         records_echoed: inter.echoed,
@@ -398,6 +421,16 @@ fn describe(a: &Action) -> String {
             (_, Some(d), _) => format!("LTE signal {d} dBm"),
             _ => "LTE modem: nothing".into(),
         },
+        Action::Hotspot {
+            hotspot,
+            signal_dbm,
+            gone,
+            ..
+        } => match (gone, signal_dbm) {
+            (Some(true), _) => format!("hotspot {hotspot} out of range"),
+            (_, Some(s)) => format!("hotspot {hotspot}: {s} dBm"),
+            _ => format!("hotspot {hotspot}: conditions change"),
+        },
         Action::LinkDown { uplink } => format!("{} link down ({})", uplink.name(), uplink.dev()),
         Action::LinkUp { uplink } => format!("{} link up", uplink.name()),
         Action::AddressLoss { uplink } => format!("{} address lost", uplink.name()),
@@ -491,6 +524,7 @@ pub(crate) fn apply(
         Action::LinkDown { uplink } => set_link(&world.ns("box"), *uplink, false)?,
         Action::LinkUp { uplink } => set_link(&world.ns("box"), *uplink, true)?,
         Action::Modem { .. } => bail!("the runner drives the modem itself"),
+        Action::Hotspot { .. } => bail!("hotspots exist only for the box's Wi-Fi driver"),
         Action::AddressLoss { uplink } => {
             let a = match uplink {
                 Uplink::Wifi => "198.18.10.2/24",

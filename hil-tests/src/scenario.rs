@@ -28,6 +28,9 @@ pub struct Scenario {
     /// Fewest handovers expected.
     #[serde(default)]
     pub min_handovers: usize,
+    /// Fewest Wi-Fi roams (access point to access point) expected.
+    #[serde(default)]
+    pub min_roams: usize,
     /// Whether the applications' open connections must survive the
     /// timeline (false for a snaptd restart: they are reset, the box comes
     /// back and new connections work).
@@ -126,6 +129,29 @@ pub enum Action {
         /// Reset the module.
         #[serde(default)]
         reset: Option<bool>,
+    },
+    /// A Wi-Fi hotspot of the world (`site-a`, `site-b`: the box's
+    /// network; `cafe`: open, not the box's) changes: its signal, going out
+    /// of range, or its conditions (applied to the Wi-Fi radio while the
+    /// box is associated with it).
+    Hotspot {
+        /// Which.
+        hotspot: String,
+        /// Signal the box hears, dBm.
+        #[serde(default)]
+        signal_dbm: Option<i32>,
+        /// Out of range.
+        #[serde(default)]
+        gone: Option<bool>,
+        /// One-way delay, ms.
+        #[serde(default)]
+        delay_ms: Option<u64>,
+        /// Frame loss, 0..1.
+        #[serde(default)]
+        loss: Option<f64>,
+        /// Rate limit, Mbit/s.
+        #[serde(default)]
+        rate_mbit: Option<f64>,
     },
     /// The box's interface goes down (a link event).
     LinkDown {

@@ -128,6 +128,7 @@ fn the_wifi_driver_configures_and_follows_a_real_wpa_supplicant() {
                 hidden: false,
             }],
             poll_interval: Duration::from_millis(200),
+            roam: wpa_ctrl::RoamPolicy::default(),
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();

@@ -196,6 +196,9 @@ impl CnaptConfig {
                 w.networks().map_err(|(key, problem)| {
                     invalid(path, format!("uplink[{i}].wifi.{key}"), problem)
                 })?;
+                w.roam_policy().map_err(|(key, problem)| {
+                    invalid(path, format!("uplink[{i}].wifi.{key}"), problem)
+                })?;
                 if w.poll_interval_ms < 100 {
                     return Err(invalid(
                         path,

@@ -75,6 +75,9 @@ mod tests {
             e.contains("uplink[0].wifi.network[0]") && e.contains("8 to 63"),
             "{e}"
         );
+        let bad = t.replace("roam_margin_db = 8", "roam_margin_db = 0");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("uplink[0].wifi.roam_margin_db"), "{e}");
         let bad = t.replace("profile = \"auto\"", "profile = \"nokia\"");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("uplink[1].modem.profile"), "{e}");

@@ -59,6 +59,13 @@ pub struct WifiSection {
     /// STATUS / SIGNAL_POLL period, ms.
     #[serde(default = "default_wifi_poll")]
     pub poll_interval_ms: u64,
+    /// Below this signal (dBm) the driver scans every 2 s and roams to a
+    /// clearly stronger access point of the same network.
+    #[serde(default = "default_roam_threshold")]
+    pub roam_threshold_dbm: i32,
+    /// How much stronger (dB) that access point must be.
+    #[serde(default = "default_roam_margin")]
+    pub roam_margin_db: i32,
     /// `[[uplink.wifi.network]]`: hotspots to join, most preferred first.
     #[serde(default, rename = "network")]
     pub networks: Vec<WifiNetwork>,
@@ -82,7 +89,29 @@ fn default_wifi_poll() -> u64 {
     1000
 }
 
+fn default_roam_threshold() -> i32 {
+    wpa_ctrl::RoamPolicy::default().threshold_dbm
+}
+
+fn default_roam_margin() -> i32 {
+    wpa_ctrl::RoamPolicy::default().margin_db
+}
+
 impl WifiSection {
+    /// When to roam; `Err` names the bad key.
+    pub fn roam_policy(&self) -> Result<wpa_ctrl::RoamPolicy, (String, String)> {
+        if !(-100..=-30).contains(&self.roam_threshold_dbm) {
+            return Err(("roam_threshold_dbm".into(), "between -100 and -30".into()));
+        }
+        if !(1..=40).contains(&self.roam_margin_db) {
+            return Err(("roam_margin_db".into(), "between 1 and 40".into()));
+        }
+        Ok(wpa_ctrl::RoamPolicy {
+            threshold_dbm: self.roam_threshold_dbm,
+            margin_db: self.roam_margin_db,
+        })
+    }
+
     /// The networks as wpa_supplicant will be given them (the first gets
     /// the highest priority); `Err` names the bad key.
     pub fn networks(&self) -> Result<Vec<wpa_ctrl::NetworkConfig>, (String, String)> {

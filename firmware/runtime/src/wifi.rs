@@ -3,11 +3,16 @@
 //! event monitor on another — and every request bounded by a timeout (a
 //! wedged connection is abandoned and reopened). Configures the box's
 //! networks (ADD/SET/ENABLE_NETWORK), then reports association, signal
-//! (SIGNAL_POLL), scan candidates (SCAN/SCAN_RESULTS) and events.
+//! (SIGNAL_POLL), scan candidates (SCAN/SCAN_RESULTS) and events. While
+//! the access point fades below the roaming threshold it scans every
+//! [`ROAM_SCAN_INTERVAL`] and roams (`ROAM`) to a clearly stronger access
+//! point of the same network.
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -15,6 +20,12 @@ use wpa_ctrl::{Bss, Event, NetworkConfig, Request};
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Scan period while the access point is under the roaming threshold.
+pub const ROAM_SCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Least time between two roams (a reassociation costs a gap).
+const ROAM_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A directory of its own for each client socket: wpactrl names its socket
 /// `wpa_ctrl_<pid>-1` and removes a file of that name when it opens, so two
@@ -42,6 +53,8 @@ pub struct WifiConfig {
     pub networks: Vec<NetworkConfig>,
     /// STATUS / SIGNAL_POLL period.
     pub poll_interval: Duration,
+    /// When to roam between access points of one network.
+    pub roam: wpa_ctrl::RoamPolicy,
 }
 
 /// What the driver reports.
@@ -62,6 +75,15 @@ pub enum WifiEvent {
     Signal(Option<i32>),
     /// The hotspots of the last scan.
     Candidates(Vec<Bss>),
+    /// Roaming from one access point to another of the same network.
+    Roaming {
+        /// Access point left.
+        from: String,
+        /// Access point joined.
+        to: String,
+        /// The signal of the one left, dBm.
+        signal_dbm: i32,
+    },
     /// An event of wpa_supplicant's.
     Event(Event),
     /// wpa_supplicant cannot be reached or refused something: why.
@@ -213,19 +235,29 @@ async fn session(
     let _ = out.send(WifiEvent::Configured(ids));
     let mut tick = tokio::time::interval(cfg.poll_interval);
     let mut last: Option<(Option<String>, Option<String>)> = None;
+    let mut roam = Roaming::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let st = wpa_ctrl::parse_status(&rq.ask(&Request::Status).await?)
                     .map_err(|e| e.to_string())?;
                 let now = (st.connected().then(|| st.ssid.clone()).flatten(), st.connected().then(|| st.bssid.clone()).flatten());
+                roam.current = now.0.clone().zip(now.1.clone());
                 if last.as_ref() != Some(&now) {
                     let _ = out.send(WifiEvent::Association { ssid: now.0.clone(), bssid: now.1.clone(), freq: st.freq });
                     last = Some(now);
                 }
+                roam.signal = None;
                 if st.connected() {
                     let sig = wpa_ctrl::parse_signal_poll(&rq.ask(&Request::SignalPoll).await?).ok().and_then(|s| s.rssi_dbm);
                     let _ = out.send(WifiEvent::Signal(sig));
+                    roam.signal = sig;
+                    if roam.wants_scan(&cfg.roam, Instant::now()) {
+                        debug!(signal_dbm = ?sig, "weak access point: scanning for another");
+                        if let Err(e) = wpa_ctrl::ack(&rq.ask(&Request::Scan).await?) {
+                            debug!(error = %e, "scan refused");
+                        }
+                    }
                 }
             }
             msg = erx.recv() => {
@@ -234,6 +266,15 @@ async fn session(
                 debug!(?ev, "wpa event");
                 if ev == Event::ScanResults {
                     let bss = wpa_ctrl::parse_scan_results(&rq.ask(&Request::ScanResults).await?);
+                    if let Some(r) = roam.target(&cfg.roam, &bss, Instant::now()) {
+                        match wpa_ctrl::ack(&rq.ask(&Request::Roam(r.to.clone())).await?) {
+                            Ok(()) => {
+                                info!(from = %r.from, to = %r.to, signal_dbm = r.signal_dbm, "roaming to a stronger access point");
+                                let _ = out.send(WifiEvent::Roaming { from: r.from, to: r.to, signal_dbm: r.signal_dbm });
+                            }
+                            Err(e) => warn!(to = %r.to, error = %e, "roam refused"),
+                        }
+                    }
                     let _ = out.send(WifiEvent::Candidates(bss));
                 }
                 if ev == Event::Terminating {
@@ -256,5 +297,56 @@ async fn session(
                 None => return Ok(()),
             },
         }
+    }
+}
+
+/// The roaming state of one connected period.
+#[derive(Debug, Default)]
+struct Roaming {
+    /// SSID and BSSID associated with.
+    current: Option<(String, String)>,
+    /// Its last signal.
+    signal: Option<i32>,
+    last_scan: Option<Instant>,
+    last_roam: Option<Instant>,
+}
+
+/// A roam decided.
+struct RoamTo {
+    from: String,
+    to: String,
+    signal_dbm: i32,
+}
+
+impl Roaming {
+    /// Weak, and no scan of ours for [`ROAM_SCAN_INTERVAL`].
+    fn wants_scan(&mut self, p: &wpa_ctrl::RoamPolicy, now: Instant) -> bool {
+        let weak = self.signal.is_some_and(|s| p.wants_candidates(s));
+        let due = self
+            .last_scan
+            .is_none_or(|t| now.duration_since(t) >= ROAM_SCAN_INTERVAL);
+        if weak && due {
+            self.last_scan = Some(now);
+        }
+        weak && due
+    }
+
+    /// The access point to roam to after a scan, if any.
+    fn target(&mut self, p: &wpa_ctrl::RoamPolicy, bss: &[Bss], now: Instant) -> Option<RoamTo> {
+        let (ssid, bssid) = self.current.as_ref()?;
+        let signal = self.signal?;
+        if self
+            .last_roam
+            .is_some_and(|t| now.duration_since(t) < ROAM_MIN_INTERVAL)
+        {
+            return None;
+        }
+        let to = p.target(ssid, bssid, signal, bss)?;
+        self.last_roam = Some(now);
+        Some(RoamTo {
+            from: bssid.clone(),
+            to: to.bssid.clone(),
+            signal_dbm: signal,
+        })
     }
 }

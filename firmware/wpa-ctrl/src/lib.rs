@@ -7,12 +7,14 @@
 
 mod event;
 mod reply;
+mod roam;
 
 pub use event::{Event, parse_event};
 pub use reply::{
     Bss, NetworkEntry, ReplyError, Security, SignalPoll, Status, ack, parse_add_network,
     parse_list_networks, parse_scan_results, parse_signal_poll, parse_status,
 };
+pub use roam::RoamPolicy;
 
 /// A request to wpa_supplicant.
 #[derive(Debug, Clone, PartialEq, Eq)]

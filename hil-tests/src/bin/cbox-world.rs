@@ -120,8 +120,9 @@ fn demo(stop: &AtomicBool) -> anyhow::Result<()> {
         r.snaptd_peak_rss_mib
     );
     println!(
-        "verdict: {} handovers, max stall {:.0} ms, {}",
+        "verdict: {} handovers, {} Wi-Fi roams, max stall {:.0} ms, {}",
         r.handovers,
+        r.roams,
         r.max_stall_ms,
         if r.passed {
             "0 bytes lost"
@@ -164,8 +165,9 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
         match runner::run(&sc, &dir, false, stop) {
             Ok(r) => {
                 println!(
-                    "   {} handovers, max stall {:.0} ms (ssh {}), {} records damaged, download {}, udp lost {}, {} app errors -> {}",
+                    "   {} handovers, {} roams, max stall {:.0} ms (ssh {}), {} records damaged, download {}, udp lost {}, {} app errors -> {}",
                     r.handovers,
+                    r.roams,
                     r.max_stall_ms,
                     ssh_word(&r),
                     r.records_damaged,
@@ -188,9 +190,10 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\n{:<18} {:>9} {:>10} {:>9} {:>8} {:>9} {:>9} {:>10} {:>11} {:>11} {:>7}",
+        "\n{:<18} {:>9} {:>5} {:>10} {:>9} {:>8} {:>9} {:>9} {:>10} {:>11} {:>11} {:>7}",
         "scenario",
         "handovers",
+        "roams",
         "max stall",
         "ssh stall",
         "damaged",
@@ -203,9 +206,10 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
     );
     for r in &reports {
         println!(
-            "{:<18} {:>9} {:>8.0}ms {:>9} {:>8} {:>9} {:>9} {:>10} {:>9.2}s {:>8.1}MiB {:>7}",
+            "{:<18} {:>9} {:>5} {:>8.0}ms {:>9} {:>8} {:>9} {:>9} {:>10} {:>9.2}s {:>8.1}MiB {:>7}",
             r.scenario,
             r.handovers,
+            r.roams,
             r.max_stall_ms,
             ssh_word(r),
             r.records_damaged,

@@ -18,6 +18,8 @@ pub(super) struct WifiStatus {
     signal_dbm: Option<i32>,
     /// SSID, BSSID, signal of the last scan's hotspots.
     candidates: Vec<(String, String, i32)>,
+    /// Roams between access points since start.
+    roams: u64,
     problem: Option<String>,
     #[serde(skip)]
     pub(super) cmds: Option<tokio::sync::mpsc::UnboundedSender<crate::wifi::WifiCommand>>,
@@ -91,6 +93,7 @@ impl BoxDriver {
                     .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
                 networks,
                 poll_interval: Duration::from_millis(w.poll_interval_ms),
+                roam: w.roam_policy().unwrap_or_default(),
             };
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
@@ -144,6 +147,14 @@ impl BoxDriver {
                     .into_iter()
                     .map(|b| (b.ssid, b.bssid, b.signal_dbm))
                     .collect();
+            }
+            W::Roaming {
+                from,
+                to,
+                signal_dbm,
+            } => {
+                info!(uplink = %name, %from, %to, signal_dbm, "Wi-Fi roaming");
+                st.roams += 1;
             }
             W::Event(e) => debug!(uplink = %name, event = ?e, "Wi-Fi event"),
             W::Problem(p) => {
