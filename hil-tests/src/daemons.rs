@@ -132,13 +132,16 @@ impl Daemons {
     }
 
     /// Starts cnaptd in the box namespace and waits (at most 20 s, or until
-    /// `stopped` says so) for its session.
+    /// `stopped` says so) for its session on the preferred uplink, Wi-Fi:
+    /// every timeline starts there. Returns the handovers the box made on
+    /// the way (a start over LTE while Wi-Fi was associating), which are
+    /// not the scenario's.
     pub fn start_cnaptd(
         &self,
         world: &Topology,
         procs: &mut Procs,
         stopped: impl Fn() -> bool,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         let c = world
             .exec("box", bin("cnaptd")?.to_str().context("path")?)
             .arg("-c")
@@ -147,12 +150,20 @@ impl Daemons {
             .spawn()?;
         procs.push("cnaptd", c);
         let until = Instant::now() + Duration::from_secs(20);
-        while !status(&self.box_sock).is_some_and(|v| v["sites"][0]["state"] == "Established") {
+        loop {
+            if let Some(v) = status(&self.box_sock) {
+                let site = &v["sites"][0];
+                if site["state"] == "Established" && site["uplink"] == "wifi" {
+                    return Ok(site["switches"].as_u64().unwrap_or(0));
+                }
+            }
             if Instant::now() > until || stopped() {
-                bail!("the box did not connect; logs in {}", self.dir.display());
+                bail!(
+                    "the box did not connect over Wi-Fi within 20 s; logs in {}",
+                    self.dir.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(())
     }
 }

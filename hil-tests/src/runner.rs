@@ -167,7 +167,8 @@ pub fn run_mode(
     )?;
     let hotspots = WifiWorld::start(&daemons.wpa_ctrl, &world, &wifi, wp)?;
     daemons.start_snaptd(&world, &mut procs)?;
-    daemons.start_cnaptd(&world, &mut procs, || stop.load(Ordering::SeqCst))?;
+    let startup_switches =
+        daemons.start_cnaptd(&world, &mut procs, || stop.load(Ordering::SeqCst))?;
     let box_sock = &daemons.box_sock;
     let phone = PhoneApps::start(&world, dir, sc, &mut procs)?;
 
@@ -279,7 +280,10 @@ pub fn run_mode(
     .iter()
     .filter(|e| **e)
     .count() as u64;
-    let handovers = site["switches"].as_u64().unwrap_or(0);
+    let handovers = site["switches"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(startup_switches);
     let roams = u64::from(hotspots.roams());
     let in_range = handovers as usize >= sc.min_handovers
         && sc.max_handovers.is_none_or(|m| handovers as usize <= m)

@@ -242,12 +242,13 @@ fn print_uplinks(v: &Value) {
         let w = &u["wifi"];
         if !w.is_null() {
             println!(
-                "    wifi {} ({}), {} MHz, signal {} dBm, {} hotspots in the last scan{}",
+                "    wifi {} ({}), {} MHz, signal {} dBm, {} hotspots in the last scan, {} roams{}",
                 s(&w["ssid"]),
                 s(&w["bssid"]),
                 s(&w["freq"]),
                 s(&w["signal_dbm"]),
                 w["candidates"].as_array().map_or(0, Vec::len),
+                w["roams"].as_u64().unwrap_or(0),
                 w["problem"]
                     .as_str()
                     .map_or(String::new(), |p| format!("; PROBLEM: {p}"))

@@ -37,6 +37,8 @@ struct Raw {
     session: SessionSection,
     #[serde(default)]
     decision: DecisionSection,
+    #[serde(default)]
+    routing: crate::routing::RoutingSection,
 }
 
 fn default_grace() -> u64 {
@@ -130,6 +132,8 @@ pub struct CnaptConfig {
     pub session: SessionConfig,
     /// The decision task's thresholds, timers and hysteresis.
     pub decision: decision::Policy,
+    /// `[routing]`: a table and source rule per uplink.
+    pub routing: crate::Routing,
 }
 
 impl CnaptConfig {
@@ -176,6 +180,10 @@ impl CnaptConfig {
         if raw.uplink.is_empty() {
             return Err(invalid(path, "uplink", "at least one [[uplink]] is needed"));
         }
+        let routing = raw
+            .routing
+            .build(raw.uplink.len())
+            .map_err(|(key, problem)| invalid(path, format!("routing.{key}"), problem))?;
         let mut up_names = HashSet::new();
         for (i, u) in raw.uplink.iter().enumerate() {
             if !up_names.insert(u.name.as_str()) {
@@ -273,6 +281,7 @@ impl CnaptConfig {
             client_services,
             session,
             decision,
+            routing,
         })
     }
 }

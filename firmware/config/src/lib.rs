@@ -11,6 +11,7 @@ mod cnapt;
 mod common;
 mod pinmap;
 mod policy;
+mod routing;
 mod snapt;
 mod uplinks;
 
@@ -18,6 +19,7 @@ pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink};
 pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
 pub use pinmap::{Line, PinMap};
 pub use policy::{BoxPolicy, DestinationRule};
+pub use routing::Routing;
 pub use snapt::{ClientServiceListen, ServerService, SnaptConfig};
 pub use uplinks::{ModemSection, Uplink, UplinkKind, WifiNetwork, WifiSection};
 
@@ -75,6 +77,9 @@ mod tests {
             e.contains("uplink[0].wifi.network[0]") && e.contains("8 to 63"),
             "{e}"
         );
+        let bad = t.replace("table_base = 100", "table_base = 254");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("routing.table_base"), "{e}");
         let bad = t.replace("roam_margin_db = 8", "roam_margin_db = 0");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("uplink[0].wifi.roam_margin_db"), "{e}");

@@ -28,6 +28,11 @@ pub struct Uplink {
     /// address the interface has).
     #[serde(default)]
     pub source: Option<IpAddr>,
+    /// Next hop of this uplink's routing table (default: learnt from the
+    /// main table's default route on the interface, as DHCP or the modem
+    /// set it; none on a point-to-point link).
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
     /// Preference among uplinks of equal health, lower first (default: the
     /// position in the file).
     #[serde(default)]

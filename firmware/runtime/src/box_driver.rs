@@ -147,6 +147,9 @@ pub struct BoxDriver {
     /// back-off: with TLS 1.3 a server refuses a client certificate only
     /// after the client thinks the handshake is done.
     proven: Vec<bool>,
+    /// The site's last connection attempt found no uplink with link and
+    /// address: one coming up retries at once.
+    awaiting_link: Vec<bool>,
     /// The decision task and what it needs.
     up: uplinks::Uplinks,
 }
@@ -199,6 +202,7 @@ impl BoxDriver {
             incarnation: incarnation.saturating_add(1_000_000),
             last_error: vec![None; sites],
             proven: vec![false; sites],
+            awaiting_link: vec![false; sites],
             listeners: Vec::new(),
             up: uplinks::Uplinks::new(&cfg),
             cfg,
@@ -299,6 +303,7 @@ impl BoxDriver {
         self.flush();
         // Give the writers a moment to put DISCONNECT on the wire.
         tokio::time::sleep(Duration::from_millis(100)).await;
+        self.up.stop_routing().await;
         Ok(())
     }
 
@@ -464,15 +469,28 @@ impl BoxDriver {
         if self.connecting[site] {
             return;
         }
-        self.connecting[site] = true;
+        // Only uplinks with link and address: an attempt over a link
+        // without carrier hangs until its timeout while a better one may
+        // come up meanwhile. With none, wait for one (the link monitor's
+        // "gained" retries at once) or the back-off.
+        let table = self.up.task.table();
+        let usable = |u: &usize| table[*u].link_up && table[*u].address.is_some();
         let mut order: Vec<usize> = self
             .up
             .task
             .preference()
             .into_iter()
-            .filter(|u| Some(*u) != failed)
+            .filter(|u| Some(*u) != failed && usable(u))
             .collect();
-        order.extend(failed);
+        order.extend(failed.filter(usable));
+        if order.is_empty() {
+            debug!(site, "no uplink has link and address; waiting for one");
+            self.awaiting_link[site] = true;
+            self.schedule_retry(site);
+            return;
+        }
+        self.awaiting_link[site] = false;
+        self.connecting[site] = true;
         self.spawn_connect(site, order, Purpose::Recover);
     }
 

@@ -20,6 +20,7 @@ pub mod io;
 pub mod linkmon;
 pub mod locals;
 pub mod modem_port;
+pub mod routing;
 pub mod server_driver;
 pub mod udp;
 pub mod wifi;

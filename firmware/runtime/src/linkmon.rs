@@ -1,9 +1,12 @@
 //! The link monitor: the uplinks' interfaces as the kernel sees them, over
 //! rtnetlink — whether each is up (administratively up with carrier) and
-//! which address it has. Subscribes to the link and address multicast
-//! groups first, then dumps the current state, so nothing falls between the
-//! two; every change reaches the box driver within milliseconds of the
-//! kernel's notification (the trigger of a sudden switch).
+//! which address it has, and the gateway of its default route in the main
+//! table (what DHCP or the modem set; policy routing copies it into the
+//! uplink's own table). Subscribes to the link, address and IPv4 route
+//! multicast groups first, then dumps the current state, so nothing falls
+//! between the two; every change reaches the box driver within
+//! milliseconds of the kernel's notification (the trigger of a sudden
+//! switch).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -13,6 +16,7 @@ use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use rtnetlink::{MulticastGroup, new_multicast_connection};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -34,12 +38,20 @@ pub enum LinkEvent {
         /// `None` when it has none left.
         address: Option<IpAddr>,
     },
+    /// The gateway of its IPv4 default route in the main table changed.
+    Gateway {
+        /// Interface name.
+        iface: String,
+        /// `None` when it has no such route (or one without a gateway).
+        gateway: Option<IpAddr>,
+    },
 }
 
 #[derive(Debug, Default)]
 struct IfState {
     up: bool,
     addresses: BTreeSet<IpAddr>,
+    gateways: BTreeSet<IpAddr>,
 }
 
 /// What is known about the watched interfaces; turns netlink messages into
@@ -74,6 +86,8 @@ impl Interfaces {
             RouteNetlinkMessage::DelLink(l) => self.link(l, false),
             RouteNetlinkMessage::NewAddress(a) => self.address(a, true),
             RouteNetlinkMessage::DelAddress(a) => self.address(a, false),
+            RouteNetlinkMessage::NewRoute(r) => self.route(r, true),
+            RouteNetlinkMessage::DelRoute(r) => self.route(r, false),
             _ => Vec::new(),
         }
     }
@@ -111,6 +125,13 @@ impl Interfaces {
         }
         if !exists {
             st.addresses.clear();
+            if st.gateways.iter().next().is_some() {
+                st.gateways.clear();
+                out.push(LinkEvent::Gateway {
+                    iface: name.clone(),
+                    gateway: None,
+                });
+            }
             if had_address {
                 out.push(LinkEvent::Address {
                     iface: name,
@@ -161,6 +182,50 @@ impl Interfaces {
     }
 }
 
+impl Interfaces {
+    /// A default route of the main table on a watched interface.
+    fn route(&mut self, r: &RouteMessage, added: bool) -> Vec<LinkEvent> {
+        let table = r
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(u32::from(r.header.table));
+        if table != u32::from(RouteHeader::RT_TABLE_MAIN) || r.header.destination_prefix_length != 0
+        {
+            return Vec::new();
+        }
+        let Some(name) = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => self.names.get(i).cloned(),
+            _ => None,
+        }) else {
+            return Vec::new();
+        };
+        let gw = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
+            _ => None,
+        });
+        let Some(gw) = gw else { return Vec::new() };
+        let st = self.state.entry(name.clone()).or_default();
+        let before = st.gateways.iter().next().copied();
+        if added {
+            st.gateways.insert(gw);
+        } else {
+            st.gateways.remove(&gw);
+        }
+        let after = st.gateways.iter().next().copied();
+        if before == after {
+            return Vec::new();
+        }
+        vec![LinkEvent::Gateway {
+            iface: name,
+            gateway: after,
+        }]
+    }
+}
+
 fn is_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
@@ -189,6 +254,7 @@ pub async fn spawn(
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv4Route,
     ])?;
     let conn = tokio::spawn(conn);
     let mut ifs = Interfaces::new(ifaces);
@@ -202,6 +268,14 @@ pub async fn spawn(
     while let Some(a) = addrs.next().await {
         let a = a.map_err(|e| LinkMonError::Dump(e.to_string()))?;
         dump.push(RouteNetlinkMessage::NewAddress(a));
+    }
+    let mut routes = handle
+        .route()
+        .get(rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build())
+        .execute();
+    while let Some(r) = routes.next().await {
+        let r = r.map_err(|e| LinkMonError::Dump(e.to_string()))?;
+        dump.push(RouteNetlinkMessage::NewRoute(r));
     }
     for m in &dump {
         for ev in ifs.handle(m) {
@@ -264,6 +338,54 @@ mod tests {
         } else {
             RouteNetlinkMessage::DelAddress(a)
         }
+    }
+
+    fn default_route(index: u32, table: u32, gw: [u8; 4], add: bool) -> RouteNetlinkMessage {
+        let mut r = RouteMessage::default();
+        r.header.address_family = AddressFamily::Inet;
+        r.header.table = u8::try_from(table).unwrap_or(0);
+        r.attributes.push(RouteAttribute::Table(table));
+        r.attributes.push(RouteAttribute::Oif(index));
+        r.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::from(
+                gw,
+            ))));
+        if add {
+            RouteNetlinkMessage::NewRoute(r)
+        } else {
+            RouteNetlinkMessage::DelRoute(r)
+        }
+    }
+
+    #[test]
+    fn the_main_tables_default_gateway_is_learnt() {
+        let mut ifs = Interfaces::new(vec!["eth1".into()]);
+        ifs.handle(&link(5, "eth1", LinkFlags::Up | LinkFlags::LowerUp));
+        let gw = Some(IpAddr::V4(Ipv4Addr::new(198, 18, 40, 1)));
+        assert_eq!(
+            ifs.handle(&default_route(5, 254, [198, 18, 40, 1], true)),
+            vec![LinkEvent::Gateway {
+                iface: "eth1".into(),
+                gateway: gw
+            }]
+        );
+        // Our own per-uplink table is not learnt from.
+        assert!(
+            ifs.handle(&default_route(5, 102, [198, 18, 41, 1], true))
+                .is_empty()
+        );
+        // Nor a route of an unwatched interface.
+        assert!(
+            ifs.handle(&default_route(6, 254, [198, 18, 42, 1], true))
+                .is_empty()
+        );
+        assert_eq!(
+            ifs.handle(&default_route(5, 254, [198, 18, 40, 1], false)),
+            vec![LinkEvent::Gateway {
+                iface: "eth1".into(),
+                gateway: None
+            }]
+        );
     }
 
     #[test]

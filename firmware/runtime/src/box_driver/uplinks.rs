@@ -40,6 +40,11 @@ pub(super) struct Uplinks {
     /// The Wi-Fi drivers' view and command queue, per uplink.
     pub(super) wifis: Vec<Option<WifiStatus>>,
     pub(super) tasks: Vec<tokio::task::AbortHandle>,
+    /// Policy routing: what each uplink's table and rule should hold, and
+    /// the task that keeps them.
+    routing: crate::routing::Planner,
+    route_tx: Option<tokio::sync::mpsc::UnboundedSender<crate::routing::Change>>,
+    route_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Uplinks {
@@ -68,6 +73,33 @@ impl Uplinks {
                 .map(|u| u.wifi.as_ref().map(|_| WifiStatus::default()))
                 .collect(),
             tasks: Vec::new(),
+            routing: crate::routing::Planner::new(cfg.routing, &cfg.uplinks),
+            route_tx: None,
+            route_task: None,
+        }
+    }
+
+    /// Starts the policy-routing task (stale tables and rules of an
+    /// earlier run are removed first).
+    fn start_routing(&mut self) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for c in self.routing.clear_all() {
+            let _ = tx.send(c);
+        }
+        match crate::routing::spawn(rx, self.routing.clear_all()) {
+            Ok(task) => {
+                self.route_tx = Some(tx);
+                self.route_task = Some(task);
+            }
+            Err(e) => warn!(error = %e, "no policy routing: tunnels rely on SO_BINDTODEVICE"),
+        }
+    }
+
+    /// Removes the policy routing (at shutdown); waits at most 2 s.
+    pub(super) async fn stop_routing(&mut self) {
+        self.route_tx = None;
+        if let Some(t) = self.route_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
     }
 }
@@ -113,6 +145,9 @@ impl BoxDriver {
         if watched.is_empty() {
             return;
         }
+        if self.cfg.routing.enabled {
+            self.up.start_routing();
+        }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         match linkmon::spawn(watched, tx).await {
             Ok(h) => self.up.monitor = Some(h),
@@ -149,6 +184,11 @@ impl BoxDriver {
     /// A change the kernel reported.
     pub(super) fn link_event(&mut self, ev: LinkEvent) {
         let t = now();
+        for c in self.up.routing.observe(&ev) {
+            if let Some(tx) = &self.up.route_tx {
+                let _ = tx.send(c);
+            }
+        }
         let gained = matches!(
             ev,
             LinkEvent::Link { up: true, .. }
@@ -172,6 +212,11 @@ impl BoxDriver {
                     Box::new(move |uplink| Observation::Address { uplink, address }),
                 )
             }
+            LinkEvent::Gateway { iface, gateway } => {
+                // Policy routing's business only (above).
+                debug!(%iface, ?gateway, "default gateway");
+                return;
+            }
         };
         for i in 0..self.cfg.uplinks.len() {
             if self.cfg.uplinks[i].interface.as_deref() == Some(iface.as_str()) {
@@ -191,7 +236,7 @@ impl BoxDriver {
                         session::BoxState::Idle | session::BoxState::Recovering
                     )
                 });
-                if waiting && self.proven[site] {
+                if waiting && (self.proven[site] || self.awaiting_link[site]) {
                     self.backoff[site] = Duration::from_millis(200);
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
