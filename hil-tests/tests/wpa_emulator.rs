@@ -8,45 +8,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hil_tests::wpa_emu::{Hotspot, LinkChange, WpaEmu};
+mod common;
+
+use common::expect;
+use hil_tests::wifi_world::{PSK, SSID, hotspots};
+use hil_tests::wpa_emu::{LinkChange, WpaEmu};
 use runtime::wifi::{WifiCommand, WifiConfig, WifiEvent};
 use wpa_ctrl::{Event, NetworkConfig, RoamPolicy};
 
 const A: &str = "02:cb:0a:00:00:01";
 const B: &str = "02:cb:0a:00:00:02";
 const CAFE: &str = "02:cb:0c:00:00:01";
-
-fn hotspots() -> Vec<Hotspot> {
-    let h = |ssid: &str, bssid: &str, signal: Option<i32>, psk: Option<&str>| Hotspot {
-        ssid: ssid.into(),
-        bssid: bssid.into(),
-        freq: 2412,
-        signal_dbm: signal,
-        psk: psk.map(String::from),
-    };
-    vec![
-        h("site", A, Some(-52), Some("field-tech-2026")),
-        h("site", B, None, Some("field-tech-2026")),
-        h("cafe", CAFE, Some(-60), None),
-    ]
-}
-
-async fn expect(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<WifiEvent>,
-    what: &str,
-    want: impl Fn(&WifiEvent) -> bool,
-) -> WifiEvent {
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(until, rx.recv()).await {
-            Ok(Some(ev)) if want(&ev) => return ev,
-            Ok(Some(WifiEvent::Problem(p))) => panic!("{what}: problem {p}"),
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("{what}: the driver ended"),
-            Err(_) => panic!("{what}: not within 10 s"),
-        }
-    }
-}
+const T: Duration = Duration::from_secs(10);
 
 struct Bed {
     dir: std::path::PathBuf,
@@ -67,7 +40,7 @@ fn bed(name: &str) -> Bed {
     let l = links.clone();
     let emu = WpaEmu::start(
         &dir.join("ctrl/wlan0"),
-        hotspots(),
+        hotspots().into_iter().map(|(_, h)| h).collect(),
         Box::new(move |c| l.lock().unwrap().push(c.clone())),
     )
     .unwrap();
@@ -79,7 +52,7 @@ fn config(b: &Bed, psk: &str) -> WifiConfig {
         ctrl_path: b.dir.join("ctrl/wlan0"),
         cli_dir: b.dir.clone(),
         networks: vec![NetworkConfig {
-            ssid: b"site".to_vec(),
+            ssid: SSID.as_bytes().to_vec(),
             psk: Some(psk.into()),
             priority: 5,
             hidden: false,
@@ -96,17 +69,18 @@ fn the_wifi_driver_joins_scans_and_roams_on_the_emulator() {
     rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = tokio::spawn(runtime::wifi::run(config(&b, "field-tech-2026"), tx, crx));
+        let driver = tokio::spawn(runtime::wifi::run(config(&b, PSK), tx, crx));
         expect(
             &mut rx,
+            T,
             "associated to A",
             |e| matches!(e, WifiEvent::Association { bssid: Some(x), .. } if x == A),
         )
         .await;
-        expect(&mut rx, "signal", |e| *e == WifiEvent::Signal(Some(-52))).await;
+        expect(&mut rx, T, "signal", |e| *e == WifiEvent::Signal(Some(-52))).await;
         // The decision task's Search activity: a scan, both networks seen.
         ctx.send(WifiCommand::Scan).unwrap();
-        let WifiEvent::Candidates(c) = expect(&mut rx, "candidates", |e| {
+        let WifiEvent::Candidates(c) = expect(&mut rx, T, "candidates", |e| {
             matches!(e, WifiEvent::Candidates(_))
         })
         .await
@@ -120,7 +94,7 @@ fn the_wifi_driver_joins_scans_and_roams_on_the_emulator() {
         // scans by itself (no Search command) and roams.
         assert!(b.emu.set_signal(B, Some(-55)));
         assert!(b.emu.set_signal(A, Some(-76)));
-        let ev = expect(&mut rx, "roaming", |e| {
+        let ev = expect(&mut rx, T, "roaming", |e| {
             matches!(e, WifiEvent::Roaming { .. })
         })
         .await;
@@ -134,6 +108,7 @@ fn the_wifi_driver_joins_scans_and_roams_on_the_emulator() {
         );
         expect(
             &mut rx,
+            T,
             "associated to B",
             |e| matches!(e, WifiEvent::Association { bssid: Some(x), .. } if x == B),
         )
@@ -151,7 +126,7 @@ fn the_wifi_driver_joins_scans_and_roams_on_the_emulator() {
         // link told so.
         b.emu.set_signal(B, None);
         b.emu.set_signal(A, None);
-        expect(&mut rx, "disconnected", |e| {
+        expect(&mut rx, T, "disconnected", |e| {
             matches!(
                 e,
                 WifiEvent::Event(Event::Disconnected {
@@ -180,7 +155,7 @@ fn a_wrong_passphrase_is_reported_and_nothing_is_joined() {
             tx,
             crx,
         ));
-        expect(&mut rx, "wrong key", |e| {
+        expect(&mut rx, T, "wrong key", |e| {
             matches!(e, WifiEvent::Event(Event::WrongKey { id: Some(0) }))
         })
         .await;

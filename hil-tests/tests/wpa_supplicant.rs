@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::expect;
 use runtime::wifi::{WifiCommand, WifiConfig, WifiEvent};
 use wpa_ctrl::{Event, NetworkConfig};
 
@@ -92,25 +95,6 @@ fn bed() -> Bed {
         std::thread::sleep(Duration::from_millis(50));
     }
     b
-}
-
-/// The next event matching `want`, within `limit`.
-async fn expect(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<WifiEvent>,
-    limit: Duration,
-    what: &str,
-    want: impl Fn(&WifiEvent) -> bool,
-) -> WifiEvent {
-    let until = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(until, rx.recv()).await {
-            Ok(Some(ev)) if want(&ev) => return ev,
-            Ok(Some(WifiEvent::Problem(p))) => panic!("{what}: problem {p}"),
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("{what}: the driver ended"),
-            Err(_) => panic!("{what}: not within {limit:?}"),
-        }
-    }
 }
 
 #[test]

@@ -3,27 +3,20 @@ use super::*;
 const A: &str = "02:cb:0a:00:00:01";
 const B: &str = "02:cb:0a:00:00:02";
 const CAFE: &str = "02:cb:0c:00:00:01";
+const PSK: &str = crate::wifi_world::PSK;
 
 fn world() -> Vec<Hotspot> {
-    let h = |ssid: &str, bssid: &str, signal: Option<i32>, psk: Option<&str>| Hotspot {
-        ssid: ssid.into(),
-        bssid: bssid.into(),
-        freq: 2412,
-        signal_dbm: signal,
-        psk: psk.map(String::from),
-    };
-    vec![
-        h("site", A, Some(-50), Some("field-tech-2026")),
-        h("site", B, None, Some("field-tech-2026")),
-        h("cafe", CAFE, Some(-60), None),
-    ]
+    crate::wifi_world::hotspots()
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect()
 }
 
-/// Configures network "site" with `psk`, as the box's driver does.
+/// Configures the world's network with `psk`, as the box's driver does.
 fn configure(st: &mut Station, psk: &str, t: Instant) {
     assert_eq!(st.handle("ADD_NETWORK", t), "0\n");
     for r in [
-        "SET_NETWORK 0 ssid \"site\"".to_string(),
+        format!("SET_NETWORK 0 ssid \"{}\"", crate::wifi_world::SSID),
         format!("SET_NETWORK 0 psk \"{psk}\""),
         "SET_NETWORK 0 priority 5".into(),
         "ENABLE_NETWORK 0".into(),
@@ -57,7 +50,7 @@ fn a_configured_network_is_joined_and_reported_like_wpa_supplicant() {
     let mut st = Station::new(world());
     assert!(st.handle("STATUS", t0).contains("wpa_state=DISCONNECTED"));
     assert_eq!(st.handle("SIGNAL_POLL", t0), "FAIL\n");
-    configure(&mut st, "field-tech-2026", t0);
+    configure(&mut st, PSK, t0);
     let t = run(&mut st, t0, 300);
     let fx = st.drain();
     assert_eq!(links(&fx), vec![LinkChange::Associated(A.into())]);
@@ -67,10 +60,10 @@ fn a_configured_network_is_joined_and_reported_like_wpa_supplicant() {
     // The box's own parsers read the replies.
     let s = wpa_ctrl::parse_status(&st.handle("STATUS", t)).unwrap();
     assert!(s.connected());
-    assert_eq!(s.ssid.as_deref(), Some("site"));
+    assert_eq!(s.ssid.as_deref(), Some(crate::wifi_world::SSID));
     assert_eq!(s.key_mgmt.as_deref(), Some("WPA2-PSK"));
     let sig = wpa_ctrl::parse_signal_poll(&st.handle("SIGNAL_POLL", t)).unwrap();
-    assert_eq!(sig.rssi_dbm, Some(-50));
+    assert_eq!(sig.rssi_dbm, Some(-52));
     let nets = wpa_ctrl::parse_list_networks(&st.handle("LIST_NETWORKS", t));
     assert_eq!(nets[0].flags, "[CURRENT]");
 }
@@ -115,7 +108,7 @@ fn scans_list_what_is_in_range_after_the_scan_time() {
 fn roam_moves_to_another_access_point_of_the_same_network_only() {
     let t0 = Instant::now();
     let mut st = Station::new(world());
-    configure(&mut st, "field-tech-2026", t0);
+    configure(&mut st, PSK, t0);
     let t = run(&mut st, t0, 300);
     st.drain();
     assert_eq!(
@@ -145,7 +138,7 @@ fn roam_moves_to_another_access_point_of_the_same_network_only() {
 fn fading_out_of_range_disconnects_and_a_hotspot_in_range_is_joined_again() {
     let t0 = Instant::now();
     let mut st = Station::new(world());
-    configure(&mut st, "field-tech-2026", t0);
+    configure(&mut st, PSK, t0);
     let t = run(&mut st, t0, 300);
     st.drain();
     st.set_signal(B, Some(-70), t);
@@ -171,7 +164,7 @@ fn fading_out_of_range_disconnects_and_a_hotspot_in_range_is_joined_again() {
 fn disconnect_holds_until_reconnect_and_bad_requests_fail() {
     let t0 = Instant::now();
     let mut st = Station::new(world());
-    configure(&mut st, "field-tech-2026", t0);
+    configure(&mut st, PSK, t0);
     let t = run(&mut st, t0, 300);
     assert_eq!(st.handle("DISCONNECT", t), "OK\n");
     let t = run(&mut st, t, 1000);
@@ -201,7 +194,7 @@ fn disconnect_holds_until_reconnect_and_bad_requests_fail() {
 fn removing_the_current_network_disconnects() {
     let t0 = Instant::now();
     let mut st = Station::new(world());
-    configure(&mut st, "field-tech-2026", t0);
+    configure(&mut st, PSK, t0);
     let t = run(&mut st, t0, 300);
     st.drain();
     assert_eq!(st.handle("REMOVE_NETWORK all", t), "OK\n");
