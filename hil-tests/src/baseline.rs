@@ -22,16 +22,14 @@ pub(crate) fn endpoint_id(uplink: Uplink) -> &'static str {
     match uplink {
         Uplink::Wifi => "1",
         Uplink::Lte => "2",
+        Uplink::Cable => "3",
     }
 }
 
 /// `ip mptcp endpoint add …` for the box's address on `uplink`, as a
 /// subflow endpoint (a backup one if `backup`).
 pub(crate) fn mptcp_endpoint(uplink: Uplink, backup: bool) -> Vec<&'static str> {
-    let ip = match uplink {
-        Uplink::Wifi => addr::BOX_WIFI,
-        Uplink::Lte => addr::BOX_LTE,
-    };
+    let ip = uplink.box_address();
     let mut args = vec![
         "ip",
         "mptcp",
@@ -148,6 +146,21 @@ pub fn baseline(
                 | Action::SnaptRestart { .. }
                 | Action::Mode { .. }
                 | Action::Approve => {}
+                // No Wi-Fi driver reads the signal; the hotspot the box
+                // stands on going out of range is its link going down.
+                Action::Hotspot { hotspot, gone, .. } => {
+                    if hotspot == "site-a" && *gone == Some(true) {
+                        events.insert(
+                            0,
+                            crate::scenario::Event {
+                                at: e.at,
+                                action: Action::LinkDown {
+                                    uplink: Uplink::Wifi,
+                                },
+                            },
+                        );
+                    }
+                }
                 a => {
                     // Without a modem driver, the modem's registration is
                     // the LTE link itself.

@@ -35,6 +35,8 @@ pub struct Daemons {
     pub modem_port: PathBuf,
     /// The emulated wpa_supplicant's control socket.
     pub wpa_ctrl: PathBuf,
+    /// The box's preferred uplink, where every timeline starts.
+    preferred: &'static str,
 }
 
 /// Where the world's wpa_supplicant emulator listens.
@@ -44,7 +46,8 @@ fn wpa_ctrl_path(dir: &Path) -> PathBuf {
 
 impl Daemons {
     /// Issues the PKI and writes both configuration files under `dir`.
-    pub fn configure(dir: &Path) -> anyhow::Result<Self> {
+    /// With `wired`, the box's first (preferred) uplink is the cable.
+    pub fn configure(dir: &Path, wired: bool) -> anyhow::Result<Self> {
         let pki = dir.join("pki");
         for args in [
             vec!["init"],
@@ -82,12 +85,20 @@ impl Daemons {
         let mut cnapt = format!(
             "box_id = \"box-sim\"\ncontrol_socket = \"{}\"\n\
              [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/box-sim.pem\"\nkey = \"{p}/boxes/box-sim.key\"\n\
-             [[snapt]]\nname = \"internet\"\naddress = \"{i}:4433\"\nserver_name = \"{i}\"\n\
+             [[snapt]]\nname = \"internet\"\naddress = \"{i}:4433\"\nserver_name = \"{i}\"\n{}\
              [[uplink]]\nname = \"wifi\"\nkind = \"wifi\"\ninterface = \"wlan0\"\nsource = \"{}\"\n\
              [uplink.wifi]\nctrl = \"{}\"\npoll_interval_ms = 500\n[[uplink.wifi.network]]\nssid = \"{}\"\npsk = \"{}\"\n\
              [[uplink]]\nname = \"lte\"\nkind = \"lte\"\ninterface = \"wwan0\"\nsource = \"{}\"\ncost = 5\n\
              [uplink.modem]\nport = \"{}\"\napn = \"cbox.world\"\npoll_interval_ms = 1000\n",
             box_sock.display(),
+            if wired {
+                format!(
+                    "[[uplink]]\nname = \"cable\"\nkind = \"wired\"\ninterface = \"eth1\"\nsource = \"{}\"\n",
+                    addr::BOX_CABLE
+                )
+            } else {
+                String::new()
+            },
             addr::BOX_WIFI,
             wpa_ctrl_path(dir).display(),
             crate::wifi_world::SSID,
@@ -110,6 +121,7 @@ impl Daemons {
             box_sock,
             modem_port,
             wpa_ctrl: wpa_ctrl_path(dir),
+            preferred: if wired { "cable" } else { "wifi" },
         })
     }
 
@@ -132,8 +144,8 @@ impl Daemons {
     }
 
     /// Starts cnaptd in the box namespace and waits (at most 20 s, or until
-    /// `stopped` says so) for its session on the preferred uplink, Wi-Fi:
-    /// every timeline starts there. Returns the handovers the box made on
+    /// `stopped` says so) for its session on the preferred uplink (Wi-Fi,
+    /// or the cable when there is one): every timeline starts there. Returns the handovers the box made on
     /// the way (a start over LTE while Wi-Fi was associating), which are
     /// not the scenario's.
     pub fn start_cnaptd(
@@ -153,13 +165,14 @@ impl Daemons {
         loop {
             if let Some(v) = status(&self.box_sock) {
                 let site = &v["sites"][0];
-                if site["state"] == "Established" && site["uplink"] == "wifi" {
+                if site["state"] == "Established" && site["uplink"] == self.preferred {
                     return Ok(site["switches"].as_u64().unwrap_or(0));
                 }
             }
             if Instant::now() > until || stopped() {
                 bail!(
-                    "the box did not connect over Wi-Fi within 20 s; logs in {}",
+                    "the box did not connect over {} within 20 s; logs in {}",
+                    self.preferred,
                     self.dir.display()
                 );
             }

@@ -136,7 +136,7 @@ pub fn run_mode(
     stop: &AtomicBool,
 ) -> anyhow::Result<Report> {
     std::fs::create_dir_all(dir)?;
-    let world = Topology::build()?;
+    let world = Topology::build(sc.wired_wan)?;
     let (mut wp, mut lp) = (LinkParams::wifi(), LinkParams::lte());
     if zero_delay {
         for p in [&mut wp, &mut lp] {
@@ -155,7 +155,7 @@ pub fn run_mode(
             sc, dir, mode, zero_delay, &world, &wifi, &lte, &mut procs, stop,
         );
     }
-    let daemons = Daemons::configure(dir)?;
+    let daemons = Daemons::configure(dir, sc.wired_wan)?;
     // The LTE modem's data call brings wwan0 up; until then it is down.
     let box_ns = world.ns("box");
     set_link(&box_ns, Uplink::Lte, false)?;
@@ -476,10 +476,7 @@ pub(crate) fn set_link(box_ns: &str, uplink: Uplink, up: bool) -> anyhow::Result
         return run(&["link", "set", uplink.dev(), "down"]);
     }
     run(&["link", "set", uplink.dev(), "up"])?;
-    let (gw, metric) = match uplink {
-        Uplink::Wifi => ("198.18.10.1", "100"),
-        Uplink::Lte => ("198.18.20.1", "200"),
-    };
+    let (gw, metric) = uplink.gateway();
     run(&[
         "route",
         "replace",
@@ -525,16 +522,21 @@ pub(crate) fn apply(
         Action::Mode { mode } => ctl(sock, &["mode", mode])?,
         Action::Approve => ctl(sock, &["approve"])?,
         Action::SnaptRestart { .. } => bail!("the runner restarts snaptd itself"),
+        // A pulled cable: the site router's end goes, the box sees its
+        // carrier go.
+        Action::LinkDown {
+            uplink: Uplink::Cable,
+        } => world.ip("isp-cable", &["link", "set", "box0", "down"])?,
+        Action::LinkUp {
+            uplink: Uplink::Cable,
+        } => world.ip("isp-cable", &["link", "set", "box0", "up"])?,
         Action::LinkDown { uplink } => set_link(&world.ns("box"), *uplink, false)?,
         Action::LinkUp { uplink } => set_link(&world.ns("box"), *uplink, true)?,
         Action::Modem { .. } => bail!("the runner drives the modem itself"),
         Action::Hotspot { .. } => bail!("hotspots exist only for the box's Wi-Fi driver"),
         Action::AddressLoss { uplink } => {
-            let a = match uplink {
-                Uplink::Wifi => "198.18.10.2/24",
-                Uplink::Lte => "198.18.20.2/24",
-            };
-            ip(&["addr", "del", a, "dev", uplink.dev()])?;
+            let a = format!("{}/24", uplink.box_address());
+            ip(&["addr", "del", &a, "dev", uplink.dev()])?;
         }
         Action::SetLink {
             uplink,
@@ -547,6 +549,7 @@ pub(crate) fn apply(
             let radio = match uplink {
                 Uplink::Wifi => wifi,
                 Uplink::Lte => lte,
+                Uplink::Cable => bail!("the cable has no radio to set"),
             };
             radio.set(|p| {
                 if let Some(d) = delay_ms {

@@ -36,6 +36,10 @@ pub struct Scenario {
     /// back and new connections work).
     #[serde(default = "default_true")]
     pub streams_survive: bool,
+    /// The box also has a wired WAN (`eth1` to a site router), its
+    /// preferred uplink; the timeline starts with the box on it.
+    #[serde(default)]
+    pub wired_wan: bool,
     /// The timeline.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,
@@ -72,6 +76,8 @@ pub enum Uplink {
     Wifi,
     /// wwan0 through the LTE radio and the carrier NAT.
     Lte,
+    /// eth1, a cable to a site router (scenarios with `wired_wan`).
+    Cable,
 }
 
 impl Uplink {
@@ -80,6 +86,7 @@ impl Uplink {
         match self {
             Uplink::Wifi => "wlan0",
             Uplink::Lte => "wwan0",
+            Uplink::Cable => "eth1",
         }
     }
 
@@ -88,6 +95,25 @@ impl Uplink {
         match self {
             Uplink::Wifi => "wifi",
             Uplink::Lte => "lte",
+            Uplink::Cable => "cable",
+        }
+    }
+
+    /// The box's address on it.
+    pub fn box_address(self) -> &'static str {
+        match self {
+            Uplink::Wifi => crate::topology::addr::BOX_WIFI,
+            Uplink::Lte => crate::topology::addr::BOX_LTE,
+            Uplink::Cable => crate::topology::addr::BOX_CABLE,
+        }
+    }
+
+    /// Its gateway and the metric of the box's default route through it.
+    pub fn gateway(self) -> (&'static str, &'static str) {
+        match self {
+            Uplink::Wifi => ("198.18.10.1", "100"),
+            Uplink::Lte => ("198.18.20.1", "200"),
+            Uplink::Cable => ("198.18.40.1", "50"),
         }
     }
 }
@@ -153,7 +179,8 @@ pub enum Action {
         #[serde(default)]
         rate_mbit: Option<f64>,
     },
-    /// The box's interface goes down (a link event).
+    /// The box's interface goes down (a link event); for the cable, the
+    /// cable is pulled (carrier lost, the interface stays configured).
     LinkDown {
         /// Which.
         uplink: Uplink,

@@ -6,6 +6,8 @@
 //!   198.18.77.23      198.18.77.1     198.18.10.2                   .10.1     198.18.11.2  .11.1  198.18.30.1 (lo)
 //!                                 └──wwan0══a─[radio-lte]──b══box0── isp-lte (NAT) ──up0══lte0──┘
 //!                                    198.18.20.2                   .20.1     198.18.21.2  .21.1
+//!                                 └──eth1═══box0── isp-cable ──up0══cable0──┘   (wired WAN, optional)
+//!                                    198.18.40.2   .40.1       198.18.41.2  .41.1
 //!
 //! The radios are namespaces where `radio::Radio` forwards frames between
 //! `a` and `b` with delay, jitter, loss, rate and outages.
@@ -25,6 +27,8 @@ pub mod addr {
     pub const BOX_WIFI: &str = "198.18.10.2";
     /// The box on its LTE uplink.
     pub const BOX_LTE: &str = "198.18.20.2";
+    /// The box on its wired WAN (when the world has one).
+    pub const BOX_CABLE: &str = "198.18.40.2";
     /// The internet host running snaptd and the application servers.
     pub const INTERNET: &str = "198.18.30.1";
 }
@@ -122,8 +126,9 @@ impl Topology {
         run(&all)
     }
 
-    /// Builds the world. Needs root (CAP_NET_ADMIN) and `ip`, `nft`.
-    pub fn build() -> anyhow::Result<Self> {
+    /// Builds the world, with a wired WAN (`eth1` to a site router) if
+    /// `wired`. Needs root (CAP_NET_ADMIN) and `ip`, `nft`.
+    pub fn build(wired: bool) -> anyhow::Result<Self> {
         let prefix = format!("cbx{}", std::process::id());
         let mut t = Self {
             prefix,
@@ -255,6 +260,9 @@ impl Topology {
             "nft",
             "add table ip cgnat; add chain ip cgnat post { type nat hook postrouting priority 100; }; add rule ip cgnat post oifname up0 masquerade",
         ])?;
+        if wired {
+            t.add_cable()?;
+        }
         // The internet host.
         t.ip("internet", &["addr", "add", "198.18.30.1/32", "dev", "lo"])?;
         t.ip(
@@ -270,6 +278,73 @@ impl Topology {
             &["route", "add", "198.18.10.0/24", "via", "198.18.11.2"],
         )?;
         Ok(t)
+    }
+}
+
+impl Topology {
+    /// The wired WAN: the box's `eth1` straight to a site router (no radio:
+    /// a cable has no fading), which routes to the internet.
+    fn add_cable(&mut self) -> anyhow::Result<()> {
+        let ns = self.ns("isp-cable");
+        run(&["ip", "netns", "add", &ns])?;
+        self.created.push(ns.clone());
+        self.ip("isp-cable", &["link", "set", "lo", "up"])?;
+        for (a, ia, b, ib) in [
+            ("box", "eth1", "isp-cable", "box0"),
+            ("isp-cable", "up0", "internet", "cable0"),
+        ] {
+            let (na, nb) = (self.ns(a), self.ns(b));
+            run(&[
+                "ip", "link", "add", ia, "netns", &na, "type", "veth", "peer", "name", ib, "netns",
+                &nb,
+            ])?;
+            self.ip(a, &["link", "set", ia, "up"])?;
+            self.ip(b, &["link", "set", ib, "up"])?;
+        }
+        self.ip("box", &["addr", "add", "198.18.40.2/24", "dev", "eth1"])?;
+        self.ip(
+            "box",
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                "198.18.40.1",
+                "dev",
+                "eth1",
+                "metric",
+                "50",
+            ],
+        )?;
+        self.ip(
+            "isp-cable",
+            &["addr", "add", "198.18.40.1/24", "dev", "box0"],
+        )?;
+        self.ip(
+            "isp-cable",
+            &["addr", "add", "198.18.41.2/24", "dev", "up0"],
+        )?;
+        self.ip(
+            "isp-cable",
+            &["route", "add", "default", "via", "198.18.41.1"],
+        )?;
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
+        self.ip(
+            "internet",
+            &["addr", "add", "198.18.41.1/24", "dev", "cable0"],
+        )?;
+        self.ip(
+            "internet",
+            &["route", "add", "198.18.40.0/24", "via", "198.18.41.2"],
+        )
     }
 }
 
