@@ -375,7 +375,7 @@ impl LiveView {
                 "  t={t:5.1}s  handover: {} to {} in {:.1} ms, {} bytes resent",
                 h["kind"].as_str().unwrap_or("?"),
                 h["to_uplink"].as_str().unwrap_or("?"),
-                h["duration_ms"].as_f64().unwrap_or(0.0),
+                h["stall_ms"].as_f64().unwrap_or(0.0),
                 h["bytes_replayed"]
             );
         }

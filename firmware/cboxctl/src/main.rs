@@ -3,12 +3,16 @@
 //! issues the certificates of a deployment.
 //!
 //!     cboxctl status [--json]            sessions, uplinks, streams, handovers
+//!     cboxctl handovers [--json]         the handover history
+//!     cboxctl watch [--interval S]       live status in the terminal
 //!     cboxctl switch wifi                planned switch of every SNAPT
 //!     cboxctl mode automatic|manual      who switches: the box, or the user
 //!     cboxctl approve|decline            answer the box's suggestion
 //!     cboxctl disconnect                 end the sessions (DISCONNECT)
 //!     cboxctl snapt status|kick BOX      the same for snaptd
 //!     cboxctl pki init|server|box|revoke|list --dir DIR
+
+mod views;
 
 use std::path::PathBuf;
 
@@ -40,6 +44,18 @@ struct Args {
 enum Cmd {
     /// Sessions, uplinks, streams, RTT/loss and the last handovers.
     Status,
+    /// The last handovers: kind, from -> to, stall, bytes buffered and
+    /// replayed, outcome, reason.
+    Handovers,
+    /// Live status, redrawn until Ctrl-C.
+    Watch {
+        /// Seconds between two screens.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Stop after this many screens (default: never).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Planned (make-before-break) switch of every SNAPT to an uplink.
     Switch {
         /// Uplink name from cnapt.toml.
@@ -135,6 +151,20 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err("seconds between 0.1 and 3600".into()),
+    }
+}
+
+/// cnaptd's status as the status model.
+async fn snapshot(socket: PathBuf, limit: std::time::Duration) -> anyhow::Result<status::Snapshot> {
+    let v = ask(socket, Request::Status, limit).await?;
+    serde_json::from_value(v)
+        .context("cnaptd's status is not what this cboxctl understands (versions differ?)")
 }
 
 async fn ask(socket: PathBuf, req: Request, limit: std::time::Duration) -> anyhow::Result<Value> {
@@ -318,12 +348,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             s(&h["site"]),
                             s(&h["kind"]),
                             s(&h["to_uplink"]),
-                            h["duration_ms"].as_f64().unwrap_or(0.0),
+                            h["stall_ms"].as_f64().unwrap_or(0.0),
                             s(&h["reason"])
                         );
                     }
                 }
             });
+        }
+        Cmd::Handovers => {
+            let snap = snapshot(args.socket.clone(), limit).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&snap.handovers)?);
+            } else {
+                print!(
+                    "{}",
+                    views::handovers(&snap.handovers, snap.handovers_total)
+                );
+            }
+        }
+        Cmd::Watch { interval, count } => {
+            let every = std::time::Duration::from_secs_f64(interval);
+            let mut shown = 0u64;
+            loop {
+                let screen = match snapshot(args.socket.clone(), limit).await {
+                    Ok(snap) => views::watch_screen(&snap),
+                    Err(e) => format!("{e:#}\n(retrying)\n"),
+                };
+                // Clear the terminal and draw from the top.
+                print!("\x1b[2J\x1b[H{screen}");
+                shown += 1;
+                if count.is_some_and(|c| shown >= c) {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
         }
         Cmd::Switch { uplink } => {
             let v = ask(args.socket.clone(), Request::Switch { uplink }).await?;

@@ -93,6 +93,21 @@ async fn fifty_planned_switches_during_bulk_echo_lose_nothing() {
     let site = &status["sites"][0];
     assert_eq!(site["switches"], 50, "{status}");
     assert_eq!(site["bytes_replayed"], 0, "planned switches resend nothing");
+    // The history (`cboxctl handovers`): the last 32 of 50, numbered,
+    // alternating between the uplinks, planned, completed, nothing resent.
+    assert_eq!(status["handovers_total"], 50, "{status}");
+    let hs = ctl(&control, &["handovers"]).unwrap();
+    let hs = hs.as_array().unwrap();
+    assert_eq!(hs.len(), 32);
+    for (k, h) in hs.iter().enumerate() {
+        assert_eq!(h["seq"], 19 + k as u64, "{h}");
+        assert_eq!(h["kind"], "planned", "{h}");
+        assert_eq!(h["outcome"]["result"], "completed", "{h}");
+        assert_eq!(h["bytes_replayed"], 0, "{h}");
+        assert_ne!(h["from_uplink"], h["to_uplink"], "{h}");
+        assert!(h["stall_ms"].as_f64().unwrap() > 0.0, "{h}");
+    }
+    assert_eq!(hs[31]["to_uplink"], "a", "the 50th switch went to a");
     let max_ms = durations.iter().cloned().fold(0.0, f64::max);
     println!(
         "50 planned switches: slowest {max_ms:.1} ms; bulk {} B in {:?}, interactive max gap {:?}",
@@ -138,6 +153,40 @@ async fn fifty_abrupt_tunnel_kills_mid_transfer_lose_nothing() {
     let status = ctl(&control, &["status"]).unwrap();
     let site = &status["sites"][0];
     assert!(site["switches"].as_u64().unwrap() >= 50, "{status}");
+    // Every kill is a sudden handover in the history, completed (the
+    // box's own returns to its preferred uplink are planned ones, which
+    // resend nothing); what the records say was resent adds up to no more than
+    // the session's counter.
+    let hs = ctl(&control, &["handovers"]).unwrap();
+    let hs = hs.as_array().unwrap();
+    let mut resent = 0;
+    let mut sudden = 0;
+    for h in hs {
+        match h["kind"].as_str() {
+            Some("sudden") => {
+                assert_eq!(h["outcome"]["result"], "completed", "{h}");
+                sudden += 1;
+            }
+            // A return that met a kill may fail (the box stays and tries
+            // again later); it is recorded with its reason.
+            Some("planned") => {
+                assert_eq!(h["bytes_replayed"], 0, "{h}");
+                if h["outcome"]["result"] == "failed" {
+                    assert!(
+                        h["outcome"]["why"].as_str().is_some_and(|w| !w.is_empty()),
+                        "{h}"
+                    );
+                }
+            }
+            _ => panic!("{h}"),
+        }
+        resent += h["bytes_replayed"].as_u64().unwrap();
+    }
+    assert!(sudden >= hs.len() / 2, "{sudden} sudden of {}", hs.len());
+    assert!(
+        resent <= site["bytes_replayed"].as_u64().unwrap(),
+        "{resent} > {site}"
+    );
     println!(
         "50 kills: {} switches, {} bytes replayed; bulk {} B in {:?}, interactive max gap {:?}",
         site["switches"], site["bytes_replayed"], b.bytes, b.elapsed, t.max_gap

@@ -3,7 +3,7 @@
 //! SNAPT, switched together by a `Coordinator`) — then carry out what they
 //! ask: write tunnel bytes, deliver stream bytes, connect tunnels.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,22 +93,14 @@ struct Tunnel {
     tx: mpsc::UnboundedSender<WriteCmd>,
 }
 
-/// One completed (or failed) handover, for `cboxctl status`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HandoverRecord {
-    /// Site index (SNAPT).
-    pub site: usize,
-    /// planned / sudden.
-    pub kind: String,
-    /// Uplink moved to.
-    pub to_uplink: String,
-    /// From SwitchStarted to SwitchCompleted at the box, milliseconds.
-    pub duration_ms: f64,
-    /// Payload bytes resent so far in the session (replay counter).
-    pub bytes_replayed: u64,
-    /// Why: the decision task's reason, the user's request, or the loss
-    /// the session noticed by itself.
-    pub reason: String,
+/// Where a switch started: for its handover record.
+#[derive(Debug, Clone, Copy)]
+struct SwitchStart {
+    at: Instant,
+    kind: SwitchKind,
+    from: Option<usize>,
+    buffered: u64,
+    replayed: u64,
 }
 
 struct PendingSwitch {
@@ -135,8 +127,8 @@ pub struct BoxDriver {
     flows: BoxFlows,
     udp: HashMap<usize, Arc<UdpSocket>>,
     pending_switch: Option<PendingSwitch>,
-    switch_started: HashMap<usize, (Instant, SwitchKind)>,
-    history: VecDeque<HandoverRecord>,
+    switch_started: HashMap<usize, SwitchStart>,
+    history: status::HandoverLog,
     incarnation: u64,
     /// Why each site is not connected, if it is not (for `cboxctl status`).
     last_error: Vec<Option<String>>,
@@ -198,7 +190,7 @@ impl BoxDriver {
             udp: HashMap::new(),
             pending_switch: None,
             switch_started: HashMap::new(),
-            history: VecDeque::new(),
+            history: status::HandoverLog::new(32),
             incarnation: incarnation.saturating_add(1_000_000),
             last_error: vec![None; sites],
             proven: vec![false; sites],
@@ -356,9 +348,7 @@ impl BoxDriver {
                     // when the replacement tunnel came up.
                     let active = self.coord.site(t.site).and_then(|s| s.active_tunnel());
                     if active == Some(tunnel) {
-                        self.switch_started
-                            .entry(t.site)
-                            .or_insert((Instant::now(), SwitchKind::Sudden));
+                        self.note_switch_start(t.site, SwitchKind::Sudden);
                     }
                     self.coord.handle_tunnel_lost(t.site, tunnel, now());
                 }
@@ -637,6 +627,28 @@ impl BoxDriver {
         }
     }
 
+    /// A switch of `site` begins (or its path was found gone): what its
+    /// handover record measures from. The first note counts.
+    fn note_switch_start(&mut self, site: usize, kind: SwitchKind) {
+        if self.switch_started.contains_key(&site) {
+            return;
+        }
+        let (buffered, replayed) = self.coord.site(site).map_or((0, 0), |s| {
+            let st = s.stats();
+            (st.bytes_buffered, st.bytes_replayed)
+        });
+        self.switch_started.insert(
+            site,
+            SwitchStart {
+                at: Instant::now(),
+                kind,
+                from: self.site_uplink[site],
+                buffered,
+                replayed,
+            },
+        );
+    }
+
     fn schedule_retry(&mut self, site: usize) {
         let delay = self.backoff[site];
         self.backoff[site] = (delay * 2).min(Duration::from_secs(5));
@@ -650,11 +662,27 @@ impl BoxDriver {
     fn fail_pending_switch(&mut self, why: &str) {
         if let Some(mut p) = self.pending_switch.take() {
             warn!(uplink = %self.cfg.uplinks[p.uplink].name, %why, "planned switch failed");
-            self.up.reason = None;
+            let reason = self.up.reason.take().unwrap_or_else(|| "requested".into());
             self.up.task.observe(
                 decision::Observation::SwitchFailed { uplink: p.uplink },
                 now(),
             );
+            // The sites stay where they are; a later switch measures anew.
+            self.switch_started
+                .retain(|_, s| s.kind != SwitchKind::Planned);
+            self.history.push(status::HandoverRecord {
+                seq: 0,
+                at_unix_ms: events::unix_ms(),
+                site: 0,
+                kind: status::HandoverKind::Planned,
+                from_uplink: self.site_uplink[0].map(|u| self.cfg.uplinks[u].name.clone()),
+                to_uplink: self.cfg.uplinks[p.uplink].name.clone(),
+                reason,
+                stall_ms: p.started.elapsed().as_secs_f64() * 1e3,
+                bytes_buffered: 0,
+                bytes_replayed: 0,
+                outcome: status::Outcome::Failed(why.to_string()),
+            });
             for t in p.tunnels.iter().flatten() {
                 self.tunnels.remove(t);
             }

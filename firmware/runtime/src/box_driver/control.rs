@@ -1,6 +1,6 @@
 //! `cboxctl` requests to the box driver, and the status it reports: the
-//! sessions, the uplinks' lookup table, the decision task's mode and
-//! suggestion, the handover history.
+//! status model's snapshot (sessions, the uplinks' lookup table, the
+//! decision task's mode and suggestion, the handover history).
 
 use decision::{Decision, Mode};
 use serde_json::json;
@@ -14,7 +14,10 @@ impl BoxDriver {
     pub(super) fn control(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
         match req {
             Request::Status => {
-                let _ = reply.send(Reply::ok(self.status()));
+                let _ = reply.send(match serde_json::to_value(self.snapshot()) {
+                    Ok(v) => Reply::ok(v),
+                    Err(e) => Reply::err(format!("status: {e}")),
+                });
             }
             Request::Switch { uplink } => {
                 let Some(u) = self.cfg.uplinks.iter().position(|x| x.name == uplink) else {
@@ -90,41 +93,42 @@ impl BoxDriver {
         }
     }
 
-    fn status(&mut self) -> serde_json::Value {
-        let table = self.uplink_table();
+    /// The box's snapshot (the status model).
+    pub(super) fn snapshot(&mut self) -> status::Snapshot {
         let mut sites = Vec::new();
         for site in 0..self.cfg.snapts.len() {
-            let uplink = self.site_uplink[site].map(|u| self.cfg.uplinks[u].name.clone());
             let Some(s) = self.coord.site(site) else {
                 continue;
             };
             let st = s.stats();
             let path = s.path_stats();
-            sites.push(json!({
-                "snapt": self.cfg.snapts[site].name,
-                "state": format!("{:?}", s.state()),
-                "session_id": s.session_id(),
-                "uplink": uplink,
-                "streams": st.streams_open,
-                "bytes_sent": st.bytes_sent,
-                "bytes_received": st.bytes_received,
-                "bytes_replayed": st.bytes_replayed,
-                "bytes_buffered": st.bytes_buffered,
-                "datagrams_dropped": st.datagrams_dropped,
-                "switches": st.switches,
-                "rtt_ms": path.srtt.map(|d| d.as_secs_f64() * 1e3),
-                "pings_sent": path.pings_sent,
-                "pings_lost": path.pings_lost,
-                "last_error": self.last_error[site],
-            }));
+            sites.push(status::SiteRow {
+                snapt: self.cfg.snapts[site].name.clone(),
+                state: format!("{:?}", s.state()),
+                session_id: s.session_id(),
+                uplink: self.site_uplink[site].map(|u| self.cfg.uplinks[u].name.clone()),
+                streams: st.streams_open,
+                bytes_sent: st.bytes_sent,
+                bytes_received: st.bytes_received,
+                bytes_replayed: st.bytes_replayed,
+                bytes_buffered: st.bytes_buffered,
+                datagrams_dropped: st.datagrams_dropped,
+                switches: st.switches,
+                rtt_ms: path.srtt.map(|d| d.as_secs_f64() * 1e3),
+                pings_sent: path.pings_sent,
+                pings_lost: path.pings_lost,
+                last_error: self.last_error[site].clone(),
+            });
         }
-        json!({
-            "box_id": self.cfg.box_id.as_str(),
-            "uplinks": table["uplinks"],
-            "mode": table["mode"],
-            "suggestion": table["suggestion"],
-            "sites": sites,
-            "handovers": self.history,
-        })
+        status::Snapshot {
+            box_id: self.cfg.box_id.as_str().to_string(),
+            mode: self.up.task.mode().name().into(),
+            suggestion: self.suggestion(),
+            uplinks: self.uplink_rows(),
+            sites,
+            pan_clients: Vec::new(),
+            handovers: self.history.records().cloned().collect(),
+            handovers_total: self.history.total(),
+        }
     }
 }

@@ -3,13 +3,15 @@
 //! new tunnels when one is needed, refusals and a new session after the
 //! old one ended, datagrams back to their flows.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use session::{BoxSession, Event, SiteEvent, SwitchKind};
 use tracing::{debug, info, warn};
 
-use super::{BoxDriver, HandoverRecord};
+use status::{HandoverKind, HandoverRecord, Outcome};
+
+use super::BoxDriver;
 use crate::control::Reply;
 use crate::io::WriteCmd;
 
@@ -52,11 +54,7 @@ impl BoxDriver {
             }
             Event::StreamClosed { stream } => self.locals.remove(&(site, stream)),
             Event::Writable { stream } => self.push_pending((site, stream)),
-            Event::SwitchStarted { kind, .. } => {
-                self.switch_started
-                    .entry(site)
-                    .or_insert((Instant::now(), kind));
-            }
+            Event::SwitchStarted { kind, .. } => self.note_switch_start(site, kind),
             Event::SwitchCompleted { kind, to, .. } => {
                 self.proven[site] = true;
                 self.backoff[site] = Duration::from_millis(200);
@@ -65,39 +63,43 @@ impl BoxDriver {
                 if let Some(u) = uplink {
                     self.site_uplink[site] = Some(u);
                 }
-                let started = self.switch_started.remove(&site).map(|(t, _)| t);
+                let start = self.switch_started.remove(&site);
+                let replayed_now = self
+                    .coord
+                    .site(site)
+                    .map_or(0, |s| s.stats().bytes_replayed);
+                let name = |u: usize| self.cfg.uplinks[u].name.clone();
                 let rec = HandoverRecord {
+                    seq: 0,
+                    at_unix_ms: unix_ms(),
                     site,
-                    kind: format!("{kind:?}").to_lowercase(),
-                    to_uplink: uplink
-                        .map(|u| self.cfg.uplinks[u].name.clone())
-                        .unwrap_or_default(),
-                    duration_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3),
-                    bytes_replayed: self
-                        .coord
-                        .site(site)
-                        .map_or(0, |s| s.stats().bytes_replayed),
+                    kind: match kind {
+                        SwitchKind::Planned => HandoverKind::Planned,
+                        SwitchKind::Sudden => HandoverKind::Sudden,
+                    },
+                    from_uplink: start.and_then(|s| s.from).map(name),
+                    to_uplink: uplink.map(name).unwrap_or_default(),
                     reason: self
                         .up
                         .reason
                         .clone()
                         .unwrap_or_else(|| "the session lost its tunnel".into()),
+                    stall_ms: start.map_or(0.0, |s| s.at.elapsed().as_secs_f64() * 1e3),
+                    bytes_buffered: start.map_or(0, |s| s.buffered),
+                    bytes_replayed: replayed_now
+                        .saturating_sub(start.map_or(replayed_now, |s| s.replayed)),
+                    outcome: Outcome::Completed,
                 };
                 if site + 1 == self.cfg.snapts.len() {
                     self.up.reason = None;
                 }
-                info!(site, kind = %rec.kind, uplink = %rec.to_uplink, ms = rec.duration_ms, reason = %rec.reason, "handover complete");
-                self.history.push_back(rec);
-                if self.history.len() > 32 {
-                    self.history.pop_front();
-                }
+                info!(site, kind = ?rec.kind, from = ?rec.from_uplink, uplink = %rec.to_uplink, ms = rec.stall_ms, replayed = rec.bytes_replayed, reason = %rec.reason, "handover complete");
+                self.history.push(rec);
             }
             Event::NeedTunnel => {
                 // The loss was just detected (I/O error or silence): the
                 // handover record counts from here.
-                self.switch_started
-                    .entry(site)
-                    .or_insert((Instant::now(), SwitchKind::Sudden));
+                self.note_switch_start(site, SwitchKind::Sudden);
                 let failed = self.site_uplink[site].take();
                 if self.proven[site] {
                     self.connect_site(site, failed);
@@ -146,4 +148,11 @@ impl BoxDriver {
             }
         }
     }
+}
+
+/// Now, milliseconds since the Unix epoch (0 if the clock is before it).
+pub(super) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -9,36 +9,16 @@ use tracing::{debug, info, warn};
 
 use super::{BoxDriver, Input, now};
 
-/// What the Wi-Fi driver last said, for `cboxctl status`.
-#[derive(Debug, Default, serde::Serialize)]
+/// What the Wi-Fi driver last said (the status model's view) and its
+/// command queue.
+#[derive(Debug, Default)]
 pub(super) struct WifiStatus {
-    ssid: Option<String>,
-    bssid: Option<String>,
-    freq: Option<u32>,
-    signal_dbm: Option<i32>,
-    /// SSID, BSSID, signal of the last scan's hotspots.
-    candidates: Vec<(String, String, i32)>,
-    /// Roams between access points since start.
-    roams: u64,
-    problem: Option<String>,
-    #[serde(skip)]
+    pub(super) view: status::WifiView,
     pub(super) cmds: Option<tokio::sync::mpsc::UnboundedSender<crate::wifi::WifiCommand>>,
 }
 
-/// What the modem driver last said, for `cboxctl status`.
-#[derive(Debug, Default, serde::Serialize)]
-pub(super) struct ModemStatus {
-    phase: String,
-    model: Option<String>,
-    profile: Option<String>,
-    registration: Option<String>,
-    operator: Option<String>,
-    rssi_dbm: Option<i32>,
-    rsrp_dbm: Option<i32>,
-    rsrq_db: Option<f32>,
-    address: Option<std::net::IpAddr>,
-    problem: Option<String>,
-}
+/// What the modem driver last said.
+pub(super) type ModemStatus = status::ModemView;
 
 impl BoxDriver {
     /// Starts the modem drivers of the uplinks that have one.
@@ -130,20 +110,20 @@ impl BoxDriver {
             }
             W::Association { ssid, bssid, freq } => {
                 info!(uplink = %name, ?ssid, ?bssid, ?freq, "Wi-Fi association");
-                st.problem = None;
-                st.ssid = ssid;
-                st.bssid = bssid;
-                st.freq = freq;
+                st.view.problem = None;
+                st.view.ssid = ssid;
+                st.view.bssid = bssid;
+                st.view.freq = freq;
             }
             W::Signal(dbm) => {
-                st.signal_dbm = dbm;
+                st.view.signal_dbm = dbm;
                 self.up
                     .task
                     .observe(Observation::Signal { uplink, dbm }, now());
                 self.carry_out_decisions();
             }
             W::Candidates(bss) => {
-                st.candidates = bss
+                st.view.candidates = bss
                     .into_iter()
                     .map(|b| (b.ssid, b.bssid, b.signal_dbm))
                     .collect();
@@ -154,12 +134,12 @@ impl BoxDriver {
                 signal_dbm,
             } => {
                 info!(uplink = %name, %from, %to, signal_dbm, "Wi-Fi roaming");
-                st.roams += 1;
+                st.view.roams += 1;
             }
             W::Event(e) => debug!(uplink = %name, event = ?e, "Wi-Fi event"),
             W::Problem(p) => {
                 warn!(uplink = %name, problem = %p, "Wi-Fi");
-                st.problem = Some(p);
+                st.view.problem = Some(p);
             }
         }
     }

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use decision::{Decision, Observation};
-use serde_json::json;
 use session::SwitchKind;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -392,9 +391,7 @@ impl BoxDriver {
                 continue;
             };
             if self.tunnels.remove(&tunnel).is_some() {
-                self.switch_started
-                    .entry(site)
-                    .or_insert((Instant::now(), SwitchKind::Sudden));
+                self.note_switch_start(site, SwitchKind::Sudden);
                 self.coord.handle_tunnel_lost(site, tunnel, now());
             }
         }
@@ -421,46 +418,47 @@ impl BoxDriver {
         });
     }
 
-    /// The lookup table and the task's state, for `cboxctl status`.
-    pub(super) fn uplink_table(&self) -> serde_json::Value {
+    /// The lookup table as the status model shows it.
+    pub(super) fn uplink_rows(&self) -> Vec<status::UplinkRow> {
         let t = now();
         let active = self.up.task.active();
-        let rows: Vec<_> = self
-            .up
+        self.up
             .task
             .table()
             .iter()
             .enumerate()
-            .map(|(i, e)| {
-                let u = &self.cfg.uplinks[i];
-                json!({
-                    "name": e.spec.name,
-                    "kind": e.spec.kind.name(),
-                    "interface": u.interface,
-                    "active": active == Some(i),
-                    "health": e.health.name(),
-                    "why": e.why,
-                    "link": e.link_up,
-                    "address": e.address,
-                    "signal_dbm": e.signal_dbm,
-                    "rtt_ms": e.rtt.map(|d| d.as_secs_f64() * 1e3),
-                    "loss": e.loss,
-                    "priority": e.spec.priority,
-                    "cost": e.spec.cost,
-                    "auto_connect": e.spec.auto_connect,
-                    "changed_s_ago": t.saturating_duration_since(e.changed_at).as_secs_f64(),
-                    "modem": self.up.modems.get(i).and_then(Option::as_ref),
-                    "wifi": self.up.wifis.get(i).and_then(Option::as_ref),
-                })
+            .map(|(i, e)| status::UplinkRow {
+                name: e.spec.name.clone(),
+                kind: e.spec.kind.name().into(),
+                interface: self.cfg.uplinks[i].interface.clone(),
+                active: active == Some(i),
+                health: e.health.name().into(),
+                why: e.why.clone(),
+                link: e.link_up,
+                address: e.address,
+                signal_dbm: e.signal_dbm,
+                rtt_ms: e.rtt.map(|d| d.as_secs_f64() * 1e3),
+                loss: e.loss,
+                priority: e.spec.priority,
+                cost: e.spec.cost,
+                auto_connect: e.spec.auto_connect,
+                changed_s_ago: t.saturating_duration_since(e.changed_at).as_secs_f64(),
+                modem: self.up.modems.get(i).cloned().flatten(),
+                wifi: self
+                    .up
+                    .wifis
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .map(|w| w.view.clone()),
             })
-            .collect();
-        json!({
-            "uplinks": rows,
-            "mode": self.up.task.mode().name(),
-            "suggestion": self.up.task.suggestion().map(|s| json!({
-                "uplink": self.cfg.uplinks[s].name,
-                "reason": self.up.suggestion,
-            })),
+            .collect()
+    }
+
+    /// The pending suggestion (manual mode).
+    pub(super) fn suggestion(&self) -> Option<status::Suggestion> {
+        self.up.task.suggestion().map(|s| status::Suggestion {
+            uplink: self.cfg.uplinks[s].name.clone(),
+            reason: self.up.suggestion.clone(),
         })
     }
 }

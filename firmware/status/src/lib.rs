@@ -1,0 +1,213 @@
+//! The box's status model: one [`Snapshot`] of everything a technician or
+//! the fleet operator looks at — the uplinks' lookup table, the active
+//! uplink, manual/automatic mode and a pending suggestion, the session per
+//! SNAPT with its streams and bytes, the PAN clients, and the last
+//! handovers ([`HandoverLog`]). cnaptd fills it; `cboxctl`, MQTT and the
+//! status page read the same type (serde), so the three never disagree.
+//! Pure: no clock, no I/O.
+
+mod handovers;
+
+pub use handovers::{HandoverKind, HandoverLog, HandoverRecord, Outcome};
+use serde::{Deserialize, Serialize};
+
+/// What the Wi-Fi driver last said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WifiView {
+    /// Network joined.
+    pub ssid: Option<String>,
+    /// Access point.
+    pub bssid: Option<String>,
+    /// MHz.
+    pub freq: Option<u32>,
+    /// dBm.
+    pub signal_dbm: Option<i32>,
+    /// SSID, BSSID, signal of the last scan's hotspots.
+    pub candidates: Vec<(String, String, i32)>,
+    /// Roams between access points since start.
+    pub roams: u64,
+    /// Something the user must fix (wrong passphrase, no wpa_supplicant).
+    pub problem: Option<String>,
+}
+
+/// What the modem driver last said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModemView {
+    /// Bring-up phase (`probing`, `registering`, `online`, …).
+    pub phase: String,
+    /// `ATI`'s answer.
+    pub model: Option<String>,
+    /// Vendor profile in use.
+    pub profile: Option<String>,
+    /// `home`, `roaming`, `searching`, …
+    pub registration: Option<String>,
+    /// Network operator.
+    pub operator: Option<String>,
+    /// dBm.
+    pub rssi_dbm: Option<i32>,
+    /// dBm.
+    pub rsrp_dbm: Option<i32>,
+    /// dB.
+    pub rsrq_db: Option<f32>,
+    /// The data call's address.
+    pub address: Option<std::net::IpAddr>,
+    /// Something the user must fix (SIM locked, no SIM, PIN refused).
+    pub problem: Option<String>,
+}
+
+/// One row of the uplinks' lookup table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UplinkRow {
+    /// Name (`cboxctl switch NAME`).
+    pub name: String,
+    /// `wifi`, `lte`, `wired`.
+    pub kind: String,
+    /// Network interface.
+    pub interface: Option<String>,
+    /// The sessions run over it.
+    pub active: bool,
+    /// `good`, `warning`, `critical`, `down`.
+    pub health: String,
+    /// The threshold that decided the health.
+    pub why: String,
+    /// Link (carrier) up.
+    pub link: bool,
+    /// Its address.
+    pub address: Option<std::net::IpAddr>,
+    /// Radio signal, dBm.
+    pub signal_dbm: Option<i32>,
+    /// Round trip to the SNAPT over it, ms.
+    pub rtt_ms: Option<f64>,
+    /// Smoothed share of keepalives/probes lost, 0..1.
+    pub loss: f64,
+    /// Preference (lower first).
+    pub priority: u8,
+    /// Cost of use (lower first).
+    pub cost: u32,
+    /// May be used without the user.
+    pub auto_connect: bool,
+    /// Seconds since its health last changed.
+    pub changed_s_ago: f64,
+    /// The LTE modem behind it, if any.
+    pub modem: Option<ModemView>,
+    /// The Wi-Fi behind it, if any.
+    pub wifi: Option<WifiView>,
+}
+
+/// The session with one SNAPT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteRow {
+    /// SNAPT name.
+    pub snapt: String,
+    /// Session state (`Established`, `Recovering`, `Idle`, …).
+    pub state: String,
+    /// Session id (0 before the first).
+    pub session_id: u64,
+    /// Uplink its tunnel runs over.
+    pub uplink: Option<String>,
+    /// Open streams.
+    pub streams: u64,
+    /// Payload bytes sent and received.
+    pub bytes_sent: u64,
+    /// See `bytes_sent`.
+    pub bytes_received: u64,
+    /// Payload bytes resent after resynchronisations, since start.
+    pub bytes_replayed: u64,
+    /// Payload bytes held for a possible resend now.
+    pub bytes_buffered: u64,
+    /// Datagrams dropped (queues full, no path).
+    pub datagrams_dropped: u64,
+    /// Switches completed.
+    pub switches: u64,
+    /// Smoothed round trip of the keepalives, ms.
+    pub rtt_ms: Option<f64>,
+    /// Keepalives sent.
+    pub pings_sent: u64,
+    /// Keepalives unanswered.
+    pub pings_lost: u64,
+    /// Why it is not connected, if it is not.
+    pub last_error: Option<String>,
+}
+
+/// A switch the box suggests in manual mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suggestion {
+    /// Uplink suggested.
+    pub uplink: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// A phone or PDA on the PAN side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanClient {
+    /// Bluetooth or Ethernet address.
+    pub address: String,
+    /// Interface it came in on (`bnep0`, `eth0`).
+    pub interface: String,
+    /// Its IP address, once it has one.
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// Everything about the box at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The box's id.
+    pub box_id: String,
+    /// `automatic` or `manual`.
+    pub mode: String,
+    /// The pending suggestion (manual mode).
+    pub suggestion: Option<Suggestion>,
+    /// The lookup table.
+    pub uplinks: Vec<UplinkRow>,
+    /// One session per SNAPT.
+    pub sites: Vec<SiteRow>,
+    /// Phones and PDAs connected.
+    #[serde(default)]
+    pub pan_clients: Vec<PanClient>,
+    /// The last handovers, oldest first.
+    pub handovers: Vec<HandoverRecord>,
+    /// Handovers since start (also those no longer kept).
+    #[serde(default)]
+    pub handovers_total: u64,
+}
+
+impl Snapshot {
+    /// The uplink the sessions run over.
+    pub fn active_uplink(&self) -> Option<&UplinkRow> {
+        self.uplinks.iter().find(|u| u.active)
+    }
+
+    /// Every session established.
+    pub fn connected(&self) -> bool {
+        !self.sites.is_empty() && self.sites.iter().all(|s| s.state == "Established")
+    }
+
+    /// Whether `self` differs from `before` in what a reader acts on —
+    /// active uplink, mode, suggestion, an uplink's health or link, a
+    /// session's state, a new handover, a PAN client — rather than in the
+    /// figures that move all the time (round trips, bytes, ages).
+    pub fn differs_materially(&self, before: &Snapshot) -> bool {
+        let uplinks = |s: &Snapshot| -> Vec<(String, bool, String, bool)> {
+            s.uplinks
+                .iter()
+                .map(|u| (u.name.clone(), u.active, u.health.clone(), u.link))
+                .collect()
+        };
+        let sites = |s: &Snapshot| -> Vec<(String, Option<String>)> {
+            s.sites
+                .iter()
+                .map(|x| (x.state.clone(), x.uplink.clone()))
+                .collect()
+        };
+        self.mode != before.mode
+            || self.suggestion != before.suggestion
+            || uplinks(self) != uplinks(before)
+            || sites(self) != sites(before)
+            || self.handovers_total != before.handovers_total
+            || self.pan_clients != before.pan_clients
+    }
+}
+
+#[cfg(test)]
+mod tests;
