@@ -1,5 +1,5 @@
 //! The pure crates — `wire`, `session`, `decision`, `modem-at`, `wpa-ctrl`,
-//! `status` — have no async runtime, no sockets, no threads, no clock, no
+//! `status`, `panel` — have no async runtime, no sockets, no threads, no clock, no
 //! global randomness. Time and randomness come in as values.
 //! (The test command also checks `cargo tree` for tokio.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
