@@ -18,7 +18,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # shellcheck source=scripts/packages.sh
 . scripts/packages.sh
 ensure_packages shellcheck device-tree-compiler systemd iproute2 nftables ethtool curl \
-    python3 openssh-server openssh-client wpasupplicant
+    python3 openssh-server openssh-client wpasupplicant mosquitto
 command -v cargo >/dev/null || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
 
 step "shellcheck"

@@ -69,10 +69,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         info!(pinmap = %p.display(), chip = %map.chip.display(), leds = map.leds.len(), "pin map loaded");
     }
     let control_path = cfg.control_socket.clone();
+    let cfg_mqtt = cfg.mqtt.clone();
+    let tls_paths = (
+        cfg.tls.ca.clone(),
+        cfg.tls.cert.clone(),
+        cfg.tls.key.clone(),
+    );
     let box_id = cfg.box_id.clone();
     let driver = BoxDriver::new(cfg, tls, incarnation)?;
     info!(%box_id, control = %control_path.display(), "cnaptd starting");
     let calls = driver.control_handle();
+    if let Some(m) = &cfg_mqtt {
+        let ca = m.ca.clone().unwrap_or_else(|| tls_paths.0.clone());
+        let mqtt_tls = client_config(&ca, &tls_paths.1, &tls_paths.2, pref)
+            .context("TLS set-up for the MQTT broker")?;
+        let link = telemetry::MqttConfig {
+            host: m.host.clone(),
+            port: m.port,
+            prefix: m.prefix.clone(),
+            box_id: box_id.as_str().to_string(),
+            tls: mqtt_tls,
+            status_period: m.status_interval,
+            poll_period: std::time::Duration::from_secs(1),
+            queue_limit: m.queue_limit,
+            keep_alive: m.keepalive,
+            backoff_base: std::time::Duration::from_secs(1),
+        };
+        let calls = driver.control_handle();
+        tokio::spawn(async move {
+            if let Err(e) = telemetry::run(link, calls).await {
+                error!("MQTT link not started: {e}");
+            }
+        });
+    }
     runtime::daemon::supervise(&control_path, calls, move |stop, ready| {
         driver.run(stop, ready)
     })

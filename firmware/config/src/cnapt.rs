@@ -39,6 +39,8 @@ struct Raw {
     decision: DecisionSection,
     #[serde(default)]
     routing: crate::routing::RoutingSection,
+    #[serde(default)]
+    mqtt: Option<crate::mqtt::MqttSection>,
 }
 
 fn default_grace() -> u64 {
@@ -134,6 +136,8 @@ pub struct CnaptConfig {
     pub decision: decision::Policy,
     /// `[routing]`: a table and source rule per uplink.
     pub routing: crate::Routing,
+    /// `[mqtt]`: the link to the fleet operator's broker, if configured.
+    pub mqtt: Option<crate::Mqtt>,
 }
 
 impl CnaptConfig {
@@ -180,6 +184,7 @@ impl CnaptConfig {
         if raw.uplink.is_empty() {
             return Err(invalid(path, "uplink", "at least one [[uplink]] is needed"));
         }
+        let mqtt = raw.mqtt.as_ref().map(|m| m.build(path)).transpose()?;
         let routing = raw
             .routing
             .build(raw.uplink.len())
@@ -282,6 +287,7 @@ impl CnaptConfig {
             session,
             decision,
             routing,
+            mqtt,
         })
     }
 }

@@ -9,6 +9,7 @@
 
 mod cnapt;
 mod common;
+mod mqtt;
 mod pinmap;
 mod policy;
 mod routing;
@@ -17,6 +18,7 @@ mod uplinks;
 
 pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink};
 pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
+pub use mqtt::Mqtt;
 pub use pinmap::{Line, PinMap};
 pub use policy::{BoxPolicy, DestinationRule};
 pub use routing::Routing;
@@ -77,6 +79,15 @@ mod tests {
             e.contains("uplink[0].wifi.network[0]") && e.contains("8 to 63"),
             "{e}"
         );
+        let bad = t.replace(
+            "broker = \"mqtt.example.net:8883\"",
+            "broker = \"mqtt.example.net\"",
+        );
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("mqtt.broker"), "{e}");
+        let bad = t.replace("prefix = \"fleet/cbox\"", "prefix = \"fleet/#\"");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("mqtt.prefix"), "{e}");
         let bad = t.replace("table_base = 100", "table_base = 254");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("routing.table_base"), "{e}");

@@ -1,0 +1,85 @@
+//! Reconnection back-off: exponential from `base` to `cap`, with full
+//! jitter (a uniformly random wait up to the current step), reset once a
+//! connection is accepted. rumqttc reconnects as soon as it is polled
+//! again; this decides how long to wait before that.
+
+use std::time::Duration;
+
+/// Back-off state.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    step: u32,
+}
+
+impl Backoff {
+    /// From `base` doubling up to `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self {
+            base,
+            cap: cap.max(base),
+            step: 0,
+        }
+    }
+
+    /// The next wait, given a random number (any u64).
+    pub fn next(&mut self, random: u64) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.step.min(20))
+            .min(self.cap);
+        self.step = self.step.saturating_add(1);
+        let ms = u64::try_from(ceiling.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        // At least a tenth of the step: never a tight loop.
+        Duration::from_millis((random % ms).max(ms / 10))
+    }
+
+    /// A connection was accepted: start again from `base`.
+    pub fn reset(&mut self) {
+        self.step = 0;
+    }
+}
+
+/// A random number from the standard library's per-process random hash
+/// keys (no extra dependency; enough for jitter).
+pub fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5eed);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_to_the_cap_with_jitter_and_reset() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        for i in 0..10u32 {
+            let ceiling_ms = (1000u64 << i).min(60_000);
+            // The largest random value below the step gives the step.
+            assert_eq!(
+                b.next(ceiling_ms - 1),
+                Duration::from_millis(ceiling_ms - 1),
+                "step {i}"
+            );
+        }
+        // Any random number stays within the cap.
+        assert!(b.next(u64::MAX) <= Duration::from_secs(60));
+        b.reset();
+        assert!(b.next(u64::MAX) <= Duration::from_secs(1));
+        // Jitter: a small random number gives a short wait, but not zero.
+        b.reset();
+        assert_eq!(b.next(0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn random_numbers_differ() {
+        let a: Vec<u64> = (0..8).map(|_| random()).collect();
+        assert!(a.windows(2).any(|w| w[0] != w[1]));
+    }
+}
