@@ -18,7 +18,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # shellcheck source=scripts/packages.sh
 . scripts/packages.sh
 ensure_packages shellcheck device-tree-compiler systemd iproute2 nftables ethtool curl \
-    python3 openssh-server openssh-client wpasupplicant mosquitto
+    python3 python3-venv openssh-server openssh-client wpasupplicant mosquitto \
+    chromium chromium-driver fonts-dejavu-core
 command -v cargo >/dev/null || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
 
 step "shellcheck"
@@ -74,6 +75,16 @@ fi
 
 step "firmware image: static checks"
 ./scripts/check-image.sh
+
+step "browser for the status page test: selenium in a venv (PyPI)"
+SELENIUM_VERSION=4.40.0
+BROWSER_VENV="${CBOX_TOOLS_VENV:-$HOME/.cache/cbox-tools-venv}-browser"
+if ! "$BROWSER_VENV/bin/python" -c "import selenium, sys; sys.exit(selenium.__version__ != '$SELENIUM_VERSION')" 2>/dev/null; then
+    python3 -m venv "$BROWSER_VENV"
+    "$BROWSER_VENV/bin/pip" install --quiet --disable-pip-version-check "selenium==$SELENIUM_VERSION"
+fi
+export CBOX_BROWSER_PYTHON="$BROWSER_VENV/bin/python"
+echo "ok: $("$CBOX_BROWSER_PYTHON" -c 'import selenium; print("selenium", selenium.__version__)'), $(chromium --version 2>/dev/null | head -1)"
 
 step "cargo test --workspace"
 # --all-targets: unit, integration and property tests (there are no doc tests).

@@ -70,6 +70,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let control_path = cfg.control_socket.clone();
     let cfg_mqtt = cfg.mqtt.clone();
+    let cfg_web = cfg.web.clone();
     let tls_paths = (
         cfg.tls.ca.clone(),
         cfg.tls.cert.clone(),
@@ -79,6 +80,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let driver = BoxDriver::new(cfg, tls, incarnation)?;
     info!(%box_id, control = %control_path.display(), "cnaptd starting");
     let calls = driver.control_handle();
+    if let Some(w) = cfg_web {
+        let calls = driver.control_handle();
+        let page = web::WebConfig {
+            listen: w.listen,
+            pin: w.pin,
+            session_ttl: w.session_ttl,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = web::serve(page, calls).await {
+                error!("status page not served: {e}");
+            }
+        });
+    }
     if let Some(m) = &cfg_mqtt {
         let ca = m.ca.clone().unwrap_or_else(|| tls_paths.0.clone());
         let mqtt_tls = client_config(&ca, &tls_paths.1, &tls_paths.2, pref)

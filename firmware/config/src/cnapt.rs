@@ -41,6 +41,8 @@ struct Raw {
     routing: crate::routing::RoutingSection,
     #[serde(default)]
     mqtt: Option<crate::mqtt::MqttSection>,
+    #[serde(default)]
+    web: Option<crate::web::WebSection>,
 }
 
 fn default_grace() -> u64 {
@@ -138,6 +140,8 @@ pub struct CnaptConfig {
     pub routing: crate::Routing,
     /// `[mqtt]`: the link to the fleet operator's broker, if configured.
     pub mqtt: Option<crate::Mqtt>,
+    /// `[web]`: the technician's status page, if configured.
+    pub web: Option<crate::Web>,
 }
 
 impl CnaptConfig {
@@ -185,6 +189,7 @@ impl CnaptConfig {
             return Err(invalid(path, "uplink", "at least one [[uplink]] is needed"));
         }
         let mqtt = raw.mqtt.as_ref().map(|m| m.build(path)).transpose()?;
+        let web = raw.web.as_ref().map(|w| w.build(path)).transpose()?;
         let routing = raw
             .routing
             .build(raw.uplink.len())
@@ -288,6 +293,7 @@ impl CnaptConfig {
             decision,
             routing,
             mqtt,
+            web,
         })
     }
 }

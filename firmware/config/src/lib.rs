@@ -15,6 +15,7 @@ mod policy;
 mod routing;
 mod snapt;
 mod uplinks;
+mod web;
 
 pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink};
 pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
@@ -24,6 +25,7 @@ pub use policy::{BoxPolicy, DestinationRule};
 pub use routing::Routing;
 pub use snapt::{ClientServiceListen, ServerService, SnaptConfig};
 pub use uplinks::{ModemSection, Uplink, UplinkKind, WifiNetwork, WifiSection};
+pub use web::Web;
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +90,12 @@ mod tests {
         let bad = t.replace("prefix = \"fleet/cbox\"", "prefix = \"fleet/#\"");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("mqtt.prefix"), "{e}");
+        let bad = t.replace("listen = \"198.18.77.1:80\"", "listen = \"0.0.0.0:80\"");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("web.listen"), "{e}");
+        let bad = t.replace("pin = \"47119\"", "pin = \"12ab\"");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("web.pin"), "{e}");
         let bad = t.replace("table_base = 100", "table_base = 254");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("routing.table_base"), "{e}");
