@@ -67,6 +67,7 @@ impl Daemons {
                 );
             }
         }
+        crate::fleet::issue(&pki)?;
         let box_sock = dir.join("cnaptd.sock");
         let modem_port = dir.join("ttyLTE");
         let (i, c, p) = (addr::INTERNET, addr::CBOX_IP, pki.display());
@@ -115,7 +116,10 @@ impl Daemons {
             );
         }
         std::fs::write(dir.join("snapt.toml"), snapt + SESSION)?;
-        std::fs::write(dir.join("cnapt.toml"), cnapt + SESSION + DECISION)?;
+        std::fs::write(
+            dir.join("cnapt.toml"),
+            cnapt + SESSION + DECISION + &crate::fleet::cnapt_sections(),
+        )?;
         Ok(Self {
             dir: dir.to_path_buf(),
             box_sock,

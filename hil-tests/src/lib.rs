@@ -11,6 +11,7 @@
 pub mod apps;
 pub mod baseline;
 pub mod daemons;
+pub mod fleet;
 pub mod modem_emu;
 pub mod procs;
 pub mod radio;

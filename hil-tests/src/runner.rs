@@ -166,6 +166,7 @@ pub fn run_mode(
         }),
     )?;
     let hotspots = WifiWorld::start(&daemons.wpa_ctrl, &world, &wifi, wp)?;
+    let mqtt_events = crate::fleet::start(&world, dir, &mut procs)?;
     daemons.start_snaptd(&world, &mut procs)?;
     let startup_switches =
         daemons.start_cnaptd(&world, &mut procs, || stop.load(Ordering::SeqCst))?;
@@ -261,6 +262,16 @@ pub fn run_mode(
             false
         }
     };
+    let same_history = match crate::fleet::same_history(&world, dir, box_sock, &mqtt_events) {
+        Ok(note) => {
+            notes.push(note);
+            true
+        }
+        Err(e) => {
+            notes.push(format!("{e:#}"));
+            false
+        }
+    };
     let st = status(box_sock).unwrap_or_default();
     let site = &st["sites"][0];
     let (cnaptd_cpu_s, cnaptd_peak_rss_mib) = procs::figures(procs.pid("cnaptd"));
@@ -319,6 +330,7 @@ pub fn run_mode(
         snaptd_peak_rss_mib,
         passed: intact
             && reconnected
+            && same_history
             && in_range
             && failed_steps == 0
             && (survived || !sc.streams_survive),

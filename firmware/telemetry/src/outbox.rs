@@ -49,7 +49,6 @@ impl Outbox {
 
     /// Takes in the box's snapshot at `now`.
     pub fn observe(&mut self, s: Snapshot, now: Instant) {
-        let at = s.handovers.last().map_or(0, |h| h.at_unix_ms);
         if let Some(before) = &self.last {
             let before = before.clone();
             let seen = self.last_seq;
@@ -65,7 +64,7 @@ impl Outbox {
             }
             let active = |x: &Snapshot| x.active_uplink().map(|u| u.name.clone());
             if active(&s) != active(&before) {
-                self.event(json!({ "type": "uplink", "from": active(&before), "to": active(&s), "at_unix_ms": at }));
+                self.event(json!({ "type": "uplink", "from": active(&before), "to": active(&s) }));
             }
             if s.mode != before.mode {
                 self.event(json!({ "type": "mode", "mode": s.mode }));
