@@ -108,6 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             queue_limit: m.queue_limit,
             keep_alive: m.keepalive,
             backoff_base: std::time::Duration::from_secs(1),
+            follow_active_uplink: m.follow_active_uplink,
         };
         let calls = driver.control_handle();
         tokio::spawn(async move {

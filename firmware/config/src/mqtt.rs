@@ -22,6 +22,12 @@ pub(crate) struct MqttSection {
     queue_limit: usize,
     #[serde(default = "default_keepalive")]
     keepalive_s: u64,
+    #[serde(default = "yes")]
+    follow_active_uplink: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_prefix() -> String {
@@ -58,6 +64,8 @@ pub struct Mqtt {
     pub queue_limit: usize,
     /// MQTT keep-alive.
     pub keepalive: Duration,
+    /// Connect over the uplink the sessions use (SO_BINDTODEVICE).
+    pub follow_active_uplink: bool,
 }
 
 impl MqttSection {
@@ -110,6 +118,7 @@ impl MqttSection {
             status_interval: Duration::from_millis(self.status_interval_ms),
             queue_limit: self.queue_limit,
             keepalive: Duration::from_secs(self.keepalive_s),
+            follow_active_uplink: self.follow_active_uplink,
         })
     }
 }

@@ -41,6 +41,9 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// First reconnection wait (doubling, with jitter, up to a minute).
     pub backoff_base: Duration,
+    /// Connect over the interface of the uplink the box's sessions use
+    /// (SO_BINDTODEVICE), not wherever the main routing table points.
+    pub follow_active_uplink: bool,
 }
 
 /// How long a command may take (a planned switch waits for its tunnel).
@@ -151,6 +154,10 @@ pub async fn run(cfg: MqttConfig, calls: mpsc::UnboundedSender<Call>) -> Result<
     let mut backoff = Backoff::new(cfg.backoff_base, Duration::from_secs(60));
     let mut connected = false;
     let mut retry_at: Option<Instant> = None;
+    // Whether the box's sessions are up, and over which uplink.
+    let mut box_way_out: (bool, Option<String>) = (false, None);
+    // The interface the next connection is bound to.
+    let mut bound: Option<String> = None;
     let mut tick = tokio::time::interval(cfg.poll_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(broker = %format!("{}:{}", cfg.host, cfg.port), status = %topics.status, "MQTT link starting");
@@ -195,7 +202,30 @@ pub async fn run(cfg: MqttConfig, calls: mpsc::UnboundedSender<Call>) -> Result<
                 }
                 let r = ask(&calls, Request::Status, Duration::from_secs(5)).await;
                 match serde_json::from_value::<status::Snapshot>(if r.ok { r.data } else { Value::Null }) {
-                    Ok(s) => outbox.observe(s, std::time::Instant::now()),
+                    Ok(s) => {
+                        // The box has a way out again (its sessions are
+                        // back, or over another uplink): retry the broker
+                        // now rather than at the end of a long back-off.
+                        let way_out = (s.connected(), s.active_uplink().map(|u| u.name.clone()));
+                        if !connected && retry_at.is_some() && way_out.0 && way_out != box_way_out {
+                            debug!("the box's uplink is back: retrying the broker now");
+                            backoff.reset();
+                            retry_at = None;
+                        }
+                        box_way_out = way_out;
+                        // The next connection leaves over the active uplink.
+                        let iface = s.active_uplink().and_then(|u| u.interface.clone());
+                        if cfg.follow_active_uplink && !connected && iface.is_some() && iface != bound {
+                            let mut no = events.network_options();
+                            if let Some(i) = &iface {
+                                no.set_bind_device(i);
+                            }
+                            events.set_network_options(no);
+                            debug!(iface = ?iface, "MQTT connects over the active uplink");
+                            bound = iface;
+                        }
+                        outbox.observe(s, std::time::Instant::now());
+                    }
                     Err(e) => debug!(error = %e, "no snapshot this time"),
                 }
                 if connected {

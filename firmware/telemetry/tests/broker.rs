@@ -281,6 +281,7 @@ fn config(port: u16, pki: &Pki, id: &str) -> MqttConfig {
         queue_limit: 16,
         keep_alive: Duration::from_secs(5),
         backoff_base: Duration::from_millis(200),
+        follow_active_uplink: false,
     }
 }
 
