@@ -64,10 +64,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
-    if let Some(p) = &cfg.pinmap {
-        let map = config::PinMap::load(p)?;
-        info!(pinmap = %p.display(), chip = %map.chip.display(), leds = map.leds.len(), "pin map loaded");
-    }
+    let pinmap = match &cfg.pinmap {
+        Some(p) => {
+            let map = config::PinMap::load(p)?;
+            info!(pinmap = %p.display(), chip = %map.chip.display(), leds = map.leds.len(), "pin map loaded");
+            Some(map)
+        }
+        None => None,
+    };
     let control_path = cfg.control_socket.clone();
     let cfg_mqtt = cfg.mqtt.clone();
     let cfg_web = cfg.web.clone();
@@ -80,6 +84,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let driver = BoxDriver::new(cfg, tls, incarnation)?;
     info!(%box_id, control = %control_path.display(), "cnaptd starting");
     let calls = driver.control_handle();
+    if let Some(map) = pinmap {
+        match front_panel(&map) {
+            Ok((leds, button)) => {
+                tokio::spawn(runtime::front_panel::run(
+                    leds,
+                    button,
+                    driver.control_handle(),
+                ));
+            }
+            Err(e) => error!("front panel not driven: {e:#}"),
+        }
+    }
     if let Some(w) = cfg_web {
         let calls = driver.control_handle();
         let page = web::WebConfig {
@@ -124,4 +140,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .with_context(|| format!("control socket {}", control_path.display()))?;
     info!("cnaptd stopped");
     Ok(())
+}
+
+type Line<P> = panel::Polarity<P>;
+type PanelPins = (
+    panel::Leds<
+        Line<gpiocdev_embedded_hal::OutputPin>,
+        Line<gpiocdev_embedded_hal::OutputPin>,
+        Line<gpiocdev_embedded_hal::OutputPin>,
+    >,
+    panel::Button<Line<gpiocdev_embedded_hal::InputPin>>,
+);
+
+/// The LEDs and the pairing button on the GPIO character device of the pin
+/// map, each line with its polarity; the LEDs start dark.
+fn front_panel(map: &config::PinMap) -> anyhow::Result<PanelPins> {
+    use embedded_hal::digital::PinState;
+    let led = |name: &str| -> anyhow::Result<Line<gpiocdev_embedded_hal::OutputPin>> {
+        let l = map
+            .leds
+            .get(name)
+            .with_context(|| format!("the pin map has no {name} LED"))?;
+        let dark = if l.active_low {
+            PinState::High
+        } else {
+            PinState::Low
+        };
+        let pin = gpiocdev_embedded_hal::OutputPin::new(&map.chip, l.line, dark)
+            .with_context(|| format!("{} line {} ({name} LED)", map.chip.display(), l.line))?;
+        Ok(panel::Polarity::new(pin, l.active_low))
+    };
+    let b = map
+        .button
+        .get("pair")
+        .context("the pin map has no pairing button")?;
+    let button = gpiocdev_embedded_hal::InputPin::new(&map.chip, b.line)
+        .with_context(|| format!("{} line {} (pairing button)", map.chip.display(), b.line))?;
+    let leds = panel::Leds::new(led("green")?, led("amber")?, led("blue")?);
+    // The panel's clock starts when it runs: time 0.
+    Ok((
+        leds,
+        panel::Button::new(panel::Polarity::new(button, b.active_low), 0),
+    ))
 }

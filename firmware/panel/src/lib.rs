@@ -23,9 +23,11 @@
 
 mod button;
 mod leds;
+mod pins;
 
 pub use button::{Button, DEBOUNCE_MS, LONG_PRESS_MS, Press};
 pub use leds::{Leds, Pattern, patterns};
+pub use pins::{ActiveLow, Polarity};
 
 /// The uplink the sessions run over, as the LEDs show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,22 @@ pub struct PanelState {
     pub pairing: Pairing,
 }
 
+/// The uplink a long press switches to: the next one after the active
+/// uplink, in the configuration's order, that has link (wrapping around);
+/// `None` when no other uplink has one.
+pub fn next_uplink(s: &status::Snapshot) -> Option<String> {
+    let n = s.uplinks.len();
+    let active = s
+        .uplinks
+        .iter()
+        .position(|u| u.active)
+        .unwrap_or(n.saturating_sub(1));
+    (1..=n)
+        .map(|k| &s.uplinks[(active + k) % n])
+        .find(|u| !u.active && u.link)
+        .map(|u| u.name.clone())
+}
+
 impl PanelState {
     /// What the status model says; `handover` and `pairing` come from the
     /// daemon's own state.
@@ -80,11 +98,15 @@ impl PanelState {
             u.modem.as_ref().is_some_and(|m| m.problem.is_some())
                 || u.wifi.as_ref().is_some_and(|w| w.problem.is_some())
         });
+        let switching = s
+            .sites
+            .iter()
+            .any(|x| x.state == "Switching" || x.state == "Resyncing");
         Self {
             booting: false,
             uplink,
             degraded: active.is_some_and(|u| u.health == "warning" || u.health == "critical"),
-            handover,
+            handover: handover || switching,
             fault,
             pairing,
         }

@@ -234,3 +234,53 @@ fn the_snapshot_decides_uplink_degradation_and_fault() {
     );
     assert_eq!(p.uplink, None, "no session: no uplink shown");
 }
+
+#[test]
+fn active_low_pins_invert_the_level() {
+    let out = Mock::new(&[T::set(State::Low), T::set(State::High)]);
+    let mut p = Polarity::new(out, true);
+    embedded_hal::digital::OutputPin::set_high(&mut p).unwrap_or_default();
+    embedded_hal::digital::OutputPin::set_low(&mut p).unwrap_or_default();
+    let Polarity::Low(ActiveLow(mut m)) = p else {
+        panic!("active low expected")
+    };
+    m.done();
+    let inp = Mock::new(&[T::get(State::Low)]);
+    let mut b = Polarity::new(inp, true);
+    assert!(
+        embedded_hal::digital::InputPin::is_high(&mut b).unwrap_or(false),
+        "pressed pulls low"
+    );
+    let Polarity::Low(ActiveLow(mut m)) = b else {
+        panic!("active low expected")
+    };
+    m.done();
+}
+
+#[test]
+fn a_long_press_picks_the_next_uplink_with_link() {
+    let uplinks: Vec<serde_json::Value> = ["cable", "wifi", "lte"]
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n, "kind": n, "interface": null, "active": *n == "wifi", "health": "good",
+                "why": "", "link": true, "address": null, "signal_dbm": null, "rtt_ms": null,
+                "loss": 0.0, "priority": 0, "cost": 0, "auto_connect": true, "changed_s_ago": 0.0,
+                "modem": null, "wifi": null})
+        })
+        .collect();
+    let mut s: status::Snapshot = serde_json::from_value(serde_json::json!({
+        "box_id": "b", "mode": "automatic", "suggestion": null, "sites": [], "handovers": [],
+        "uplinks": uplinks
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next_uplink(&s).as_deref(), Some("lte"));
+    s.uplinks[2].link = false;
+    assert_eq!(
+        next_uplink(&s).as_deref(),
+        Some("cable"),
+        "wraps around, skips no-link"
+    );
+    s.uplinks[0].link = false;
+    assert_eq!(next_uplink(&s), None);
+}

@@ -16,6 +16,7 @@ pub mod box_driver;
 pub mod connect;
 pub mod control;
 pub mod daemon;
+pub mod front_panel;
 pub mod io;
 pub mod linkmon;
 pub mod locals;

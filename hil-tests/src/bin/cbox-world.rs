@@ -119,6 +119,9 @@ fn demo(stop: &AtomicBool) -> anyhow::Result<()> {
         r.snaptd_cpu_s,
         r.snaptd_peak_rss_mib
     );
+    for n in &r.notes {
+        println!("note: {n}");
+    }
     println!(
         "verdict: {} handovers, {} Wi-Fi roams, max stall {:.0} ms, {}",
         r.handovers,
