@@ -39,6 +39,23 @@ pub struct Daemons {
     preferred: &'static str,
 }
 
+/// `cboxctl pki --dir PKI ARGS…`.
+pub(crate) fn issue(pki: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(bin("cboxctl")?)
+        .arg("pki")
+        .arg("--dir")
+        .arg(pki)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "cboxctl pki {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Where the world's wpa_supplicant emulator listens.
 fn wpa_ctrl_path(dir: &Path) -> PathBuf {
     dir.join("wpa/wlan0")
@@ -50,22 +67,11 @@ impl Daemons {
     pub fn configure(dir: &Path, wired: bool) -> anyhow::Result<Self> {
         let pki = dir.join("pki");
         for args in [
-            vec!["init"],
-            vec!["server", "snapt", "--san", addr::INTERNET],
-            vec!["box", "box-sim"],
+            &["init"][..],
+            &["server", "snapt", "--san", addr::INTERNET],
+            &["box", "box-sim"],
         ] {
-            let out = Command::new(bin("cboxctl")?)
-                .arg("pki")
-                .arg("--dir")
-                .arg(&pki)
-                .args(&args)
-                .output()?;
-            if !out.status.success() {
-                bail!(
-                    "cboxctl pki {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            issue(&pki, args)?;
         }
         crate::fleet::issue(&pki)?;
         let box_sock = dir.join("cnaptd.sock");

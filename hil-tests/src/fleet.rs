@@ -34,24 +34,8 @@ pub fn cnapt_sections() -> String {
 
 /// Issues the broker's and the operator's certificates.
 pub fn issue(pki: &Path) -> anyhow::Result<()> {
-    for args in [
-        vec!["server", "mqtt", "--san", addr::INTERNET],
-        vec!["box", "operator"],
-    ] {
-        let out = Command::new(bin("cboxctl")?)
-            .arg("pki")
-            .arg("--dir")
-            .arg(pki)
-            .args(&args)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "cboxctl pki {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-    Ok(())
+    crate::daemons::issue(pki, &["server", "mqtt", "--san", addr::INTERNET])?;
+    crate::daemons::issue(pki, &["box", "operator"])
 }
 
 /// Starts the broker and the operator's subscription (its output goes to
