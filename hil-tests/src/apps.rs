@@ -40,6 +40,8 @@ pub mod box_port {
     pub const UDP_ECHO: u16 = 7003;
     /// → sshd.
     pub const SSH: u16 = 2022;
+    /// Redirected connections (transparent mode).
+    pub const TRANSPARENT: u16 = 7999;
 }
 
 /// The file the fresh-connection check downloads after the timeline.
@@ -180,7 +182,13 @@ impl PhoneApps {
             ssh: dir.join("ssh.json"),
             udp: dir.join("udp.json"),
         };
-        let url = format!("http://{c}:{}/file.bin", box_port::WEB);
+        // In transparent mode the phone asks the server itself; the box
+        // redirects the connection.
+        let url = if sc.transparent {
+            format!("http://{}:{}/file.bin", addr::INTERNET, port::WEB)
+        } else {
+            format!("http://{c}:{}/file.bin", box_port::WEB)
+        };
         let rate = format!("{}K", (sc.download_rate_mb * 1000.0) as u64);
         let curl = world
             .exec("phone", "curl")
@@ -371,4 +379,22 @@ pub fn fresh_download(world: &Topology, dir: &Path, box_sock: &Path) -> anyhow::
         bail!("a new download after the timeline arrived damaged");
     }
     Ok(())
+}
+
+/// Transparent mode's refusal: a destination outside the SNAPT's policy
+/// (the internet host's sshd) must not be reached; `Err` if it was.
+pub fn transparent_refused(world: &Topology) -> anyhow::Result<String> {
+    let url = format!("http://{}:{}/", addr::INTERNET, port::SSH);
+    let out = world
+        .exec("phone", "curl")
+        .args(["-sS", "-m", "15", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(&url)
+        .output()?;
+    if out.status.success() {
+        bail!("transparent mode let the phone reach {url}, which the policy does not allow");
+    }
+    Ok(format!(
+        "transparent mode refused {url} (outside the policy): {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
 }

@@ -64,7 +64,9 @@ fn wpa_ctrl_path(dir: &Path) -> PathBuf {
 impl Daemons {
     /// Issues the PKI and writes both configuration files under `dir`.
     /// With `wired`, the box's first (preferred) uplink is the cable.
-    pub fn configure(dir: &Path, wired: bool) -> anyhow::Result<Self> {
+    /// With `transparent`, PAN clients' TCP is redirected and the SNAPT
+    /// allows the box the internet host's web server only.
+    pub fn configure(dir: &Path, wired: bool, transparent: bool) -> anyhow::Result<Self> {
         let pki = dir.join("pki");
         for args in [
             &["init"][..],
@@ -119,6 +121,16 @@ impl Daemons {
             );
             cnapt += &format!(
                 "[[service]]\nname = \"{name}\"\nlisten = \"{c}:{listen}\"\nprotocol = \"{proto}\"\n"
+            );
+        }
+        if transparent {
+            snapt += &format!(
+                "[[policy]]\nbox = \"box-sim\"\nallow = [\"{i}/32:{}\"]\n",
+                port::WEB
+            );
+            cnapt += &format!(
+                "[transparent]\nlisten = \"{c}:{}\"\ninterface = \"pan0\"\n",
+                box_port::TRANSPARENT
             );
         }
         std::fs::write(dir.join("snapt.toml"), snapt + SESSION)?;

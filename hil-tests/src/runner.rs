@@ -155,7 +155,7 @@ pub fn run_mode(
             sc, dir, mode, zero_delay, &world, &wifi, &lte, &mut procs, stop,
         );
     }
-    let daemons = Daemons::configure(dir, sc.wired_wan)?;
+    let daemons = Daemons::configure(dir, sc.wired_wan, sc.transparent)?;
     // The LTE modem's data call brings wwan0 up; until then it is down.
     let box_ns = world.ns("box");
     set_link(&box_ns, Uplink::Lte, false)?;
@@ -262,6 +262,20 @@ pub fn run_mode(
             false
         }
     };
+    let refused = if sc.transparent {
+        match apps::transparent_refused(&world) {
+            Ok(note) => {
+                notes.push(note);
+                true
+            }
+            Err(e) => {
+                notes.push(format!("{e:#}"));
+                false
+            }
+        }
+    } else {
+        true
+    };
     let same_history = match crate::fleet::same_history(&world, dir, box_sock, &mqtt_events) {
         Ok(note) => {
             notes.push(note);
@@ -331,6 +345,7 @@ pub fn run_mode(
         passed: intact
             && reconnected
             && same_history
+            && refused
             && in_range
             && failed_steps == 0
             && (survived || !sc.streams_survive),

@@ -40,6 +40,11 @@ pub struct Scenario {
     /// preferred uplink; the timeline starts with the box on it.
     #[serde(default)]
     pub wired_wan: bool,
+    /// Transparent mode: the phone's curl goes straight to the internet
+    /// server (no service configured for it) and the box redirects it; a
+    /// destination outside the SNAPT's policy must be refused.
+    #[serde(default)]
+    pub transparent: bool,
     /// The timeline.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,

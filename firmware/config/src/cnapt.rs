@@ -43,6 +43,8 @@ struct Raw {
     mqtt: Option<crate::mqtt::MqttSection>,
     #[serde(default)]
     web: Option<crate::web::WebSection>,
+    #[serde(default)]
+    transparent: Option<crate::transparent::TransparentSection>,
 }
 
 fn default_grace() -> u64 {
@@ -142,6 +144,9 @@ pub struct CnaptConfig {
     pub mqtt: Option<crate::Mqtt>,
     /// `[web]`: the technician's status page, if configured.
     pub web: Option<crate::Web>,
+    /// `[transparent]`: PAN clients' TCP relayed to its original
+    /// destination, if configured.
+    pub transparent: Option<crate::Transparent>,
 }
 
 impl CnaptConfig {
@@ -190,6 +195,12 @@ impl CnaptConfig {
         }
         let mqtt = raw.mqtt.as_ref().map(|m| m.build(path)).transpose()?;
         let web = raw.web.as_ref().map(|w| w.build(path)).transpose()?;
+        let snapt_names: Vec<String> = raw.snapt.iter().map(|s| s.name.clone()).collect();
+        let transparent = raw
+            .transparent
+            .as_ref()
+            .map(|t| t.build(path, &snapt_names))
+            .transpose()?;
         let routing = raw
             .routing
             .build(raw.uplink.len())
@@ -294,6 +305,7 @@ impl CnaptConfig {
             routing,
             mqtt,
             web,
+            transparent,
         })
     }
 }

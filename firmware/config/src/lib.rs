@@ -14,6 +14,7 @@ mod pinmap;
 mod policy;
 mod routing;
 mod snapt;
+mod transparent;
 mod uplinks;
 mod web;
 
@@ -24,6 +25,7 @@ pub use pinmap::{Line, PinMap};
 pub use policy::{BoxPolicy, DestinationRule};
 pub use routing::Routing;
 pub use snapt::{ClientServiceListen, ServerService, SnaptConfig};
+pub use transparent::Transparent;
 pub use uplinks::{ModemSection, Uplink, UplinkKind, WifiNetwork, WifiSection};
 pub use web::Web;
 
@@ -96,6 +98,9 @@ mod tests {
         let bad = t.replace("pin = \"47119\"", "pin = \"12ab\"");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("web.pin"), "{e}");
+        let bad = t.replace("interface = \"pan0\"", "interface = \"pan0; drop\"");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("transparent.interface"), "{e}");
         let bad = t.replace("table_base = 100", "table_base = 254");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("routing.table_base"), "{e}");

@@ -25,6 +25,7 @@ use crate::udp::{BoxFlows, spawn_receiver};
 mod control;
 mod events;
 mod radios;
+mod transparent;
 mod uplinks;
 
 type Key = (usize, StreamId);
@@ -42,6 +43,11 @@ enum Purpose {
 enum Input {
     Accepted {
         service: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+    },
+    /// A PAN client's redirected connection (transparent mode).
+    Transparent {
         stream: TcpStream,
         peer: SocketAddr,
     },
@@ -248,6 +254,7 @@ impl BoxDriver {
             });
             self.listeners.push(accept.abort_handle());
         }
+        self.start_transparent().await;
         let _ = ready.send(());
         self.start_link_monitor().await;
         self.start_modems();
@@ -296,6 +303,7 @@ impl BoxDriver {
         // Give the writers a moment to put DISCONNECT on the wire.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.up.stop_routing().await;
+        self.stop_transparent();
         Ok(())
     }
 
@@ -308,6 +316,7 @@ impl BoxDriver {
                 stream,
                 peer,
             } => self.accepted(service, stream, peer),
+            Input::Transparent { stream, peer } => self.accepted_transparent(stream, peer),
             Input::Local(LocalEvent::Data { key, bytes, ack }) => {
                 self.locals.queue(&key, bytes, ack);
                 self.push_pending(key);
@@ -627,28 +636,6 @@ impl BoxDriver {
         }
     }
 
-    /// A switch of `site` begins (or its path was found gone): what its
-    /// handover record measures from. The first note counts.
-    fn note_switch_start(&mut self, site: usize, kind: SwitchKind) {
-        if self.switch_started.contains_key(&site) {
-            return;
-        }
-        let (buffered, replayed) = self.coord.site(site).map_or((0, 0), |s| {
-            let st = s.stats();
-            (st.bytes_buffered, st.bytes_replayed)
-        });
-        self.switch_started.insert(
-            site,
-            SwitchStart {
-                at: Instant::now(),
-                kind,
-                from: self.site_uplink[site],
-                buffered,
-                replayed,
-            },
-        );
-    }
-
     fn schedule_retry(&mut self, site: usize) {
         let delay = self.backoff[site];
         self.backoff[site] = (delay * 2).min(Duration::from_secs(5));
@@ -657,39 +644,6 @@ impl BoxDriver {
             tokio::time::sleep(delay).await;
             let _ = tx.send(Input::Retry { site });
         });
-    }
-
-    fn fail_pending_switch(&mut self, why: &str) {
-        if let Some(mut p) = self.pending_switch.take() {
-            warn!(uplink = %self.cfg.uplinks[p.uplink].name, %why, "planned switch failed");
-            let reason = self.up.reason.take().unwrap_or_else(|| "requested".into());
-            self.up.task.observe(
-                decision::Observation::SwitchFailed { uplink: p.uplink },
-                now(),
-            );
-            // The sites stay where they are; a later switch measures anew.
-            self.switch_started
-                .retain(|_, s| s.kind != SwitchKind::Planned);
-            self.history.push(status::HandoverRecord {
-                seq: 0,
-                at_unix_ms: events::unix_ms(),
-                site: 0,
-                kind: status::HandoverKind::Planned,
-                from_uplink: self.site_uplink[0].map(|u| self.cfg.uplinks[u].name.clone()),
-                to_uplink: self.cfg.uplinks[p.uplink].name.clone(),
-                reason,
-                stall_ms: p.started.elapsed().as_secs_f64() * 1e3,
-                bytes_buffered: 0,
-                bytes_replayed: 0,
-                outcome: status::Outcome::Failed(why.to_string()),
-            });
-            for t in p.tunnels.iter().flatten() {
-                self.tunnels.remove(t);
-            }
-            if let Some(r) = p.reply.take() {
-                let _ = r.send(Reply::err(format!("switch failed: {why}")));
-            }
-        }
     }
 
     // ---- outputs -------------------------------------------------------------

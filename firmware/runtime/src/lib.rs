@@ -23,6 +23,7 @@ pub mod locals;
 pub mod modem_port;
 pub mod routing;
 pub mod server_driver;
+pub mod transparent;
 pub mod udp;
 pub mod wifi;
 

@@ -1,9 +1,10 @@
 //! What the sessions report to the box driver, carried out: stream data and
-//! ends to the phone's sockets, switch progress into the handover history,
+//! ends to the phone's sockets, switch progress into the handover history
+//! (where each switch starts, what it cost, failed planned switches),
 //! new tunnels when one is needed, refusals and a new session after the
 //! old one ended, datagrams back to their flows.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use session::{BoxSession, Event, SiteEvent, SwitchKind};
@@ -11,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use status::{HandoverKind, HandoverRecord, Outcome};
 
-use super::BoxDriver;
+use super::{BoxDriver, SwitchStart, now};
 use crate::control::Reply;
 use crate::io::WriteCmd;
 
@@ -145,6 +146,65 @@ impl BoxDriver {
                 if let Some((sock, peer)) = self.flows.reply_to(&(site, flow)) {
                     crate::udp::send(&sock, bytes, Some(peer));
                 }
+            }
+        }
+    }
+}
+
+impl BoxDriver {
+    /// A switch of `site` begins (or its path was found gone): what its
+    /// handover record measures from. The first note counts.
+    pub(super) fn note_switch_start(&mut self, site: usize, kind: SwitchKind) {
+        if self.switch_started.contains_key(&site) {
+            return;
+        }
+        let (buffered, replayed) = self.coord.site(site).map_or((0, 0), |s| {
+            let st = s.stats();
+            (st.bytes_buffered, st.bytes_replayed)
+        });
+        self.switch_started.insert(
+            site,
+            SwitchStart {
+                at: Instant::now(),
+                kind,
+                from: self.site_uplink[site],
+                buffered,
+                replayed,
+            },
+        );
+    }
+
+    /// A planned switch could not be made: the box stays, the task is told,
+    /// the attempt is recorded.
+    pub(super) fn fail_pending_switch(&mut self, why: &str) {
+        if let Some(mut p) = self.pending_switch.take() {
+            warn!(uplink = %self.cfg.uplinks[p.uplink].name, %why, "planned switch failed");
+            let reason = self.up.reason.take().unwrap_or_else(|| "requested".into());
+            self.up.task.observe(
+                decision::Observation::SwitchFailed { uplink: p.uplink },
+                now(),
+            );
+            // The sites stay where they are; a later switch measures anew.
+            self.switch_started
+                .retain(|_, s| s.kind != SwitchKind::Planned);
+            self.history.push(status::HandoverRecord {
+                seq: 0,
+                at_unix_ms: unix_ms(),
+                site: 0,
+                kind: status::HandoverKind::Planned,
+                from_uplink: self.site_uplink[0].map(|u| self.cfg.uplinks[u].name.clone()),
+                to_uplink: self.cfg.uplinks[p.uplink].name.clone(),
+                reason,
+                stall_ms: p.started.elapsed().as_secs_f64() * 1e3,
+                bytes_buffered: 0,
+                bytes_replayed: 0,
+                outcome: status::Outcome::Failed(why.to_string()),
+            });
+            for t in p.tunnels.iter().flatten() {
+                self.tunnels.remove(t);
+            }
+            if let Some(r) = p.reply.take() {
+                let _ = r.send(Reply::err(format!("switch failed: {why}")));
             }
         }
     }
