@@ -66,7 +66,13 @@ impl Daemons {
     /// With `wired`, the box's first (preferred) uplink is the cable.
     /// With `transparent`, PAN clients' TCP is redirected and the SNAPT
     /// allows the box the internet host's web server only.
-    pub fn configure(dir: &Path, wired: bool, transparent: bool) -> anyhow::Result<Self> {
+    /// With `pan`, the box also relays DNS for its PAN clients.
+    pub fn configure(
+        dir: &Path,
+        wired: bool,
+        transparent: bool,
+        pan: bool,
+    ) -> anyhow::Result<Self> {
         let pki = dir.join("pki");
         for args in [
             &["init"][..],
@@ -122,6 +128,14 @@ impl Daemons {
             cnapt += &format!(
                 "[[service]]\nname = \"{name}\"\nlisten = \"{c}:{listen}\"\nprotocol = \"{proto}\"\n"
             );
+        }
+        if pan {
+            // DNS for PAN clients: a UDP service to the resolver next to
+            // the SNAPT, so names resolve through the tunnel.
+            snapt +=
+                &format!("[[service]]\nname = \"dns\"\ntarget = \"{i}:53\"\nprotocol = \"udp\"\n");
+            cnapt +=
+                &format!("[[service]]\nname = \"dns\"\nlisten = \"{c}:53\"\nprotocol = \"udp\"\n");
         }
         if transparent {
             snapt += &format!(

@@ -13,6 +13,7 @@ pub mod baseline;
 pub mod daemons;
 pub mod fleet;
 pub mod modem_emu;
+pub mod pan;
 pub mod procs;
 pub mod radio;
 pub mod runner;

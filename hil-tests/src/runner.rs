@@ -155,7 +155,7 @@ pub fn run_mode(
             sc, dir, mode, zero_delay, &world, &wifi, &lte, &mut procs, stop,
         );
     }
-    let daemons = Daemons::configure(dir, sc.wired_wan, sc.transparent)?;
+    let daemons = Daemons::configure(dir, sc.wired_wan, sc.transparent, sc.pan_dhcp)?;
     // The LTE modem's data call brings wwan0 up; until then it is down.
     let box_ns = world.ns("box");
     set_link(&box_ns, Uplink::Lte, false)?;
@@ -171,12 +171,24 @@ pub fn run_mode(
     let startup_switches =
         daemons.start_cnaptd(&world, &mut procs, || stop.load(Ordering::SeqCst))?;
     let box_sock = &daemons.box_sock;
+    let mut notes = Vec::new();
+    let mut failed_steps = 0u32;
+    let dns_server = if sc.pan_dhcp {
+        crate::pan::start(&world, dir, &mut procs)?;
+        let (ip, router, dns) = crate::pan::lease(&world, dir)?;
+        let answer = crate::pan::resolve(&world, &dns)?;
+        notes.push(format!(
+            "the phone leased {ip} (router {router}, DNS {dns}) and resolved {} to {answer} through the tunnel",
+            crate::pan::NAME
+        ));
+        Some(dns)
+    } else {
+        None
+    };
     let phone = PhoneApps::start(&world, dir, sc, &mut procs)?;
 
     let mut events = sc.events.clone();
     events.sort_by(|a, b| a.at.total_cmp(&b.at));
-    let mut notes = Vec::new();
-    let mut failed_steps = 0u32;
     let start = Instant::now();
     let mut view = LiveView::new(live, sc.download_mib);
     // A restarted snaptd comes back at this time.
@@ -262,6 +274,18 @@ pub fn run_mode(
             false
         }
     };
+    if let Some(dns) = &dns_server {
+        match crate::pan::resolve(&world, dns) {
+            Ok(a) => notes.push(format!(
+                "after the timeline {} still resolves to {a}",
+                crate::pan::NAME
+            )),
+            Err(e) => {
+                notes.push(format!("{e:#}"));
+                failed_steps += 1;
+            }
+        }
+    }
     let refused = if sc.transparent {
         match apps::transparent_refused(&world) {
             Ok(note) => {

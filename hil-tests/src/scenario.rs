@@ -45,6 +45,11 @@ pub struct Scenario {
     /// destination outside the SNAPT's policy must be refused.
     #[serde(default)]
     pub transparent: bool,
+    /// The phone takes its address by DHCP on the box's PAN and resolves a
+    /// name through the box's DNS service (through the tunnel) before and
+    /// after the timeline.
+    #[serde(default)]
+    pub pan_dhcp: bool,
     /// The timeline.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,
