@@ -3,6 +3,8 @@
 # address and default route in the phone's namespace and write what the
 # DHCP server said to $LEASE_FILE (ip router dns). Never touches the host's
 # /etc/resolv.conf.
+# udhcpc sets these in the environment:
+# shellcheck disable=SC2154
 case "$1" in
     deconfig)
         ip addr flush dev "$interface"
