@@ -181,7 +181,8 @@ impl Daemons {
 
     /// Starts cnaptd in the box namespace and waits (at most 20 s, or until
     /// `stopped` says so) for its session on the preferred uplink (Wi-Fi,
-    /// or the cable when there is one): every timeline starts there. Returns the handovers the box made on
+    /// or the cable when there is one) with every uplink measured good:
+    /// every timeline starts there. Returns the handovers the box made on
     /// the way (a start over LTE while Wi-Fi was associating), which are
     /// not the scenario's.
     pub fn start_cnaptd(
@@ -197,17 +198,24 @@ impl Daemons {
             .stderr(log(&self.dir, "cnaptd")?)
             .spawn()?;
         procs.push("cnaptd", c);
-        let until = Instant::now() + Duration::from_secs(20);
+        // Settled: on the preferred uplink, and every uplink measured good
+        // (a slow start — a debug build, a loaded machine — may have lost a
+        // first probe and moved the box for a moment).
+        let until = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(v) = status(&self.box_sock) {
                 let site = &v["sites"][0];
-                if site["state"] == "Established" && site["uplink"] == self.preferred {
+                let all_good = v["uplinks"].as_array().is_some_and(|u| {
+                    u.iter()
+                        .all(|x| x["health"] == "good" && !x["rtt_ms"].is_null())
+                });
+                if site["state"] == "Established" && site["uplink"] == self.preferred && all_good {
                     return Ok(site["switches"].as_u64().unwrap_or(0));
                 }
             }
             if Instant::now() > until || stopped() {
                 bail!(
-                    "the box did not connect over {} within 20 s; logs in {}",
+                    "the box did not settle on {} with every uplink good within 30 s; logs in {}",
                     self.preferred,
                     self.dir.display()
                 );
