@@ -19,7 +19,7 @@ fi
 # shellcheck source=scripts/packages.sh
 . scripts/packages.sh
 ensure_packages iproute2 nftables ethtool curl python3 openssh-server openssh-client wpasupplicant \
-    mosquitto mosquitto-clients dnsmasq-base busybox
+    mosquitto mosquitto-clients dnsmasq-base busybox pkg-config libdbus-1-dev
 command -v cargo >/dev/null || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
 
 echo "==> building (release)"

@@ -19,7 +19,8 @@ step() { printf '\n==> %s\n' "$*"; }
 . scripts/packages.sh
 ensure_packages shellcheck device-tree-compiler systemd iproute2 nftables ethtool curl \
     python3 python3-venv openssh-server openssh-client wpasupplicant mosquitto mosquitto-clients dnsmasq-base busybox \
-    chromium chromium-driver fonts-dejavu-core
+    chromium chromium-driver fonts-dejavu-core \
+    pkg-config libdbus-1-dev dbus-daemon dbus-bin python3-dbus
 command -v cargo >/dev/null || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
 
 step "shellcheck"
@@ -32,7 +33,7 @@ step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "protocol core is pure: no tokio in wire/session"
-if cargo tree -p wire -p session -p decision -p modem-at -p wpa-ctrl -p status -p panel -e normal --prefix none --locked | grep -E '^(tokio|mio|socket2) '; then
+if cargo tree -p wire -p session -p decision -p modem-at -p wpa-ctrl -p status -p panel -p pairing -e normal --prefix none --locked | grep -E '^(tokio|mio|socket2) '; then
     echo "error: the pure crates depend on an async runtime or socket crate" >&2
     exit 1
 fi
@@ -85,6 +86,18 @@ if ! "$BROWSER_VENV/bin/python" -c "import selenium, sys; sys.exit(selenium.__ve
 fi
 export CBOX_BROWSER_PYTHON="$BROWSER_VENV/bin/python"
 echo "ok: $("$CBOX_BROWSER_PYTHON" -c 'import selenium; print("selenium", selenium.__version__)'), $(chromium --version 2>/dev/null | head -1)"
+
+step "bluetoothd test double: python-dbusmock in a venv (PyPI) over Debian's python3-dbus"
+DBUSMOCK_VERSION=0.38.1
+DBUSMOCK_VENV="${CBOX_TOOLS_VENV:-$HOME/.cache/cbox-tools-venv}-dbusmock"
+if ! "$DBUSMOCK_VENV/bin/python" -c "import dbus, dbusmock, sys; sys.exit(dbusmock.__version__ != '$DBUSMOCK_VERSION')" 2>/dev/null; then
+    # Debian's interpreter: the venv sees its python3-dbus (a C extension
+    # PyPI would have to build).
+    /usr/bin/python3 -m venv --system-site-packages "$DBUSMOCK_VENV"
+    "$DBUSMOCK_VENV/bin/pip" install --quiet --disable-pip-version-check "python-dbusmock==$DBUSMOCK_VERSION"
+fi
+export CBOX_DBUSMOCK_PYTHON="$DBUSMOCK_VENV/bin/python"
+echo "ok: $("$CBOX_DBUSMOCK_PYTHON" -c 'import dbus, dbusmock; print("python-dbusmock", dbusmock.__version__, "dbus-python", dbus.__version__)')"
 
 step "cargo test --workspace"
 # --all-targets: unit, integration and property tests (there are no doc tests).

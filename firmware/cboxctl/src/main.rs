@@ -12,6 +12,7 @@
 //!     cboxctl snapt status|kick BOX      the same for snaptd
 //!     cboxctl pki init|server|box|revoke|list --dir DIR
 
+mod pan;
 mod views;
 
 use std::path::PathBuf;
@@ -74,6 +75,11 @@ enum Cmd {
     Approve,
     /// Decline it; it is not suggested again until things get worse.
     Decline,
+    /// The PAN side: pairing window, passkey, trusted devices, clients.
+    Pan {
+        #[command(subcommand)]
+        cmd: pan::PanCmd,
+    },
     /// Commands for snaptd.
     Snapt {
         /// snaptd's control socket.
@@ -339,6 +345,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     );
                 }
                 print_uplinks(v);
+                pan::print_clients(&v["pan_clients"]);
+                if !v["bluetooth"].is_null() {
+                    pan::print_bluetooth(&v["bluetooth"]);
+                }
                 let hs = v["handovers"].as_array().cloned().unwrap_or_default();
                 if !hs.is_empty() {
                     println!("last handovers:");
@@ -411,6 +421,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             print(args.json, &v, |v| {
                 println!("disconnected {} session(s)", s(&v["disconnected"]))
             });
+        }
+        Cmd::Pan { cmd } => {
+            let v = ask(args.socket.clone(), cmd.request()).await?;
+            print(args.json, &v, |v| cmd.print(v));
         }
         Cmd::Snapt { snapt_socket, cmd } => match cmd {
             SnaptCmd::Status => {

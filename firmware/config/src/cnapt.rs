@@ -45,6 +45,8 @@ struct Raw {
     web: Option<crate::web::WebSection>,
     #[serde(default)]
     transparent: Option<crate::transparent::TransparentSection>,
+    #[serde(default)]
+    pan: Option<crate::pan::PanSection>,
 }
 
 fn default_grace() -> u64 {
@@ -147,6 +149,8 @@ pub struct CnaptConfig {
     /// `[transparent]`: PAN clients' TCP relayed to its original
     /// destination, if configured.
     pub transparent: Option<crate::Transparent>,
+    /// `[pan]`: the bridge, Ethernet PAN ports and the Bluetooth NAP.
+    pub pan: Option<crate::Pan>,
 }
 
 impl CnaptConfig {
@@ -200,6 +204,11 @@ impl CnaptConfig {
             .transparent
             .as_ref()
             .map(|t| t.build(path, &snapt_names))
+            .transpose()?;
+        let pan = raw
+            .pan
+            .as_ref()
+            .map(|p| p.build(path, &raw.box_id))
             .transpose()?;
         let routing = raw
             .routing
@@ -306,6 +315,7 @@ impl CnaptConfig {
             mqtt,
             web,
             transparent,
+            pan,
         })
     }
 }

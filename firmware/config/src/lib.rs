@@ -10,6 +10,7 @@
 mod cnapt;
 mod common;
 mod mqtt;
+mod pan;
 mod pinmap;
 mod policy;
 mod routing;
@@ -21,6 +22,7 @@ mod web;
 pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink};
 pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
 pub use mqtt::Mqtt;
+pub use pan::{Bluetooth, Pan};
 pub use pinmap::{Line, PinMap};
 pub use policy::{BoxPolicy, DestinationRule};
 pub use routing::Routing;
@@ -50,6 +52,10 @@ mod tests {
         assert_eq!(c.box_id.as_str(), "box-7");
         assert_eq!(c.services.len(), 2);
         assert_eq!(c.session.switch_timeout.as_secs(), 30);
+        let pan = c.pan.as_ref().unwrap();
+        assert_eq!(pan.ethernet, ["eth0"]);
+        let bt = pan.bluetooth.as_ref().unwrap();
+        assert_eq!((bt.adapter.as_str(), bt.pairing_seconds), ("hci0", 120));
         let (p, t) = doc("snapt.toml");
         let s = SnaptConfig::parse(&p, &t).unwrap();
         assert!(s.allows("box-7", &"198.18.4.4:443".parse().unwrap()));
@@ -77,6 +83,38 @@ mod tests {
         let bad = t.replace("rtt_warning_ms = 250", "rtt_warning_ms = 900");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("decision.rtt_warning_ms"), "{e}");
+        for (from, to, key) in [
+            (
+                "pairing = \"just-works\"",
+                "pairing = \"yes\"",
+                "pan.bluetooth.pairing",
+            ),
+            (
+                "pairing_seconds = 120",
+                "pairing_seconds = 700",
+                "pan.bluetooth.pairing_seconds",
+            ),
+            (
+                "adapter = \"hci0\"",
+                "adapter = \"bt0\"",
+                "pan.bluetooth.adapter",
+            ),
+            (
+                "ethernet = [\"eth0\"]",
+                "ethernet = [\"pan0\"]",
+                "pan.ethernet[0]",
+            ),
+            (
+                "trusted_file = \"/var",
+                "trusted_file = \"var",
+                "pan.bluetooth.trusted_file",
+            ),
+        ] {
+            let bad = t.replace(from, to);
+            assert_ne!(bad, t, "{from}");
+            let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
         let bad = t.replace("psk = \"correct horse battery\"", "psk = \"short\"");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(

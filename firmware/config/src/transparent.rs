@@ -41,11 +41,7 @@ impl TransparentSection {
             ));
         }
         let i = &self.interface;
-        let ok = !i.is_empty()
-            && i.len() < 16
-            && i.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !ok {
+        if !crate::pan::is_interface_name(i) {
             return Err(invalid(
                 path,
                 "transparent.interface",

@@ -83,6 +83,17 @@ pub fn next_uplink(s: &status::Snapshot) -> Option<String> {
         .map(|u| u.name.clone())
 }
 
+impl Pairing {
+    /// The pairing window as the status model reports it.
+    pub fn of(s: &status::Snapshot) -> Self {
+        match s.bluetooth.as_ref().map(|b| &b.pairing) {
+            Some(p) if p.passkey.is_some() => Pairing::Passkey,
+            Some(p) if p.open => Pairing::Open,
+            _ => Pairing::Closed,
+        }
+    }
+}
+
 impl PanelState {
     /// What the status model says; `handover` and `pairing` come from the
     /// daemon's own state.

@@ -206,6 +206,7 @@ fn the_snapshot_decides_uplink_degradation_and_fault() {
             last_error: None,
         }],
         pan_clients: Vec::new(),
+        bluetooth: None,
         handovers: Vec::new(),
         handovers_total: 0,
     };
@@ -283,4 +284,26 @@ fn a_long_press_picks_the_next_uplink_with_link() {
     );
     s.uplinks[0].link = false;
     assert_eq!(next_uplink(&s), None);
+}
+
+#[test]
+fn the_blue_led_follows_the_pairing_window_in_the_status() {
+    let mut s = snapshot_for_pairing();
+    assert_eq!(Pairing::of(&s), Pairing::Closed, "no Bluetooth configured");
+    let mut bt = status::BluetoothView::default();
+    s.bluetooth = Some(bt.clone());
+    assert_eq!(Pairing::of(&s), Pairing::Closed);
+    bt.pairing.open = true;
+    s.bluetooth = Some(bt.clone());
+    assert_eq!(Pairing::of(&s), Pairing::Open);
+    bt.pairing.passkey = Some("042517".into());
+    s.bluetooth = Some(bt);
+    assert_eq!(Pairing::of(&s), Pairing::Passkey);
+}
+
+fn snapshot_for_pairing() -> status::Snapshot {
+    serde_json::from_str(
+        r#"{"box_id":"b","mode":"automatic","suggestion":null,"uplinks":[],"sites":[],"handovers":[]}"#,
+    )
+    .unwrap()
 }

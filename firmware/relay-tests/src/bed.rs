@@ -85,6 +85,8 @@ pub struct Bed {
     pub dir: PathBuf,
     /// Daemons started (dropped = killed).
     pub daemons: Vec<Daemon>,
+    /// Extra environment for the daemons started from now on.
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for Bed {
@@ -107,6 +109,7 @@ impl Bed {
         let bed = Self {
             dir,
             daemons: Vec::new(),
+            env: Vec::new(),
         };
         bed.pki(&["init"]);
         bed.pki(&["server", "snapt", "--san", "127.0.0.1"]);
@@ -147,10 +150,31 @@ impl Bed {
                 "RUST_LOG",
                 std::env::var("CBOX_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("spawn daemon");
+        self.daemons.push(Daemon {
+            name: name.into(),
+            child,
+            log,
+        });
+        self.daemons.len() - 1
+    }
+
+    /// Starts any helper process (a bus, a D-Bus test double) as one of
+    /// the bed's daemons: stderr and stdout to `<name>.log`, killed with
+    /// the bed.
+    pub fn spawn(&mut self, name: &str, cmd: &mut Command) -> usize {
+        let log = self.path(&format!("{name}.log"));
+        let f = std::fs::File::create(&log).expect("log");
+        let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(f.try_clone().expect("log"))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         self.daemons.push(Daemon {
             name: name.into(),
             child,

@@ -150,6 +150,8 @@ pub struct BoxDriver {
     awaiting_link: Vec<bool>,
     /// The decision task and what it needs.
     up: uplinks::Uplinks,
+    /// The PAN side (bridge, Bluetooth NAP), when configured.
+    pan: Option<crate::pan::PanHandle>,
 }
 
 impl std::fmt::Debug for BoxDriver {
@@ -203,6 +205,7 @@ impl BoxDriver {
             awaiting_link: vec![false; sites],
             listeners: Vec::new(),
             up: uplinks::Uplinks::new(&cfg),
+            pan: None,
             cfg,
         })
     }
@@ -255,6 +258,7 @@ impl BoxDriver {
             self.listeners.push(accept.abort_handle());
         }
         self.start_transparent().await;
+        self.pan = self.cfg.pan.as_ref().map(crate::pan::PanHandle::start);
         let _ = ready.send(());
         self.start_link_monitor().await;
         self.start_modems();

@@ -30,6 +30,26 @@ pub enum Request {
         /// The mode.
         mode: String,
     },
+    /// cnaptd: open the Bluetooth pairing window (default length if none).
+    PanPair {
+        /// How long, in seconds.
+        #[serde(default)]
+        seconds: Option<u32>,
+    },
+    /// cnaptd: close the pairing window now.
+    PanClose,
+    /// cnaptd: the technician's word on the passkey on show.
+    PanConfirm {
+        /// Matches (true) or not.
+        yes: bool,
+    },
+    /// cnaptd: the trusted devices.
+    PanDevices,
+    /// cnaptd: forget a trusted device (here and in BlueZ).
+    PanForget {
+        /// Its Bluetooth address.
+        address: String,
+    },
     /// snaptd: end a box's session.
     Kick {
         /// The box id.

@@ -1,7 +1,7 @@
 //! The front panel driven from the box's status: the LEDs show what the
 //! status model says (read through the control calls, like `cboxctl`),
-//! the pairing button is polled every 10 ms — a short press asks for the
-//! pairing window, a long press forces a switch to the next uplink with
+//! the pairing button is polled every 10 ms — a short press opens the
+//! pairing window (or confirms the passkey on show), a long press forces a switch to the next uplink with
 //! link. Generic over embedded-hal pins: the GPIO character device on the
 //! box (cnaptd), mocks in tests.
 
@@ -51,8 +51,17 @@ pub async fn run<G, A, B, P>(
         let now = ms();
         match button.poll(now) {
             Ok(Some(Press::Short)) => {
-                info!("panel button: short press (pairing)");
-                warn!("pairing window: this box has no Bluetooth PAN configured");
+                // With a passkey on show the press confirms it; otherwise
+                // it opens the pairing window.
+                let req = match snapshot.as_ref().map(Pairing::of) {
+                    Some(Pairing::Passkey) => Request::PanConfirm { yes: true },
+                    _ => Request::PanPair { seconds: None },
+                };
+                info!(request = ?req, "panel button: short press");
+                let r = ask(&calls, req).await;
+                if !r.ok {
+                    warn!(error = ?r.error, "panel button: pairing refused");
+                }
             }
             Ok(Some(Press::Long)) => {
                 let target = snapshot.as_ref().and_then(next_uplink);
@@ -74,7 +83,7 @@ pub async fn run<G, A, B, P>(
             last_read = Some(Instant::now());
             let r = ask(&calls, Request::Status).await;
             if let Ok(s) = serde_json::from_value::<status::Snapshot>(r.data) {
-                state = PanelState::from_snapshot(&s, false, Pairing::Closed);
+                state = PanelState::from_snapshot(&s, false, Pairing::of(&s));
                 snapshot = Some(s);
             }
         }

@@ -21,6 +21,7 @@ pub mod io;
 pub mod linkmon;
 pub mod locals;
 pub mod modem_port;
+pub mod pan;
 pub mod routing;
 pub mod server_driver;
 pub mod transparent;

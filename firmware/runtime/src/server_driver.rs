@@ -694,7 +694,12 @@ impl ServerDriver {
             | Request::Disconnect
             | Request::Approve
             | Request::Decline
-            | Request::Mode { .. } => Reply::err("this is a cnaptd command"),
+            | Request::Mode { .. }
+            | Request::PanPair { .. }
+            | Request::PanClose
+            | Request::PanConfirm { .. }
+            | Request::PanDevices
+            | Request::PanForget { .. } => Reply::err("this is a cnaptd command"),
         }
     }
 }

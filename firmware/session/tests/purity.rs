@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 const PURE: &[&str] = &[
-    "wire", "session", "decision", "modem-at", "wpa-ctrl", "status",
+    "wire", "session", "decision", "modem-at", "wpa-ctrl", "status", "pairing",
 ];
 
 const FORBIDDEN: &[&str] = &[

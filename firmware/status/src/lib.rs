@@ -149,6 +149,53 @@ pub struct PanClient {
     pub ip: Option<std::net::IpAddr>,
 }
 
+/// The pairing window as the page and the LED show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairingView {
+    /// Phones can pair now.
+    pub open: bool,
+    /// `just-works` or `passkey`.
+    pub policy: String,
+    /// Until it closes by itself.
+    pub seconds_left: Option<u32>,
+    /// Six digits to compare or type on the phone.
+    pub passkey: Option<String>,
+    /// The device the passkey is for.
+    pub device: Option<String>,
+}
+
+/// A device the box trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedView {
+    /// Bluetooth address.
+    pub address: String,
+    /// Its name when it paired.
+    pub name: String,
+    /// Connected to the box now (BlueZ's view).
+    pub connected: bool,
+}
+
+/// The Bluetooth network access point.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BluetoothView {
+    /// The adapter (`hci0`).
+    pub adapter: String,
+    /// bluetoothd has it and it is powered.
+    pub powered: bool,
+    /// The name phones see.
+    pub alias: String,
+    /// The NAP is registered on the bridge.
+    pub nap_registered: bool,
+    /// Bridge the NAP puts phones on.
+    pub bridge: String,
+    /// Why it is not up, when it is not.
+    pub problem: Option<String>,
+    /// The pairing window.
+    pub pairing: PairingView,
+    /// Trusted devices.
+    pub trusted: Vec<TrustedView>,
+}
+
 /// Everything about the box at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -165,6 +212,9 @@ pub struct Snapshot {
     /// Phones and PDAs connected.
     #[serde(default)]
     pub pan_clients: Vec<PanClient>,
+    /// The Bluetooth NAP, when configured.
+    #[serde(default)]
+    pub bluetooth: Option<BluetoothView>,
     /// The last handovers, oldest first.
     pub handovers: Vec<HandoverRecord>,
     /// Handovers since start (also those no longer kept).
@@ -200,12 +250,20 @@ impl Snapshot {
                 .map(|x| (x.state.clone(), x.uplink.clone()))
                 .collect()
         };
+        let bluetooth = |s: &Snapshot| {
+            s.bluetooth.as_ref().map(|b| {
+                let mut b = b.clone();
+                b.pairing.seconds_left = None;
+                b
+            })
+        };
         self.mode != before.mode
             || self.suggestion != before.suggestion
             || uplinks(self) != uplinks(before)
             || sites(self) != sites(before)
             || self.handovers_total != before.handovers_total
             || self.pan_clients != before.pan_clients
+            || bluetooth(self) != bluetooth(before)
     }
 }
 

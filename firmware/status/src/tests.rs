@@ -46,6 +46,7 @@ fn snapshot() -> Snapshot {
             last_error: None,
         }],
         pan_clients: Vec::new(),
+        bluetooth: None,
         handovers: Vec::new(),
         handovers_total: 0,
     }

@@ -80,25 +80,20 @@ async fn command(
         Ok((id, cmd)) => {
             info!(%id, command = ?cmd, "MQTT command");
             let req = match cmd {
-                Command::Switch(uplink) => Some(Request::Switch { uplink }),
-                Command::Mode(mode) => Some(Request::Mode { mode }),
-                Command::Approve => Some(Request::Approve),
-                Command::Decline => Some(Request::Decline),
-                Command::Pair(_) => None,
+                Command::Switch(uplink) => Request::Switch { uplink },
+                Command::Mode(mode) => Request::Mode { mode },
+                Command::Approve => Request::Approve,
+                Command::Decline => Request::Decline,
+                Command::Pair(seconds) => Request::PanPair {
+                    seconds: Some(seconds),
+                },
             };
-            match req {
-                None => {
-                    CommandReply::error(&id, "pairing: this box has no Bluetooth PAN configured")
-                }
-                Some(req) => {
-                    let r = ask(&calls, req, COMMAND_TIMEOUT).await;
-                    CommandReply {
-                        id,
-                        ok: r.ok,
-                        error: r.error,
-                        data: r.data,
-                    }
-                }
+            let r = ask(&calls, req, COMMAND_TIMEOUT).await;
+            CommandReply {
+                id,
+                ok: r.ok,
+                error: r.error,
+                data: r.data,
             }
         }
     };

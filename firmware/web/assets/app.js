@@ -99,6 +99,31 @@ function render(s) {
   }
   $("handovers").hidden = hs.length === 0;
   $("no-handovers").hidden = hs.length > 0;
+  renderPan(s);
+}
+
+function renderPan(s) {
+  const bt = s.bluetooth;
+  const p = bt ? bt.pairing : null;
+  $("passkey").hidden = !(p && p.passkey);
+  if (p && p.passkey) {
+    $("passkey-digits").textContent = p.passkey;
+    $("passkey-device").textContent = p.device || "";
+  }
+  let line = "Bluetooth: not configured";
+  if (bt) {
+    const state = bt.nap_registered ? "\u201c" + bt.alias + "\u201d ready" : "down" + (bt.problem ? " (" + bt.problem + ")" : "");
+    const win = p.open ? "pairing open, " + p.seconds_left + " s left" : "pairing closed";
+    line = "Bluetooth " + state + " · " + win + " · " + bt.trusted.length + " trusted";
+  }
+  $("bluetooth").textContent = line;
+  $("pair").textContent = p && p.open ? "Close pairing" : "Open pairing";
+  $("pair").disabled = !bt;
+  const list = $("pan-clients");
+  list.replaceChildren();
+  for (const c of s.pan_clients || []) {
+    list.appendChild(text("div", c.address + " on " + c.interface + (c.ip ? " · " + c.ip : ""), "detail client"));
+  }
 }
 
 function showLogin() {
@@ -136,7 +161,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("decline").addEventListener("click", () => post("/api/decline"));
   $("toggle-mode").addEventListener("click", () =>
     post("/api/mode", { mode: current && current.mode === "manual" ? "automatic" : "manual" }));
-  $("pair").addEventListener("click", () => post("/api/pair", { seconds: 120 }));
+  $("pair").addEventListener("click", () => {
+    const open = current && current.bluetooth && current.bluetooth.pairing.open;
+    post(open ? "/api/pair/close" : "/api/pair");
+  });
+  $("passkey-yes").addEventListener("click", () => post("/api/pair/confirm", { yes: true }));
+  $("passkey-no").addEventListener("click", () => post("/api/pair/confirm", { yes: false }));
   $("logout").addEventListener("click", async () => { await post("/api/logout"); showLogin(); });
   start();
 });

@@ -242,6 +242,10 @@ struct Action {
     uplink: Option<String>,
     #[serde(default)]
     mode: Option<String>,
+    #[serde(default)]
+    seconds: Option<u32>,
+    #[serde(default)]
+    yes: Option<bool>,
 }
 
 async fn action(
@@ -324,8 +328,22 @@ pub fn router(calls: mpsc::UnboundedSender<Call>, pin: String, ttl: Duration) ->
         .route(
             "/api/pair",
             post(|State(a): State<Shared>, h: HeaderMap, b| {
-                action(a, h, b, |_| {
-                    Err("pairing: this box has no Bluetooth PAN configured")
+                action(a, h, b, |x| Ok(Request::PanPair { seconds: x.seconds }))
+            }),
+        )
+        .route(
+            "/api/pair/close",
+            post(|State(a): State<Shared>, h: HeaderMap, b| {
+                action(a, h, b, |_| Ok(Request::PanClose))
+            }),
+        )
+        .route(
+            "/api/pair/confirm",
+            post(|State(a): State<Shared>, h: HeaderMap, b| {
+                action(a, h, b, |x| {
+                    x.yes
+                        .map(|yes| Request::PanConfirm { yes })
+                        .ok_or("yes: true or false?")
                 })
             }),
         )

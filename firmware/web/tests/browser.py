@@ -65,6 +65,9 @@ def main():
               banner_visible: !document.getElementById('suggestion').hidden,
               handovers: q('#handovers tbody tr').map(r => r.innerText),
               connected: document.getElementById('conn').textContent,
+              passkey: document.getElementById('passkey').hidden ? '' : document.getElementById('passkey').innerText,
+              bluetooth: document.getElementById('bluetooth').textContent,
+              clients: q('#pan-clients .client').map(c => c.textContent),
             };""")
         result.update(page)
         d.save_screenshot(str(out / "status-desktop.png"))
@@ -72,10 +75,16 @@ def main():
         d.execute_script("document.querySelector('.card[data-uplink=\"lte\"] button').click()")
         wait.until(lambda d: d.find_element(By.ID, "message").text == "done")
         d.execute_script("document.getElementById('message').textContent = ''")
+        d.find_element(By.ID, "passkey-yes").click()
+        wait.until(lambda d: d.find_element(By.ID, "message").text == "done")
+        d.execute_script("document.getElementById('message').textContent = ''")
         d.find_element(By.ID, "approve").click()
         wait.until(lambda d: d.find_element(By.ID, "message").text == "done")
+        d.execute_script("document.getElementById('message').textContent = ''")
+        # The window closed meanwhile (the test's box): the button opens it.
+        wait.until(lambda d: d.find_element(By.ID, "pair").text == "Open pairing")
         d.find_element(By.ID, "pair").click()
-        wait.until(lambda d: "Bluetooth" in d.find_element(By.ID, "message").text)
+        wait.until(lambda d: d.find_element(By.ID, "message").text != "")
         result["pair"] = d.find_element(By.ID, "message").text
         # Live updates: the box's state changes (the test flips it after
         # the approval); the page follows without a reload.

@@ -40,7 +40,14 @@ fn snapshot(active: &str, suggest: bool) -> Value {
              {"seq": 2, "at_unix_ms": 9000, "site": 0, "kind": "planned", "from_uplink": "lte", "to_uplink": "wifi",
               "reason": "preferred wifi is good again", "stall_ms": 20.7, "bytes_buffered": 0, "bytes_replayed": 0,
               "outcome": {"result": "completed"}}],
-           "handovers_total": 2})
+           "handovers_total": 2,
+           "pan_clients": [{"address": "00:1A:7D:DA:71:13", "interface": "bnep0", "ip": "198.18.77.132"}],
+           "bluetooth": {"adapter": "hci0", "powered": true, "alias": "cbox box-0042", "nap_registered": true,
+                         "bridge": "pan0", "problem": null,
+                         "pairing": {"open": suggest, "policy": "passkey", "seconds_left": if suggest { json!(87) } else { Value::Null },
+                                     "passkey": if suggest { json!("042517") } else { Value::Null },
+                                     "device": if suggest { json!("00:1A:7D:DA:71:13") } else { Value::Null }},
+                         "trusted": [{"address": "00:1A:7D:DA:71:13", "name": "Pixel 7", "connected": true}]}})
 }
 
 /// PNG width and height from the IHDR chunk.
@@ -128,7 +135,26 @@ async fn the_page_shows_the_box_and_its_buttons_act_in_headless_chromium() {
         "{r}"
     );
     assert_eq!(r["connected"], "connected");
-    assert!(r["pair"].as_str().unwrap().contains("Bluetooth"), "{r}");
+    assert_eq!(r["pair"], "done", "{r}");
+    assert!(r["passkey"].as_str().unwrap().contains("042517"), "{r}");
+    assert!(
+        r["passkey"].as_str().unwrap().contains("00:1A:7D:DA:71:13"),
+        "{r}"
+    );
+    assert!(
+        r["bluetooth"]
+            .as_str()
+            .unwrap()
+            .contains("pairing open, 87 s left"),
+        "{r}"
+    );
+    assert!(
+        r["clients"][0]
+            .as_str()
+            .unwrap()
+            .contains("bnep0 · 198.18.77.132"),
+        "{r}"
+    );
     assert_eq!(r["live_active"], "lte", "the page followed the box");
     let seen = seen.lock().unwrap().clone();
     assert!(
@@ -138,6 +164,14 @@ async fn the_page_shows_the_box_and_its_buttons_act_in_headless_chromium() {
         "{seen:?}"
     );
     assert!(seen.contains(&Request::Approve), "{seen:?}");
+    assert!(
+        seen.contains(&Request::PanConfirm { yes: true }),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&Request::PanPair { seconds: None }),
+        "{seen:?}"
+    );
     // Screenshots: the phone's is 390 px wide and nothing scrolls sideways.
     let (w, h) = png_size(&out.join("status-phone.png"));
     assert_eq!(w, 390, "phone screenshot {w}x{h}");

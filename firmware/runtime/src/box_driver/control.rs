@@ -87,6 +87,16 @@ impl BoxDriver {
                 }
                 let _ = reply.send(Reply::ok(json!({ "disconnected": self.cfg.snapts.len() })));
             }
+            Request::PanPair { .. }
+            | Request::PanClose
+            | Request::PanConfirm { .. }
+            | Request::PanDevices
+            | Request::PanForget { .. } => match &self.pan {
+                Some(p) => p.call(req, reply),
+                None => {
+                    let _ = reply.send(Reply::err(crate::pan::NO_BLUETOOTH));
+                }
+            },
             Request::Kick { .. } => {
                 let _ = reply.send(Reply::err("kick is a snaptd command"));
             }
@@ -126,7 +136,8 @@ impl BoxDriver {
             suggestion: self.suggestion(),
             uplinks: self.uplink_rows(),
             sites,
-            pan_clients: Vec::new(),
+            pan_clients: self.pan.as_ref().map(|p| p.clients()).unwrap_or_default(),
+            bluetooth: self.pan.as_ref().and_then(|p| p.bluetooth()),
             handovers: self.history.records().cloned().collect(),
             handovers_total: self.history.total(),
         }

@@ -15,6 +15,7 @@ SRC_URI = "${CBOX_GIT_URI};branch=main \
            file://cbox-provision \
            file://cbox-provision.service \
            file://cbox-mark-good.service \
+           file://cbox-dbus.conf \
            "
 PV = "0.1.0+git"
 # Development builds follow main; a release pins SRCREV.
@@ -22,7 +23,10 @@ SRCREV ??= "${AUTOREV}"
 
 require ${BPN}-crates.inc
 
-inherit cargo cargo-update-recipe-crates ptest-cargo systemd useradd
+inherit cargo cargo-update-recipe-crates pkgconfig ptest-cargo systemd useradd
+
+# bluer talks to bluetoothd through libdbus.
+DEPENDS += "dbus"
 
 CARGO_LOCK_SRC_DIR = "${S}"
 
@@ -52,13 +56,15 @@ do_install:append() {
     install -m 0644 ${UNPACKDIR}/cbox-sysusers.conf ${D}${libdir}/sysusers.d/cbox.conf
     install -d ${D}${sbindir}
     install -m 0755 ${UNPACKDIR}/cbox-provision ${D}${sbindir}/cbox-provision
+    install -d ${D}${datadir}/dbus-1/system.d
+    install -m 0644 ${UNPACKDIR}/cbox-dbus.conf ${D}${datadir}/dbus-1/system.d/cbox.conf
 }
 
-FILES:${PN} = "${bindir}/cnaptd ${bindir}/cboxctl ${sysconfdir}/cbox ${datadir}/cbox \
+FILES:${PN} = "${bindir}/cnaptd ${bindir}/cboxctl ${sysconfdir}/cbox ${datadir}/cbox ${datadir}/dbus-1/system.d \
                ${systemd_system_unitdir}/cnaptd.service ${systemd_system_unitdir}/cbox-mark-good.service \
                ${libdir}/tmpfiles.d/cbox.conf ${libdir}/sysusers.d/cbox.conf"
 FILES:${PN}-snaptd = "${bindir}/snaptd ${systemd_system_unitdir}/snaptd.service"
 FILES:${PN}-provision = "${sbindir}/cbox-provision ${systemd_system_unitdir}/cbox-provision.service"
 
-RDEPENDS:${PN} = "${PN}-provision"
+RDEPENDS:${PN} = "${PN}-provision dbus"
 RDEPENDS:${PN}-provision = "busybox"
