@@ -136,6 +136,8 @@ impl Daemons {
                 &format!("[[service]]\nname = \"dns\"\ntarget = \"{i}:53\"\nprotocol = \"udp\"\n");
             cnapt +=
                 &format!("[[service]]\nname = \"dns\"\nlisten = \"{c}:53\"\nprotocol = \"udp\"\n");
+            // The laptop's Ethernet PAN port: cnaptd puts it in the bridge.
+            cnapt += "[pan]\nbridge = \"pan0\"\nethernet = [\"eth0\"]\n";
         }
         if transparent {
             snapt += &format!(

@@ -136,7 +136,11 @@ pub fn run_mode(
     stop: &AtomicBool,
 ) -> anyhow::Result<Report> {
     std::fs::create_dir_all(dir)?;
-    let world = Topology::build(sc.wired_wan)?;
+    let mut world = Topology::build(sc.wired_wan)?;
+    if sc.pan_dhcp {
+        world.add_laptop()?;
+    }
+    let world = world;
     let (mut wp, mut lp) = (LinkParams::wifi(), LinkParams::lte());
     if zero_delay {
         for p in [&mut wp, &mut lp] {
@@ -174,13 +178,8 @@ pub fn run_mode(
     let mut notes = Vec::new();
     let mut failed_steps = 0u32;
     let dns_server = if sc.pan_dhcp {
-        crate::pan::start(&world, dir, &mut procs)?;
-        let (ip, router, dns) = crate::pan::lease(&world, dir)?;
-        let answer = crate::pan::resolve(&world, &dns)?;
-        notes.push(format!(
-            "the phone leased {ip} (router {router}, DNS {dns}) and resolved {} to {answer} through the tunnel",
-            crate::pan::NAME
-        ));
+        let (n, dns) = crate::pan::join(&world, dir, &mut procs, box_sock)?;
+        notes.extend(n);
         Some(dns)
     } else {
         None

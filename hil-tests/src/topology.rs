@@ -282,6 +282,23 @@ impl Topology {
 }
 
 impl Topology {
+    /// A laptop on the box's Ethernet PAN port: `lap0` in namespace
+    /// `laptop` to the box's `eth0`, which stays outside the bridge —
+    /// cnaptd (`[pan] ethernet`) puts it in.
+    pub fn add_laptop(&mut self) -> anyhow::Result<()> {
+        let ns = self.ns("laptop");
+        run(&["ip", "netns", "add", &ns])?;
+        self.created.push(ns.clone());
+        self.ip("laptop", &["link", "set", "lo", "up"])?;
+        let bx = self.ns("box");
+        run(&[
+            "ip", "link", "add", "lap0", "netns", &ns, "type", "veth", "peer", "name", "eth0",
+            "netns", &bx,
+        ])?;
+        self.ip("laptop", &["link", "set", "lap0", "up"])?;
+        Ok(())
+    }
+
     /// The wired WAN: the box's `eth1` straight to a site router (no radio:
     /// a cable has no fading), which routes to the internet.
     fn add_cable(&mut self) -> anyhow::Result<()> {
