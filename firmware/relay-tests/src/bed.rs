@@ -210,6 +210,8 @@ impl Bed {
             self.pki(&["box", box_id]);
         }
         let control = self.path(&format!("{box_id}.sock"));
+        // A restarted daemon: the socket left by the last one is no sign.
+        let _ = std::fs::remove_file(&control);
         let pki = self.path("pki");
         let text = format!(
             "box_id = \"{box_id}\"\ncontrol_socket = \"{}\"\n{top}\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/{box_id}.pem\"\nkey = \"{p}/boxes/{box_id}.key\"\n{body}",

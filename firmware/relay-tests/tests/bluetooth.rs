@@ -9,7 +9,7 @@
 //! within, the passkey policy waiting for the technician, trusted devices
 //! kept across a cnaptd restart and forgotten (here and in BlueZ), NAP
 //! connections authorized for trusted devices only, and the NAP registered
-//! again after bluetoothd restarts.
+//! again after bluetoothd restarts and after the adapter comes back.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
