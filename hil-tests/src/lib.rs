@@ -12,6 +12,7 @@ pub mod apps;
 pub mod baseline;
 pub mod daemons;
 pub mod fleet;
+mod live_view;
 pub mod modem_emu;
 pub mod pan;
 pub mod procs;

@@ -85,6 +85,27 @@ impl Bus {
         .unwrap_or_else(|e| panic!("{addr} {name}: {e}"))
     }
 
+    /// A phone pairs: BlueZ asks the agent (`confirm`, `authorize`, `display`).
+    fn pair(&self, addr: &str, kind: &str, passkey: u32) {
+        self.mock(
+            "SimulatePairing",
+            &[
+                "string:hci0",
+                &format!("string:{addr}"),
+                &format!("string:{kind}"),
+                &format!("uint32:{passkey}"),
+            ],
+        );
+    }
+
+    /// A paired phone connects to the NAP: BlueZ asks the agent first.
+    fn nap_connect(&self, addr: &str) {
+        self.mock(
+            "SimulateNapConnect",
+            &["string:hci0", &format!("string:{addr}")],
+        );
+    }
+
     fn result(&self, addr: &str) -> String {
         let mut r = String::new();
         wait_until(Duration::from_secs(10), "the agent's answer", || {
@@ -195,15 +216,7 @@ fn pairing_trust_and_nap_registration_against_a_bluez_double() {
     assert_eq!(bluetooth(&control)["pairing"]["open"], false);
 
     // Window closed: the agent refuses.
-    bus.mock(
-        "SimulatePairing",
-        &[
-            "string:hci0",
-            &format!("string:{PHONE}"),
-            "string:confirm",
-            "uint32:123456",
-        ],
-    );
+    bus.pair(PHONE, "confirm", 123456);
     let r = bus.result(PHONE);
     assert!(r.contains("org.bluez.Error.Rejected"), "{r}");
     assert!(bus.device_prop(PHONE, "Paired").ends_with("false"));
@@ -229,15 +242,7 @@ fn pairing_trust_and_nap_registration_against_a_bluez_double() {
     assert!(b["pairing"]["seconds_left"].as_u64().unwrap() <= 30);
 
     // The phone pairs (just works): trusted, saved, window closed.
-    bus.mock(
-        "SimulatePairing",
-        &[
-            "string:hci0",
-            &format!("string:{PHONE}"),
-            "string:confirm",
-            "uint32:123456",
-        ],
-    );
+    bus.pair(PHONE, "confirm", 123456);
     assert_eq!(bus.result(PHONE), "ok");
     wait_until(Duration::from_secs(10), "the phone trusted", || {
         devices(&control) == [PHONE]
@@ -258,15 +263,9 @@ fn pairing_trust_and_nap_registration_against_a_bluez_double() {
     );
 
     // Network connections: the trusted phone yes, a stranger no.
-    bus.mock(
-        "SimulateNapConnect",
-        &["string:hci0", &format!("string:{PHONE}")],
-    );
+    bus.nap_connect(PHONE);
     assert_eq!(bus.result(PHONE), "ok");
-    bus.mock(
-        "SimulateNapConnect",
-        &["string:hci0", &format!("string:{STRANGER}")],
-    );
+    bus.nap_connect(STRANGER);
     assert!(bus.result(STRANGER).contains("Rejected"));
     wait_until(Duration::from_secs(10), "the phone shown connected", || {
         bluetooth(&control)["trusted"][0]["connected"] == true
@@ -295,15 +294,7 @@ fn pairing_trust_and_nap_registration_against_a_bluez_double() {
 
     // Passkey: shown, waits for the technician, who refuses, then confirms.
     ctl(&control, &["pan", "pair"]).unwrap();
-    bus.mock(
-        "SimulatePairing",
-        &[
-            "string:hci0",
-            &format!("string:{PDA}"),
-            "string:confirm",
-            "uint32:42",
-        ],
-    );
+    bus.pair(PDA, "confirm", 42);
     wait_until(Duration::from_secs(5), "the passkey on show", || {
         bluetooth(&control)["pairing"]["passkey"] == "000042"
     });
@@ -311,15 +302,7 @@ fn pairing_trust_and_nap_registration_against_a_bluez_double() {
     assert_eq!(bus.mock("Result", &[&format!("string:{PDA}")]), "pending");
     ctl(&control, &["pan", "reject"]).unwrap();
     assert!(bus.result(PDA).contains("Rejected"));
-    bus.mock(
-        "SimulatePairing",
-        &[
-            "string:hci0",
-            &format!("string:{PDA}"),
-            "string:confirm",
-            "uint32:987654",
-        ],
-    );
+    bus.pair(PDA, "confirm", 987654);
     wait_until(Duration::from_secs(5), "the second passkey", || {
         bluetooth(&control)["pairing"]["passkey"] == "987654"
     });
@@ -347,10 +330,7 @@ fn pairing_trust_and_nap_registration_against_a_bluez_double() {
     wait_until(Duration::from_secs(10), "trust re-applied", || {
         bus.device_prop(PHONE, "Trusted").ends_with("true")
     });
-    bus.mock(
-        "SimulateNapConnect",
-        &["string:hci0", &format!("string:{PDA}")],
-    );
+    bus.nap_connect(PDA);
     assert_eq!(bus.result(PDA), "ok");
 
     // Forget: gone from the list, the file and BlueZ.
@@ -370,4 +350,28 @@ fn pairing_trust_and_nap_registration_against_a_bluez_double() {
     assert!(gone.is_err(), "BlueZ still has the phone: {gone:?}");
     let e = ctl(&control, &["pan", "forget", PHONE]).unwrap_err();
     assert!(e.contains("not a trusted device"), "{e}");
+
+    // A figure, not an assertion: what the NAP costs in memory, against a
+    // cnaptd without [pan] started in the same bed.
+    let plain = bed.cnaptd(
+        "box-plain",
+        &format!(
+            "[[snapt]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"127.0.0.1\"\n[[uplink]]\nname = \"a\"\n"
+        ),
+    );
+    ctl(&plain, &["status"]).unwrap();
+    let hwm = |name: &str| -> f64 {
+        let d = bed.daemons.iter().rev().find(|d| d.name == name).unwrap();
+        let text = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    let (bt, base) = (hwm("box-bt"), hwm("box-plain"));
+    println!(
+        "cnaptd peak RSS: with the Bluetooth NAP {bt:.1} MiB, without [pan] {base:.1} MiB ({:.2}x)",
+        bt / base.max(0.1)
+    );
 }

@@ -13,7 +13,7 @@ use session::{BoxSession, BoxState, Coordinator, SwitchKind, TunnelId};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
-use wire::{ResetCode, StreamId, StreamKind};
+use wire::StreamId;
 
 use crate::connect::{Egress, connect_tunnel};
 use crate::control::{Call, Reply};
@@ -22,6 +22,7 @@ use crate::io::{WriteCmd, spawn_reader, spawn_writer};
 use crate::locals::{LocalEvent, Locals, Sink};
 use crate::udp::{BoxFlows, spawn_receiver};
 
+mod apps;
 mod control;
 mod events;
 mod radios;
@@ -383,87 +384,6 @@ impl BoxDriver {
         }
     }
 
-    fn accepted(&mut self, service: usize, stream: TcpStream, peer: SocketAddr) {
-        let svc = &self.cfg.services[service];
-        let site = svc.snapt;
-        let Some(session) = self.coord.site(site) else {
-            return;
-        };
-        match session
-            .streams()
-            .open(StreamKind::Stream, svc.name.clone(), None)
-        {
-            Ok(sid) => {
-                debug!(service = %svc.name, %peer, stream = %sid, "phone connected");
-                self.locals.attach((site, sid), stream);
-            }
-            Err(e) => warn!(service = %svc.name, %peer, error = %e, "refusing phone connection"),
-        }
-    }
-
-    /// Hands buffered application bytes to the session as far as it takes
-    /// them; FIN after the last.
-    fn push_pending(&mut self, key: Key) {
-        if let Some(session) = self.coord.site(key.0) {
-            self.locals.push(&key, key.1, &mut session.streams());
-        }
-    }
-
-    /// A datagram from a phone: on its flow, opened on first use.
-    fn udp_in(&mut self, service: usize, peer: SocketAddr, bytes: Vec<u8>) {
-        let svc = &self.cfg.services[service];
-        let site = svc.snapt;
-        let key = match self.flows.flow(service, peer) {
-            Some(k) => k,
-            None => {
-                let (Some(session), Some(sock)) = (self.coord.site(site), self.udp.get(&service))
-                else {
-                    return;
-                };
-                match session
-                    .streams()
-                    .open(StreamKind::Datagram, svc.name.clone(), None)
-                {
-                    Ok(flow) => {
-                        debug!(service = %svc.name, %peer, %flow, "datagram flow opened");
-                        self.flows.insert(service, peer, (site, flow), sock.clone());
-                        (site, flow)
-                    }
-                    Err(e) => {
-                        warn!(service = %svc.name, %peer, error = %e, "datagram dropped: no flow");
-                        return;
-                    }
-                }
-            }
-        };
-        if let Some(s) = self.coord.site(key.0) {
-            let _ = s.streams().send_datagram(key.1, bytes);
-        }
-    }
-
-    fn reset_local(&mut self, key: Key, reason: &str) {
-        self.locals.remove(&key);
-        if let Some(s) = self.coord.site(key.0) {
-            let _ = s
-                .streams()
-                .reset(key.1, ResetCode::ApplicationError, reason);
-        }
-    }
-
-    fn client_connected(&mut self, key: Key, result: Result<TcpStream, String>) {
-        match result {
-            Ok(stream) if self.locals.contains(&key) => self.locals.attach(key, stream),
-            Ok(_) => {}
-            Err(e) => {
-                warn!(site = key.0, stream = %key.1, error = %e, "client service unreachable");
-                self.locals.remove(&key);
-                if let Some(s) = self.coord.site(key.0) {
-                    let _ = s.streams().reset(key.1, ResetCode::ConnectFailed, &e);
-                }
-            }
-        }
-    }
-
     // ---- tunnels -----------------------------------------------------------
 
     /// Connects a tunnel for `site`, trying uplinks in the decision task's
@@ -669,41 +589,5 @@ impl BoxDriver {
                 return;
             }
         }
-    }
-
-    fn open_client_service(
-        &mut self,
-        site: usize,
-        stream: StreamId,
-        kind: StreamKind,
-        service: wire::ServiceName,
-    ) {
-        let target = self
-            .cfg
-            .client_services
-            .iter()
-            .find(|c| c.name == service && c.protocol == Protocol::Tcp);
-        let Some(target) = target.filter(|_| kind == StreamKind::Stream) else {
-            if let Some(s) = self.coord.site(site) {
-                let _ = s.streams().reset(
-                    stream,
-                    ResetCode::ConnectFailed,
-                    &format!("no client service {service} on this box"),
-                );
-            }
-            return;
-        };
-        let addr = target.connect;
-        self.locals.reserve((site, stream));
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let result = TcpStream::connect(addr)
-                .await
-                .map_err(|e| format!("{addr}: {e}"));
-            let _ = tx.send(Input::ClientConnected {
-                key: (site, stream),
-                result,
-            });
-        });
     }
 }

@@ -273,6 +273,11 @@ async fn action(
     }
 }
 
+/// A POST route acting on the box through `make`'s request.
+fn act(make: fn(Action) -> Result<Request, &'static str>) -> axum::routing::MethodRouter<Shared> {
+    post(move |State(a): State<Shared>, h: HeaderMap, b: axum::body::Bytes| action(a, h, b, make))
+}
+
 /// The page's routes.
 pub fn router(calls: mpsc::UnboundedSender<Call>, pin: String, ttl: Duration) -> Router {
     let app: Shared = Arc::new(App {
@@ -295,56 +300,33 @@ pub fn router(calls: mpsc::UnboundedSender<Call>, pin: String, ttl: Duration) ->
         .route("/api/stream", get(stream))
         .route(
             "/api/switch",
-            post(|State(a): State<Shared>, h: HeaderMap, b| {
-                action(a, h, b, |x| {
-                    x.uplink
-                        .map(|uplink| Request::Switch { uplink })
-                        .ok_or("which uplink?")
-                })
+            act(|x| {
+                x.uplink
+                    .map(|uplink| Request::Switch { uplink })
+                    .ok_or("which uplink?")
             }),
         )
         .route(
             "/api/mode",
-            post(|State(a): State<Shared>, h: HeaderMap, b| {
-                action(a, h, b, |x| {
-                    x.mode
-                        .map(|mode| Request::Mode { mode })
-                        .ok_or("which mode?")
-                })
+            act(|x| {
+                x.mode
+                    .map(|mode| Request::Mode { mode })
+                    .ok_or("which mode?")
             }),
         )
-        .route(
-            "/api/approve",
-            post(|State(a): State<Shared>, h: HeaderMap, b| {
-                action(a, h, b, |_| Ok(Request::Approve))
-            }),
-        )
-        .route(
-            "/api/decline",
-            post(|State(a): State<Shared>, h: HeaderMap, b| {
-                action(a, h, b, |_| Ok(Request::Decline))
-            }),
-        )
+        .route("/api/approve", act(|_| Ok(Request::Approve)))
+        .route("/api/decline", act(|_| Ok(Request::Decline)))
         .route(
             "/api/pair",
-            post(|State(a): State<Shared>, h: HeaderMap, b| {
-                action(a, h, b, |x| Ok(Request::PanPair { seconds: x.seconds }))
-            }),
+            act(|x| Ok(Request::PanPair { seconds: x.seconds })),
         )
-        .route(
-            "/api/pair/close",
-            post(|State(a): State<Shared>, h: HeaderMap, b| {
-                action(a, h, b, |_| Ok(Request::PanClose))
-            }),
-        )
+        .route("/api/pair/close", act(|_| Ok(Request::PanClose)))
         .route(
             "/api/pair/confirm",
-            post(|State(a): State<Shared>, h: HeaderMap, b| {
-                action(a, h, b, |x| {
-                    x.yes
-                        .map(|yes| Request::PanConfirm { yes })
-                        .ok_or("yes: true or false?")
-                })
+            act(|x| {
+                x.yes
+                    .map(|yes| Request::PanConfirm { yes })
+                    .ok_or("yes: true or false?")
             }),
         )
         .with_state(app)
