@@ -237,7 +237,12 @@ impl DecisionTask {
                     && sent > 0
                 {
                     let window = f64::from(lost.min(sent)) / f64::from(sent);
-                    e.loss = 0.5 * e.loss + 0.5 * window;
+                    // A window weighs by what it holds: three or more
+                    // packets (a keepalive window) count half, one
+                    // probe a sixth — a single lost probe of a standby
+                    // uplink makes it a warning, two in a row critical.
+                    let weight = (f64::from(sent) / 6.0).min(0.5);
+                    e.loss = (1.0 - weight) * e.loss + weight * window;
                     if rtt.is_some() {
                         e.rtt = rtt;
                     }

@@ -461,3 +461,49 @@ fn a_degraded_uplink_left_behind_is_held_down() {
     assert_eq!(s[1].2, WIFI);
     assert!(s[1].0 >= s[0].0 + 30.0, "{s:?}");
 }
+
+#[test]
+fn one_lost_probe_is_a_warning_two_are_critical() {
+    // A standby uplink probed once per window: one probe lost (a slow
+    // start, a busy moment) must not make it critical and move the box.
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    let probe = |lost: u32| Observation::Path {
+        uplink: WIFI,
+        rtt: if lost == 0 {
+            Some(Duration::from_millis(10))
+        } else {
+            None
+        },
+        sent: 1,
+        lost,
+    };
+    w.observe(probe(1));
+    let wifi = &w.task.table()[WIFI];
+    assert_eq!(wifi.health, Health::Warning, "{}", wifi.why);
+    // Good answers bring it back (seven of them: the smoothing remembers).
+    let mut n = 0;
+    while w.task.table()[WIFI].health != Health::Good {
+        w.observe(probe(0));
+        n += 1;
+        assert!(
+            n <= 10,
+            "still {:?} after {n} good probes",
+            w.task.table()[WIFI].health
+        );
+    }
+    assert!(n >= 2, "one good probe must not erase a loss: {n}");
+    w.observe(probe(1));
+    w.observe(probe(1));
+    let wifi = &w.task.table()[WIFI];
+    assert_eq!(wifi.health, Health::Critical, "{}", wifi.why);
+    // A keepalive window of four with two lost counts half at once.
+    let mut w = World::new(Mode::Automatic);
+    w.observe(Observation::Path {
+        uplink: WIFI,
+        rtt: Some(Duration::from_millis(10)),
+        sent: 4,
+        lost: 2,
+    });
+    assert_eq!(w.task.table()[WIFI].health, Health::Critical);
+}
