@@ -234,10 +234,17 @@ impl PhoneApps {
             .stderr(log(dir, "ssh")?)
             .spawn()?;
         procs.push("ssh", ssh);
+        // In transparent mode the datagrams, too, go to the server itself
+        // (diverted by the box: TPROXY).
+        let (udp_host, udp_port) = if sc.transparent {
+            (addr::INTERNET, port::UDP_ECHO)
+        } else {
+            (c, box_port::UDP_ECHO)
+        };
         let udp = world
             .exec("phone", "python3")
             .arg(apps.join("udp_stream.py"))
-            .args([c, &box_port::UDP_ECHO.to_string(), &secs])
+            .args([udp_host, &udp_port.to_string(), &secs])
             .arg(&me.udp)
             .stderr(log(dir, "udp")?)
             .spawn()?;

@@ -141,8 +141,9 @@ impl Daemons {
         }
         if transparent {
             snapt += &format!(
-                "[[policy]]\nbox = \"box-sim\"\nallow = [\"{i}/32:{}\"]\n",
-                port::WEB
+                "[[policy]]\nbox = \"box-sim\"\nallow = [\"{i}/32:{}\", \"{i}/32:{}\"]\n",
+                port::WEB,
+                port::UDP_ECHO
             );
             cnapt += &format!(
                 "[transparent]\nlisten = \"{c}:{}\"\ninterface = \"pan0\"\n",

@@ -18,6 +18,12 @@ pub(crate) struct TransparentSection {
     interface: String,
     #[serde(default)]
     snapt: Option<String>,
+    #[serde(default = "yes")]
+    udp: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Transparent mode.
@@ -29,6 +35,8 @@ pub struct Transparent {
     pub interface: String,
     /// Index into the SNAPTs.
     pub snapt: usize,
+    /// Datagrams too (TPROXY on the same port, UDP).
+    pub udp: bool,
 }
 
 impl TransparentSection {
@@ -62,6 +70,7 @@ impl TransparentSection {
             listen: self.listen,
             interface: i.clone(),
             snapt,
+            udp: self.udp,
         })
     }
 }

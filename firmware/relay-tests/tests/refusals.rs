@@ -388,3 +388,72 @@ async fn box_given_destinations_follow_the_per_box_policy_never_an_open_relay() 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn box_given_datagram_destinations_follow_the_policy_too() {
+    use wire::{ResetCode, ServiceName, StreamId, StreamKind};
+    let echo = relay_tests::apps::udp_echo_server().await;
+    let mut bed = Bed::new("policy-udp");
+    let port = free_port();
+    bed.snaptd(
+        "snaptd",
+        port,
+        "",
+        &format!(
+            "[[policy]]\nbox = \"box-7\"\nallow = [\"{}:{}\"]\n{SESSION}",
+            echo.ip(),
+            echo.port()
+        ),
+    );
+    bed.pki(&["box", "box-7"]);
+    bed.pki(&["box", "box-8"]);
+    let snapt: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let flow = StreamId::new(wire::Role::Box, 1).unwrap();
+    for (id, allowed) in [("box-7", true), ("box-8", false)] {
+        let mut raw = Raw::connect(&bed.path("pki"), id, snapt).await.unwrap();
+        raw.send(&Frame::Connect {
+            version: VERSION,
+            window: 65536,
+            keepalive_ms: 200,
+            incarnation: 1,
+            box_id: BoxId::new(id).unwrap(),
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            raw.recv(Duration::from_secs(5)).await,
+            Some(Frame::ConnectAck { .. })
+        ));
+        raw.send(&Frame::Open {
+            stream: flow,
+            kind: StreamKind::Datagram,
+            service: ServiceName::new("transparent").unwrap(),
+            dest: Some(echo),
+        })
+        .await
+        .unwrap();
+        let outcome = loop {
+            // Datagrams may be lost: ask again until something comes back.
+            raw.send(&Frame::Datagram {
+                flow,
+                payload: b"datagram via policy".to_vec(),
+            })
+            .await
+            .unwrap();
+            match raw.recv(Duration::from_secs(5)).await {
+                Some(Frame::Datagram { payload, .. }) => break Ok(payload),
+                Some(Frame::Reset { code, reason, .. }) => break Err((code, reason)),
+                Some(Frame::Ping { nonce }) => raw.send(&Frame::Pong { nonce }).await.unwrap(),
+                Some(_) => {}
+                None => panic!("{id}: tunnel closed"),
+            }
+        };
+        if allowed {
+            assert_eq!(outcome, Ok(b"datagram via policy".to_vec()));
+        } else {
+            let (code, reason) = outcome.unwrap_err();
+            assert_eq!(code, ResetCode::PolicyDenied);
+            assert!(reason.contains("not allowed for box box-8"), "{reason}");
+        }
+    }
+}

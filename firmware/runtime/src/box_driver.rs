@@ -52,6 +52,14 @@ enum Input {
         stream: TcpStream,
         peer: SocketAddr,
     },
+    /// A PAN client's datagram to the outside (transparent mode).
+    TransparentUdp {
+        peer: SocketAddr,
+        dest: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// Time to end idle transparent datagram flows.
+    TransparentSweep,
     Local(LocalEvent<Key>),
     UdpIn {
         service: usize,
@@ -308,7 +316,7 @@ impl BoxDriver {
         // Give the writers a moment to put DISCONNECT on the wire.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.up.stop_routing().await;
-        self.stop_transparent();
+        self.stop_transparent().await;
         Ok(())
     }
 
@@ -322,6 +330,10 @@ impl BoxDriver {
                 peer,
             } => self.accepted(service, stream, peer),
             Input::Transparent { stream, peer } => self.accepted_transparent(stream, peer),
+            Input::TransparentUdp { peer, dest, bytes } => {
+                self.transparent_datagram(peer, dest, bytes)
+            }
+            Input::TransparentSweep => self.sweep_transparent(),
             Input::Local(LocalEvent::Data { key, bytes, ack }) => {
                 self.locals.queue(&key, bytes, ack);
                 self.push_pending(key);

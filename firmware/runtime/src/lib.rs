@@ -25,6 +25,7 @@ pub mod pan;
 pub mod routing;
 pub mod server_driver;
 pub mod transparent;
+pub mod transparent_udp;
 pub mod udp;
 pub mod wifi;
 

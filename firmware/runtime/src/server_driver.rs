@@ -547,17 +547,25 @@ impl ServerDriver {
                     format!("destination {dest} is not allowed for box {b}"),
                 );
             }
-            if kind != StreamKind::Stream {
-                return refuse(
-                    self,
-                    ResetCode::PolicyDenied,
-                    "transparent datagram flows are not relayed".into(),
-                );
+            if kind == StreamKind::Datagram {
+                return self.open_datagram_target(b, stream, service, Ok(dest));
             }
             return self.connect_target(b, stream, dest.to_string());
         }
         if kind == StreamKind::Datagram {
-            return self.open_datagram_target(b, stream, service);
+            let target = self
+                .cfg
+                .services
+                .iter()
+                .find(|s| s.name == service && s.protocol == Protocol::Udp)
+                .ok_or_else(|| format!("no datagram service {service} on this SNAPT"))
+                .and_then(|svc| {
+                    std::net::ToSocketAddrs::to_socket_addrs(&svc.target)
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| format!("cannot resolve {}", svc.target))
+                });
+            return self.open_datagram_target(b, stream, service, target);
         }
         let Some(svc) = self
             .cfg
@@ -594,35 +602,31 @@ impl ServerDriver {
         });
     }
 
-    /// A datagram flow: a UDP socket connected to the service, whose
-    /// replies go back on the flow.
-    fn open_datagram_target(&mut self, b: BoxId, flow: StreamId, service: ServiceName) {
-        let svc = self
-            .cfg
-            .services
-            .iter()
-            .find(|s| s.name == service && s.protocol == Protocol::Udp);
-        let sock = svc
-            .ok_or_else(|| format!("no datagram service {service} on this SNAPT"))
-            .and_then(|svc| {
-                let target = std::net::ToSocketAddrs::to_socket_addrs(&svc.target)
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| format!("cannot resolve {}", svc.target))?;
-                let local: SocketAddr = if target.is_ipv4() {
-                    "0.0.0.0:0"
-                } else {
-                    "[::]:0"
-                }
-                .parse()
-                .map_err(|_| "address".to_string())?;
-                let std_sock = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
-                std_sock
-                    .connect(target)
-                    .map_err(|e| format!("{target}: {e}"))?;
-                std_sock.set_nonblocking(true).map_err(|e| e.to_string())?;
-                UdpSocket::from_std(std_sock).map_err(|e| e.to_string())
-            });
+    /// A datagram flow: a UDP socket connected to `target` (the service's,
+    /// or a transparent flow's destination), whose replies go back on the
+    /// flow.
+    fn open_datagram_target(
+        &mut self,
+        b: BoxId,
+        flow: StreamId,
+        service: ServiceName,
+        target: Result<SocketAddr, String>,
+    ) {
+        let sock = target.and_then(|target| {
+            let local: SocketAddr = if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            }
+            .parse()
+            .map_err(|_| "address".to_string())?;
+            let std_sock = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
+            std_sock
+                .connect(target)
+                .map_err(|e| format!("{target}: {e}"))?;
+            std_sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+            UdpSocket::from_std(std_sock).map_err(|e| e.to_string())
+        });
         match sock {
             Ok(sock) => {
                 let sock = Arc::new(sock);

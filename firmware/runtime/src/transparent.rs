@@ -10,14 +10,27 @@ use std::process::{Command, Stdio};
 /// The table cnaptd owns (and only it).
 pub const TABLE: &str = "cbox_transparent";
 
-/// The ruleset for `interface` → `port` (an `nft -f` script): TCP arriving
-/// on the PAN interface for an address that is not the box's own is
-/// redirected to the listener; the box's own services stay as they are.
-pub fn ruleset(interface: &str, port: u16) -> String {
+/// The ruleset for `interface` → `listen` (an `nft -f` script): TCP
+/// arriving on the PAN interface for an address that is not the box's own
+/// is redirected to the listener; with `udp`, unicast datagrams to the
+/// outside are marked and diverted (TPROXY) to the same port unchanged —
+/// see [`crate::transparent_udp`]. The box's own services (and DHCP's
+/// broadcasts) stay as they are.
+pub fn ruleset(interface: &str, listen: std::net::SocketAddr, udp: bool) -> String {
+    let port = listen.port();
+    let divert = if udp {
+        format!(
+            "  chain divert {{\n    type filter hook prerouting priority mangle; policy accept;\n    \
+             iifname \"{interface}\" meta l4proto udp fib daddr type unicast meta mark set {mark:#x} tproxy ip to {listen} accept\n  }}\n",
+            mark = crate::transparent_udp::MARK
+        )
+    } else {
+        String::new()
+    };
     format!(
         "add table inet {TABLE}\ndelete table inet {TABLE}\n\
          table inet {TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
-         iifname \"{interface}\" meta l4proto tcp fib daddr type != local redirect to :{port}\n  }}\n}}\n"
+         iifname \"{interface}\" meta l4proto tcp fib daddr type != local redirect to :{port}\n  }}\n{divert}}}\n"
     )
 }
 
@@ -69,18 +82,25 @@ pub fn original_destination(stream: &tokio::net::TcpStream) -> std::io::Result<S
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_ruleset_redirects_only_foreign_tcp_from_the_pan_and_replaces_itself() {
-        let r = ruleset("pan0", 7999);
+        let listen = "198.18.77.1:7999".parse().unwrap();
+        let r = ruleset("pan0", listen, false);
         assert!(
             r.starts_with("add table inet cbox_transparent\ndelete table inet cbox_transparent\n")
         );
         assert!(r.contains(
             "iifname \"pan0\" meta l4proto tcp fib daddr type != local redirect to :7999"
         ));
+        assert!(!r.contains("udp"));
+        let r = ruleset("pan0", listen, true);
+        assert!(r.contains(
+            "iifname \"pan0\" meta l4proto udp fib daddr type unicast meta mark set 0x1c0b tproxy ip to 198.18.77.1:7999 accept"
+        ), "{r}");
         assert_eq!(
             teardown(),
             "add table inet cbox_transparent\ndelete table inet cbox_transparent\n"

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
@@ -31,56 +32,106 @@ where
     .abort_handle()
 }
 
+/// Where a phone's datagrams were going: a configured service (its index),
+/// or — transparent mode — the address it sent them to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `[[service]]` number.
+    Service(usize),
+    /// The original destination of a diverted datagram.
+    Transparent(SocketAddr),
+}
+
 /// Where a flow's datagrams go back to on the box.
 #[derive(Debug)]
 struct FlowEnd {
     sock: Arc<UdpSocket>,
     peer: SocketAddr,
-    service: usize,
+    target: Target,
+    /// A flow's own receive loop (transparent flows), stopped with it.
+    recv: Option<AbortHandle>,
+    last_used: Instant,
 }
 
 /// The box side: flows of the phones' UDP conversations.
 #[derive(Debug, Default)]
 pub struct BoxFlows {
-    by_peer: HashMap<(usize, SocketAddr), (usize, StreamId)>,
+    by_peer: HashMap<(Target, SocketAddr), (usize, StreamId)>,
     by_flow: HashMap<(usize, StreamId), FlowEnd>,
 }
 
 impl BoxFlows {
-    /// The flow of `peer` on service `service`, if one is open.
-    pub fn flow(&self, service: usize, peer: SocketAddr) -> Option<(usize, StreamId)> {
-        self.by_peer.get(&(service, peer)).copied()
+    /// The flow of `peer` to `target`, if one is open (and marks it used).
+    pub fn flow(
+        &mut self,
+        target: Target,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Option<(usize, StreamId)> {
+        let key = self.by_peer.get(&(target, peer)).copied()?;
+        if let Some(e) = self.by_flow.get_mut(&key) {
+            e.last_used = now;
+        }
+        Some(key)
     }
 
-    /// Records a new flow.
+    /// Records a new flow; `sock` is where its replies leave from, `recv`
+    /// a receive loop of its own to stop with it.
     pub fn insert(
         &mut self,
-        service: usize,
+        target: Target,
         peer: SocketAddr,
         key: (usize, StreamId),
         sock: Arc<UdpSocket>,
+        recv: Option<AbortHandle>,
+        now: Instant,
     ) {
-        self.by_peer.insert((service, peer), key);
+        self.by_peer.insert((target, peer), key);
         self.by_flow.insert(
             key,
             FlowEnd {
                 sock,
                 peer,
-                service,
+                target,
+                recv,
+                last_used: now,
             },
         );
     }
 
-    /// Where the datagrams of flow `key` go back to.
-    pub fn reply_to(&self, key: &(usize, StreamId)) -> Option<(Arc<UdpSocket>, SocketAddr)> {
-        self.by_flow.get(key).map(|e| (e.sock.clone(), e.peer))
+    /// Where the datagrams of flow `key` go back to (and marks it used).
+    pub fn reply_to(
+        &mut self,
+        key: &(usize, StreamId),
+        now: Instant,
+    ) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+        self.by_flow.get_mut(key).map(|e| {
+            e.last_used = now;
+            (e.sock.clone(), e.peer)
+        })
     }
 
     /// Forgets a flow (reset or session end).
     pub fn remove(&mut self, key: &(usize, StreamId)) {
         if let Some(e) = self.by_flow.remove(key) {
-            self.by_peer.remove(&(e.service, e.peer));
+            self.by_peer.remove(&(e.target, e.peer));
+            if let Some(r) = e.recv {
+                r.abort();
+            }
         }
+    }
+
+    /// Transparent flows unused for `idle`: a phone's conversation with a
+    /// server it no longer talks to (a DNS query, a finished call).
+    pub fn idle_transparent(&self, idle: Duration, now: Instant) -> Vec<(usize, StreamId)> {
+        self.by_flow
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.target, Target::Transparent(_))
+                    && now.saturating_duration_since(e.last_used) >= idle
+            })
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// Forgets every flow of a site.

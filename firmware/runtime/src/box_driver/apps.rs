@@ -43,7 +43,8 @@ impl BoxDriver {
     pub(super) fn udp_in(&mut self, service: usize, peer: SocketAddr, bytes: Vec<u8>) {
         let svc = &self.cfg.services[service];
         let site = svc.snapt;
-        let key = match self.flows.flow(service, peer) {
+        let target = crate::udp::Target::Service(service);
+        let key = match self.flows.flow(target, peer, super::now()) {
             Some(k) => k,
             None => {
                 let (Some(session), Some(sock)) = (self.coord.site(site), self.udp.get(&service))
@@ -56,7 +57,14 @@ impl BoxDriver {
                 {
                     Ok(flow) => {
                         debug!(service = %svc.name, %peer, %flow, "datagram flow opened");
-                        self.flows.insert(service, peer, (site, flow), sock.clone());
+                        self.flows.insert(
+                            target,
+                            peer,
+                            (site, flow),
+                            sock.clone(),
+                            None,
+                            super::now(),
+                        );
                         (site, flow)
                     }
                     Err(e) => {

@@ -143,7 +143,7 @@ impl BoxDriver {
                 self.schedule_retry(site);
             }
             Event::Datagram { flow, bytes } => {
-                if let Some((sock, peer)) = self.flows.reply_to(&(site, flow)) {
+                if let Some((sock, peer)) = self.flows.reply_to(&(site, flow), super::now()) {
                     crate::udp::send(&sock, bytes, Some(peer));
                 }
             }

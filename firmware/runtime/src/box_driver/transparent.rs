@@ -1,19 +1,28 @@
 //! Transparent mode in the box driver: the redirect rules installed at
-//! start (removed at stop), the listener for redirected connections, and
-//! each one opened as a stream to its original destination.
+//! start (removed at stop), the listener for redirected connections and
+//! each one opened as a stream to its original destination; with UDP, the
+//! diverted datagrams, one flow per (phone socket, destination), each with
+//! a socket bound to the destination that receives the phone's next
+//! datagrams and sends the replies, ended after a minute unused.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
-use wire::{ServiceName, StreamKind};
+use wire::{ResetCode, ServiceName, StreamKind};
 
-use super::{BoxDriver, Input};
+use super::{BoxDriver, Input, now};
 use crate::transparent::{apply, original_destination, ruleset, teardown};
+use crate::transparent_udp;
+use crate::udp::{MAX_DATAGRAM, Target, spawn_receiver};
 
 /// The service name transparent streams carry (the SNAPT connects to their
 /// destination instead, if its policy allows).
 const SERVICE: &str = "transparent";
+
+/// A transparent datagram flow unused this long is ended.
+const UDP_IDLE: Duration = Duration::from_secs(60);
 
 impl BoxDriver {
     /// Installs the redirect and starts accepting; problems are logged and
@@ -29,11 +38,16 @@ impl BoxDriver {
                 return;
             }
         };
-        if let Err(e) = apply(&ruleset(&t.interface, t.listen.port())) {
+        let udp = if t.udp {
+            self.start_transparent_udp(t.listen).await
+        } else {
+            false
+        };
+        if let Err(e) = apply(&ruleset(&t.interface, t.listen, udp)) {
             warn!(interface = %t.interface, error = %e, "transparent mode off: redirect not installed");
             return;
         }
-        info!(interface = %t.interface, listen = %t.listen, "transparent mode: PAN clients' TCP is relayed to its destination");
+        info!(interface = %t.interface, listen = %t.listen, udp, "transparent mode: PAN clients' traffic is relayed to its destination");
         let tx = self.tx.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
@@ -45,12 +59,75 @@ impl BoxDriver {
         self.listeners.push(accept.abort_handle());
     }
 
-    /// Removes the redirect (at stop).
-    pub(super) fn stop_transparent(&self) {
-        if self.cfg.transparent.is_some()
-            && let Err(e) = apply(&teardown())
-        {
+    /// The diverted datagrams' socket, local delivery of marked packets and
+    /// the idle sweep; whether it all works.
+    async fn start_transparent_udp(&mut self, listen: SocketAddr) -> bool {
+        match transparent_udp::bridge_hooks_off() {
+            Ok(true) => info!(
+                "transparent UDP: bridged traffic no longer runs the IP hooks at bridge level (net.bridge.bridge-nf-call-iptables = 0)"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                warn!("transparent UDP off: {e}");
+                return false;
+            }
+        }
+        let sock = match transparent_udp::listener(listen) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(%listen, error = %e, "transparent UDP off: no transparent socket");
+                return false;
+            }
+        };
+        if let Err(e) = transparent_udp::local_delivery(true).await {
+            warn!(error = %e, "transparent UDP off: no local delivery of diverted datagrams");
+            return false;
+        }
+        let tx = self.tx.clone();
+        let recv = tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                match transparent_udp::recv(&sock, &mut buf).await {
+                    Ok((n, peer, dest)) => {
+                        let bytes = buf[..n].to_vec();
+                        if tx
+                            .send(Input::TransparentUdp { peer, dest, bytes })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "transparent datagram not read"),
+                }
+            }
+        });
+        self.listeners.push(recv.abort_handle());
+        let tx = self.tx.clone();
+        let sweep = tokio::spawn(async move {
+            let mut every = tokio::time::interval(UDP_IDLE / 4);
+            loop {
+                every.tick().await;
+                if tx.send(Input::TransparentSweep).is_err() {
+                    break;
+                }
+            }
+        });
+        self.listeners.push(sweep.abort_handle());
+        true
+    }
+
+    /// Removes the redirect and the local delivery (at stop).
+    pub(super) async fn stop_transparent(&self) {
+        let Some(t) = &self.cfg.transparent else {
+            return;
+        };
+        if let Err(e) = apply(&teardown()) {
             warn!(error = %e, "transparent mode: redirect not removed");
+        }
+        if t.udp
+            && let Err(e) = transparent_udp::local_delivery(false).await
+        {
+            warn!(error = %e, "transparent mode: local delivery not removed");
         }
     }
 
@@ -80,6 +157,75 @@ impl BoxDriver {
                 self.locals.attach((site, sid), stream);
             }
             Err(e) => warn!(%peer, %dest, error = %e, "refusing transparent connection"),
+        }
+    }
+
+    /// A diverted datagram: on its flow, opened on first use.
+    pub(super) fn transparent_datagram(
+        &mut self,
+        peer: SocketAddr,
+        dest: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
+        let Some(t) = &self.cfg.transparent else {
+            return;
+        };
+        if dest == t.listen {
+            return;
+        }
+        let site = t.snapt;
+        let target = Target::Transparent(dest);
+        let key = match self.flows.flow(target, peer, now()) {
+            Some(k) => k,
+            None => {
+                let (Some(session), Ok(svc)) = (self.coord.site(site), ServiceName::new(SERVICE))
+                else {
+                    return;
+                };
+                // Replies leave from the server's address; the phone's next
+                // datagrams to it arrive on the same socket.
+                let sock = match transparent_udp::reply_socket(dest, peer) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(%peer, %dest, error = %e, "transparent datagram dropped: no reply socket");
+                        return;
+                    }
+                };
+                let flow = match session
+                    .streams()
+                    .open(StreamKind::Datagram, svc, Some(dest))
+                {
+                    Ok(f) => f,
+                    Err(e) => {
+                        warn!(%peer, %dest, error = %e, "transparent datagram dropped: no flow");
+                        return;
+                    }
+                };
+                debug!(%peer, %dest, %flow, "transparent datagram flow");
+                let tx = self.tx.clone();
+                let recv = spawn_receiver(sock.clone(), move |_, bytes| {
+                    tx.send(Input::TransparentUdp { peer, dest, bytes }).is_ok()
+                });
+                self.flows
+                    .insert(target, peer, (site, flow), sock, Some(recv), now());
+                (site, flow)
+            }
+        };
+        if let Some(s) = self.coord.site(key.0) {
+            let _ = s.streams().send_datagram(key.1, bytes);
+        }
+    }
+
+    /// Ends the transparent datagram flows nobody used for a while.
+    pub(super) fn sweep_transparent(&mut self) {
+        for key in self.flows.idle_transparent(UDP_IDLE, now()) {
+            debug!(site = key.0, flow = %key.1, "idle transparent datagram flow ended");
+            self.flows.remove(&key);
+            if let Some(s) = self.coord.site(key.0) {
+                let _ = s
+                    .streams()
+                    .reset(key.1, ResetCode::ApplicationError, "idle");
+            }
         }
     }
 }
