@@ -324,37 +324,11 @@ async fn a_silent_box_is_released_after_inactivity_and_the_switch_timeout() {
 async fn box_given_destinations_follow_the_per_box_policy_never_an_open_relay() {
     use wire::{ResetCode, ServiceName, StreamId, StreamKind};
     let echo = echo_server().await;
-    let mut bed = Bed::new("policy");
-    let port = free_port();
-    bed.snaptd(
-        "snaptd",
-        port,
-        "",
-        &format!(
-            "[[policy]]\nbox = \"box-7\"\nallow = [\"{}:{}\"]\n{SESSION}",
-            echo.ip(),
-            echo.port()
-        ),
-    );
-    bed.pki(&["box", "box-7"]);
-    bed.pki(&["box", "box-8"]);
-    let snapt: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (bed, snapt) = policy_bed("policy", echo);
     let svc = ServiceName::new("transparent").unwrap();
     let stream = StreamId::new(wire::Role::Box, 0).unwrap();
     for (id, allowed) in [("box-7", true), ("box-8", false)] {
-        let mut raw = Raw::connect(&bed.path("pki"), id, snapt).await.unwrap();
-        let connect = Frame::Connect {
-            version: VERSION,
-            window: 65536,
-            keepalive_ms: 200,
-            incarnation: 1,
-            box_id: BoxId::new(id).unwrap(),
-        };
-        raw.send(&connect).await.unwrap();
-        assert!(matches!(
-            raw.recv(Duration::from_secs(5)).await,
-            Some(Frame::ConnectAck { .. })
-        ));
+        let mut raw = connected_raw(&bed, id, snapt).await;
         raw.send(&Frame::Open {
             stream,
             kind: StreamKind::Stream,
@@ -393,37 +367,10 @@ async fn box_given_destinations_follow_the_per_box_policy_never_an_open_relay() 
 async fn box_given_datagram_destinations_follow_the_policy_too() {
     use wire::{ResetCode, ServiceName, StreamId, StreamKind};
     let echo = relay_tests::apps::udp_echo_server().await;
-    let mut bed = Bed::new("policy-udp");
-    let port = free_port();
-    bed.snaptd(
-        "snaptd",
-        port,
-        "",
-        &format!(
-            "[[policy]]\nbox = \"box-7\"\nallow = [\"{}:{}\"]\n{SESSION}",
-            echo.ip(),
-            echo.port()
-        ),
-    );
-    bed.pki(&["box", "box-7"]);
-    bed.pki(&["box", "box-8"]);
-    let snapt: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (bed, snapt) = policy_bed("policy-udp", echo);
     let flow = StreamId::new(wire::Role::Box, 1).unwrap();
     for (id, allowed) in [("box-7", true), ("box-8", false)] {
-        let mut raw = Raw::connect(&bed.path("pki"), id, snapt).await.unwrap();
-        raw.send(&Frame::Connect {
-            version: VERSION,
-            window: 65536,
-            keepalive_ms: 200,
-            incarnation: 1,
-            box_id: BoxId::new(id).unwrap(),
-        })
-        .await
-        .unwrap();
-        assert!(matches!(
-            raw.recv(Duration::from_secs(5)).await,
-            Some(Frame::ConnectAck { .. })
-        ));
+        let mut raw = connected_raw(&bed, id, snapt).await;
         raw.send(&Frame::Open {
             stream: flow,
             kind: StreamKind::Datagram,
@@ -456,4 +403,44 @@ async fn box_given_datagram_destinations_follow_the_policy_too() {
             assert!(reason.contains("not allowed for box box-8"), "{reason}");
         }
     }
+}
+
+/// A snaptd whose policy lets box-7 (not box-8) reach `allowed`; its
+/// address and the bed.
+fn policy_bed(tag: &str, allowed: SocketAddr) -> (Bed, SocketAddr) {
+    let mut bed = Bed::new(tag);
+    let port = free_port();
+    bed.snaptd(
+        "snaptd",
+        port,
+        "",
+        &format!(
+            "[[policy]]\nbox = \"box-7\"\nallow = [\"{}:{}\"]\n{SESSION}",
+            allowed.ip(),
+            allowed.port()
+        ),
+    );
+    bed.pki(&["box", "box-7"]);
+    bed.pki(&["box", "box-8"]);
+    let snapt: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    (bed, snapt)
+}
+
+/// A raw tunnel of box `id` with its session connected.
+async fn connected_raw(bed: &Bed, id: &str, snapt: SocketAddr) -> Raw {
+    let mut raw = Raw::connect(&bed.path("pki"), id, snapt).await.unwrap();
+    raw.send(&Frame::Connect {
+        version: VERSION,
+        window: 65536,
+        keepalive_ms: 200,
+        incarnation: 1,
+        box_id: BoxId::new(id).unwrap(),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        raw.recv(Duration::from_secs(5)).await,
+        Some(Frame::ConnectAck { .. })
+    ));
+    raw
 }
