@@ -237,11 +237,18 @@ impl DecisionTask {
                     && sent > 0
                 {
                     let window = f64::from(lost.min(sent)) / f64::from(sent);
-                    // A window weighs by what it holds: three or more
-                    // packets (a keepalive window) count half, one
-                    // probe a sixth — a single lost probe of a standby
-                    // uplink makes it a warning, two in a row critical.
-                    let weight = (f64::from(sent) / 6.0).min(0.5);
+                    // Losses weigh by what the window holds: three or more
+                    // packets (a keepalive window) count half, one probe a
+                    // sixth — a single lost probe makes an uplink a
+                    // warning, two in a row critical. A clean window always
+                    // counts half: a path that answers again is trusted
+                    // again as quickly as before (dwell and hold-down still
+                    // apply).
+                    let weight = if lost == 0 {
+                        0.5
+                    } else {
+                        (f64::from(sent) / 6.0).min(0.5)
+                    };
                     e.loss = (1.0 - weight) * e.loss + weight * window;
                     if rtt.is_some() {
                         e.rtt = rtt;

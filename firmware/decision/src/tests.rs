@@ -481,7 +481,7 @@ fn one_lost_probe_is_a_warning_two_are_critical() {
     w.observe(probe(1));
     let wifi = &w.task.table()[WIFI];
     assert_eq!(wifi.health, Health::Warning, "{}", wifi.why);
-    // Good answers bring it back (seven of them: the smoothing remembers).
+    // Good answers bring it back, though not the first alone.
     let mut n = 0;
     while w.task.table()[WIFI].health != Health::Good {
         w.observe(probe(0));
