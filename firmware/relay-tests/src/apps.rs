@@ -127,3 +127,70 @@ pub async fn udp_echo_server() -> SocketAddr {
     });
     addr
 }
+
+/// A download server on 127.0.0.1 (any port): to every connection it sends
+/// `len` bytes (a 64 KiB block of `pattern(seed, ..)` repeated, so `len`
+/// may be large); with `reset_after = Some(n)` it stops after `n` bytes and
+/// resets the connection (RST, as a crashed or aborting server does),
+/// otherwise it closes normally (FIN) after the last byte.
+pub async fn download_server(seed: u64, len: usize, reset_after: Option<usize>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind download");
+    let addr = l.local_addr().expect("addr");
+    let block = std::sync::Arc::new(pattern(seed, 64 * 1024));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let block = block.clone();
+            tokio::spawn(async move {
+                let mut left = reset_after.unwrap_or(len).min(len);
+                while left > 0 {
+                    let n = left.min(block.len());
+                    if s.write_all(&block[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+                if reset_after.is_some() {
+                    // Let the bytes leave before the reset discards them.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = s.set_zero_linger();
+                    drop(s);
+                } else {
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// How a download through the box ended, as the application saw it.
+#[derive(Debug)]
+pub struct Download {
+    /// Bytes read before the end.
+    pub bytes: usize,
+    /// `None`: a clean end of stream (FIN); otherwise the read error.
+    pub error: Option<std::io::ErrorKind>,
+}
+
+/// Connects to `addr` and reads until end of stream or error (at most
+/// `limit`).
+pub async fn download(addr: SocketAddr, limit: Duration) -> Result<Download, String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0;
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => return None,
+                Ok(n) => bytes += n,
+                Err(e) => return Some(e.kind()),
+            }
+        }
+    };
+    let error = tokio::time::timeout(limit, read_all)
+        .await
+        .map_err(|_| format!("the download neither ended nor failed within {limit:?}"))?;
+    Ok(Download { bytes, error })
+}

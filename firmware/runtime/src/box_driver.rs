@@ -313,6 +313,9 @@ impl BoxDriver {
             }
         }
         self.flush();
+        // Connections still open after the grace are cut: a reset, never
+        // an end of stream that looks complete.
+        self.locals.abort_where(|_| true);
         // Give the writers a moment to put DISCONNECT on the wire.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.up.stop_routing().await;

@@ -4,6 +4,7 @@
 //! what it wrote. Neither holds protocol state.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -109,4 +110,83 @@ pub fn spawn_writer<W, F, G>(
         };
         on_end(end);
     });
+}
+
+/// Spawns the writer of a local (application) TCP connection: as
+/// [`spawn_writer`], and when `abort` fires — even in the middle of a write
+/// the peer does not read — the connection is reset (RST: `SO_LINGER` 0, no
+/// FIN), so that an application reading to EOF can never take a stream the
+/// relay aborted for a complete one. Dropping `abort` without sending is no
+/// abort: the writer drains its channel and closes with FIN as usual.
+pub fn spawn_local_writer<F, G>(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<WriteCmd>,
+    mut abort: oneshot::Receiver<()>,
+    mut on_written: F,
+    on_end: G,
+) where
+    F: FnMut(usize) + Send + 'static,
+    G: FnOnce(Option<std::io::Error>) + Send + 'static,
+{
+    tokio::spawn(async move {
+        // Whether `abort` can still fire (its sender was not dropped).
+        let mut armed = true;
+        let end = loop {
+            let cmd = tokio::select! {
+                biased;
+                r = &mut abort, if armed => {
+                    if r.is_ok() {
+                        return reset(wr);
+                    }
+                    armed = false;
+                    continue;
+                }
+                cmd = rx.recv() => cmd,
+            };
+            match cmd {
+                Some(WriteCmd::Data(b)) => {
+                    // `None`: aborted mid-write.
+                    let outcome = {
+                        let write = async {
+                            wr.write_all(&b).await?;
+                            wr.flush().await
+                        };
+                        tokio::pin!(write);
+                        tokio::select! {
+                            biased;
+                            r = &mut abort, if armed => match r {
+                                Ok(()) => None,
+                                // No abort after all: finish this write.
+                                Err(_) => {
+                                    armed = false;
+                                    Some((&mut write).await)
+                                }
+                            },
+                            r = &mut write => Some(r),
+                        }
+                    };
+                    match outcome {
+                        None => return reset(wr),
+                        Some(Err(e)) => break Some(e),
+                        Some(Ok(())) => on_written(b.len()),
+                    }
+                }
+                Some(WriteCmd::Finish) => {
+                    let _ = wr.shutdown().await;
+                }
+                None => {
+                    let _ = wr.shutdown().await;
+                    break None;
+                }
+            }
+        };
+        on_end(end);
+    });
+}
+
+/// Closes a connection with RST: zero linger, and the write half let go
+/// without the FIN its drop would send (the fd closes with the read half).
+fn reset(wr: OwnedWriteHalf) {
+    let _ = wr.as_ref().set_zero_linger();
+    wr.forget();
 }

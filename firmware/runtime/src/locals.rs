@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 use wire::StreamId;
 
 use crate::connect::tune;
-use crate::io::{WriteCmd, spawn_paced_reader, spawn_writer};
+use crate::io::{WriteCmd, spawn_local_writer, spawn_paced_reader};
 
 /// What a local connection reports to its driver.
 #[derive(Debug)]
@@ -56,6 +56,8 @@ struct Local {
     pending: VecDeque<(Vec<u8>, usize, oneshot::Sender<()>)>,
     eof: bool,
     reader: Option<AbortHandle>,
+    /// Resets the connection (RST) instead of closing it.
+    abort: Option<oneshot::Sender<()>>,
 }
 
 /// The local connections of a driver's streams.
@@ -96,6 +98,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
         tune(&stream);
         let (rd, wr) = stream.into_split();
         let (wtx, wrx) = mpsc::unbounded_channel();
+        let (abort_tx, abort_rx) = oneshot::channel();
         let (s1, s2, s3, s4) = (
             self.sink.clone(),
             self.sink.clone(),
@@ -103,9 +106,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
             self.sink.clone(),
         );
         let (k1, k2, k3, k4) = (key.clone(), key.clone(), key.clone(), key.clone());
-        spawn_writer(
+        spawn_local_writer(
             wr,
             wrx,
+            abort_rx,
             move |n| {
                 s1(LocalEvent::Delivered { key: k1.clone(), n });
             },
@@ -140,6 +144,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
         }
         local.tx = Some(wtx);
         local.reader = Some(reader.abort_handle());
+        local.abort = Some(abort_tx);
     }
 
     /// Bytes (or the FIN) for the socket of `key`. Data for an unknown
@@ -198,18 +203,34 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
         }
     }
 
-    /// Drops the connection of `key` (its reader stops at once).
+    /// Closes the connection of `key` after the bytes already queued for it
+    /// (FIN if its FIN was delivered): the stream ended normally. Its reader
+    /// stops at once.
     pub fn remove(&mut self, key: &K) {
         if let Some(r) = self.map.remove(key).and_then(|l| l.reader) {
             r.abort();
         }
     }
 
-    /// Drops every connection whose key matches.
-    pub fn remove_where(&mut self, f: impl Fn(&K) -> bool) {
+    /// Resets the connection of `key` (RST, nothing more written): the
+    /// stream was aborted, and the application must see an error, never an
+    /// end of stream.
+    pub fn abort(&mut self, key: &K) {
+        if let Some(l) = self.map.remove(key) {
+            if let Some(a) = l.abort {
+                let _ = a.send(());
+            }
+            if let Some(r) = l.reader {
+                r.abort();
+            }
+        }
+    }
+
+    /// Resets every connection whose key matches (a session ended).
+    pub fn abort_where(&mut self, f: impl Fn(&K) -> bool) {
         let keys: Vec<K> = self.map.keys().filter(|k| f(k)).cloned().collect();
         for k in keys {
-            self.remove(&k);
+            self.abort(&k);
         }
     }
 

@@ -188,6 +188,8 @@ impl ServerDriver {
                 .disconnect(&b, DisconnectCode::Shutdown, "snaptd shutting down");
         }
         self.flush();
+        // Connections still open after the grace are cut (RST).
+        self.locals.abort_where(|_| true);
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }
@@ -401,7 +403,7 @@ impl ServerDriver {
             }
             Input::Local(LocalEvent::End { key, error }) => match error {
                 Some(e) => {
-                    self.locals.remove(&key);
+                    self.locals.abort(&key);
                     if let Some(s) = self.server.session_mut(&key.0) {
                         let _ = s.streams().reset(key.1, ResetCode::ApplicationError, &e);
                     }
@@ -493,7 +495,7 @@ impl ServerDriver {
             } => {
                 debug!(box_id = %b, %stream, ?code, %reason, "stream reset");
                 let key = (b, stream);
-                self.locals.remove(&key);
+                self.locals.abort(&key);
                 if let Some((_, recv)) = self.flows.remove(&key) {
                     recv.abort();
                 }
@@ -507,7 +509,7 @@ impl ServerDriver {
             }
             Event::SessionClosed { code, reason } => {
                 info!(box_id = %b, ?code, %reason, "session released");
-                self.locals.remove_where(|(x, _)| *x == b);
+                self.locals.abort_where(|(x, _)| *x == b);
                 self.flows.retain(|(x, _), (_, recv)| {
                     let keep = *x != b;
                     if !keep {

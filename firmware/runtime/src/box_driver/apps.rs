@@ -80,7 +80,7 @@ impl BoxDriver {
     }
 
     pub(super) fn reset_local(&mut self, key: Key, reason: &str) {
-        self.locals.remove(&key);
+        self.locals.abort(&key);
         if let Some(s) = self.coord.site(key.0) {
             let _ = s
                 .streams()

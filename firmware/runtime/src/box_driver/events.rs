@@ -50,7 +50,7 @@ impl BoxDriver {
                 reason,
             } => {
                 debug!(site, %stream, ?code, %reason, "stream reset");
-                self.locals.remove(&(site, stream));
+                self.locals.abort(&(site, stream));
                 self.flows.remove(&(site, stream));
             }
             Event::StreamClosed { stream } => self.locals.remove(&(site, stream)),
@@ -130,7 +130,7 @@ impl BoxDriver {
             }
             Event::SessionClosed { code, reason } => {
                 warn!(site, ?code, %reason, "session ended; starting a new one");
-                self.locals.remove_where(|(s, _)| *s == site);
+                self.locals.abort_where(|(s, _)| *s == site);
                 self.flows.remove_site(site);
                 self.incarnation += 1;
                 if let Ok(fresh) = BoxSession::new(
