@@ -103,8 +103,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pin: w.pin,
             session_ttl: w.session_ttl,
         };
+        let stats = driver.accept_stats();
         tokio::spawn(async move {
-            if let Err(e) = web::serve(page, calls).await {
+            if let Err(e) = web::serve_with(page, calls, web::Limits::default(), stats).await {
                 error!("status page not served: {e}");
             }
         });
@@ -133,11 +134,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    runtime::daemon::supervise(&control_path, calls, move |stop, ready| {
-        driver.run(stop, ready)
-    })
-    .await
-    .with_context(|| format!("control socket {}", control_path.display()))?;
+    runtime::daemon::supervise(&control_path, calls, move |life| driver.run(life))
+        .await
+        .with_context(|| format!("control socket {}", control_path.display()))?;
     info!("cnaptd stopped");
     Ok(())
 }

@@ -9,7 +9,8 @@ use session::SessionConfig;
 use wire::{BoxId, ServiceName};
 
 use crate::common::{
-    ConfigError, Protocol, SessionSection, TlsSection, invalid, parse_toml, read_toml,
+    ConfigError, Protocol, SessionSection, TlsSection, UdpSection, UdpTimeouts, invalid,
+    parse_toml, read_toml,
 };
 use crate::uplinks::{DecisionSection, Uplink};
 
@@ -35,6 +36,8 @@ struct Raw {
     client_service: Vec<RawClientTarget>,
     #[serde(default)]
     session: SessionSection,
+    #[serde(default)]
+    udp: UdpSection,
     #[serde(default)]
     decision: DecisionSection,
     #[serde(default)]
@@ -138,6 +141,8 @@ pub struct CnaptConfig {
     pub client_services: Vec<ClientTarget>,
     /// Session limits and timers.
     pub session: SessionConfig,
+    /// `[udp]`: idle timeouts of datagram flows (services and transparent).
+    pub udp: UdpTimeouts,
     /// The decision task's thresholds, timers and hysteresis.
     pub decision: decision::Policy,
     /// `[routing]`: a table and source rule per uplink.
@@ -310,6 +315,7 @@ impl CnaptConfig {
             services,
             client_services,
             session,
+            udp: raw.udp.build(path)?,
             decision,
             routing,
             mqtt,

@@ -183,3 +183,66 @@ impl SessionSection {
         Ok(cfg)
     }
 }
+
+/// `[udp]`: how long a datagram flow lives without traffic (both daemons).
+/// Like a NAT's UDP timeouts (Linux conntrack: 30 s, 120 s for streams): a
+/// flow that never continued after an answer — a DNS query, a probe — ends
+/// after `idle_timeout_ms`; one that did — a call, a game, a VPN — after
+/// `stream_timeout_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct UdpSection {
+    idle_timeout_ms: u64,
+    stream_timeout_ms: u64,
+}
+
+impl Default for UdpSection {
+    fn default() -> Self {
+        let d = UdpTimeouts::default();
+        Self {
+            idle_timeout_ms: d.idle.as_millis() as u64,
+            stream_timeout_ms: d.stream.as_millis() as u64,
+        }
+    }
+}
+
+/// Idle timeouts of datagram flows, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpTimeouts {
+    /// A flow that has not continued after an answer; default 30 s.
+    pub idle: Duration,
+    /// A flow that has (traffic both ways, then more); default 120 s.
+    pub stream: Duration,
+}
+
+impl Default for UdpTimeouts {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(30),
+            stream: Duration::from_secs(120),
+        }
+    }
+}
+
+impl UdpSection {
+    pub(crate) fn build(&self, path: &Path) -> Result<UdpTimeouts, ConfigError> {
+        if !(1_000..=3_600_000).contains(&self.idle_timeout_ms) {
+            return Err(invalid(
+                path,
+                "udp.idle_timeout_ms",
+                "1000 to 3600000 (an hour)",
+            ));
+        }
+        if self.stream_timeout_ms < self.idle_timeout_ms || self.stream_timeout_ms > 86_400_000 {
+            return Err(invalid(
+                path,
+                "udp.stream_timeout_ms",
+                "at least udp.idle_timeout_ms and at most 86400000 (a day)",
+            ));
+        }
+        Ok(UdpTimeouts {
+            idle: Duration::from_millis(self.idle_timeout_ms),
+            stream: Duration::from_millis(self.stream_timeout_ms),
+        })
+    }
+}

@@ -20,7 +20,7 @@ mod uplinks;
 mod web;
 
 pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink};
-pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection};
+pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection, UdpTimeouts};
 pub use mqtt::Mqtt;
 pub use pan::{Bluetooth, Pan};
 pub use pinmap::{Line, PinMap};
@@ -52,6 +52,7 @@ mod tests {
         assert_eq!(c.box_id.as_str(), "box-7");
         assert_eq!(c.services.len(), 2);
         assert_eq!(c.session.switch_timeout.as_secs(), 30);
+        assert_eq!(c.udp, UdpTimeouts::default());
         let pan = c.pan.as_ref().unwrap();
         assert_eq!(pan.ethernet, ["eth0"]);
         let bt = pan.bluetooth.as_ref().unwrap();
@@ -80,6 +81,9 @@ mod tests {
         let bad = t.replace("keepalive_ms = 1000", "keepalive_ms = 0");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("session.keepalive_ms"), "{e}");
+        let bad = t.replace("stream_timeout_ms = 120000", "stream_timeout_ms = 2000");
+        let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("udp.stream_timeout_ms"), "{e}");
         let bad = t.replace("rtt_warning_ms = 250", "rtt_warning_ms = 900");
         let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("decision.rtt_warning_ms"), "{e}");

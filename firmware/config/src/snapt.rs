@@ -9,7 +9,8 @@ use session::ServerConfig;
 use wire::ServiceName;
 
 use crate::common::{
-    ConfigError, Protocol, SessionSection, TlsSection, invalid, parse_toml, read_toml,
+    ConfigError, Protocol, SessionSection, TlsSection, UdpSection, UdpTimeouts, invalid,
+    parse_toml, read_toml,
 };
 use crate::policy::{BoxPolicy, DestinationRule};
 
@@ -34,6 +35,8 @@ struct Raw {
     policy: Vec<RawPolicy>,
     #[serde(default)]
     session: SessionSection,
+    #[serde(default)]
+    udp: UdpSection,
 }
 
 fn default_grace() -> u64 {
@@ -124,6 +127,8 @@ pub struct SnaptConfig {
     pub server: ServerConfig,
     /// Destinations boxes may ask for (transparent mode); default deny.
     pub policies: Vec<BoxPolicy>,
+    /// `[udp]`: idle timeouts of datagram flows.
+    pub udp: UdpTimeouts,
 }
 
 impl SnaptConfig {
@@ -232,6 +237,7 @@ impl SnaptConfig {
                 session,
                 max_sessions: raw.max_boxes,
             },
+            udp: raw.udp.build(path)?,
         })
     }
 }

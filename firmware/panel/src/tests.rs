@@ -209,6 +209,7 @@ fn the_snapshot_decides_uplink_degradation_and_fault() {
         bluetooth: None,
         handovers: Vec::new(),
         handovers_total: 0,
+        counters: status::Counters::default(),
     };
     let p = PanelState::from_snapshot(
         &snap("lte", "warning", "Established", false),

@@ -134,7 +134,9 @@ pub async fn udp_echo_server() -> SocketAddr {
 /// resets the connection (RST, as a crashed or aborting server does),
 /// otherwise it closes normally (FIN) after the last byte.
 pub async fn download_server(seed: u64, len: usize, reset_after: Option<usize>) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind download");
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind download");
     let addr = l.local_addr().expect("addr");
     let block = std::sync::Arc::new(pattern(seed, 64 * 1024));
     tokio::spawn(async move {

@@ -87,6 +87,9 @@ pub struct Bed {
     pub daemons: Vec<Daemon>,
     /// Extra environment for the daemons started from now on.
     pub env: Vec<(String, String)>,
+    /// A command the daemons started from now on run under (it must exec
+    /// them, keeping the pid: `prlimit --nofile=64:64 --`), if any.
+    pub wrapper: Vec<String>,
 }
 
 impl Drop for Bed {
@@ -110,6 +113,7 @@ impl Bed {
             dir,
             daemons: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         };
         bed.pki(&["init"]);
         bed.pki(&["server", "snapt", "--san", "127.0.0.1"]);
@@ -143,7 +147,15 @@ impl Bed {
         let conf = self.path(&format!("{name}.toml"));
         std::fs::write(&conf, text).expect("config");
         let log = self.path(&format!("{name}.log"));
-        let child = Command::new(bin(daemon))
+        let mut cmd = match self.wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(bin(daemon));
+                c
+            }
+            None => Command::new(bin(daemon)),
+        };
+        let child = cmd
             .arg("-c")
             .arg(&conf)
             .env(

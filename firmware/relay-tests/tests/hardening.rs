@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use relay_tests::apps::{download, download_server};
-use relay_tests::bed::{Bed, free_port, wait_established};
+use relay_tests::bed::{Bed, ctl, free_port, wait_established};
 
 /// A box with one SNAPT on `port` and `body` appended.
 fn box_conf(port: u16, body: &str) -> String {
@@ -98,5 +98,277 @@ async fn streams_cut_by_a_lost_session_reach_the_phone_as_resets() {
         d.error,
         Some(ErrorKind::ConnectionReset),
         "a stream lost with its session reached the phone as {d:?}"
+    );
+}
+
+// ---- D2: every accept loop survives its errors -----------------------------
+
+/// Opens up to `n` TCP connections to `addr` and holds them (stops at the
+/// first refusal).
+async fn hold_connections(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snaptd_out_of_file_descriptors_takes_boxes_again_once_they_are_back() {
+    let mut bed = Bed::new("d2-snapt");
+    let port = free_port();
+    // A small fd table: idle connections that never start TLS exhaust it.
+    bed.wrapper = vec!["prlimit".into(), "--nofile=64:64".into(), "--".into()];
+    let snapt_ctl = bed.snaptd("snaptd", port, "", "");
+    bed.wrapper.clear();
+    let tunnel: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Accepts fail with EMFILE meanwhile (the kernel queues what snaptd
+    // cannot take).
+    let held = hold_connections(tunnel, 150).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(held);
+    // The descriptors come back (the handshakes see EOF): a box connects.
+    let control = bed.cnaptd("box-1", &box_conf(port, ""));
+    wait_established(&control);
+    let status = relay_tests::bed::snapt_ctl(&snapt_ctl, &["status"]).unwrap();
+    assert!(
+        status["accept_errors"].as_u64().unwrap_or(0) > 0,
+        "the fd table was never exhausted: {status}"
+    );
+    let log = bed.log("snaptd");
+    assert!(
+        log.contains("accept failed; going on"),
+        "no log line for the accept errors:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cnaptd_out_of_file_descriptors_keeps_its_listeners_and_control_socket() {
+    let echo = relay_tests::apps::echo_server().await;
+    let mut bed = Bed::new("d2-cnapt");
+    let port = free_port();
+    bed.snaptd(
+        "snaptd",
+        port,
+        "",
+        &format!("[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n"),
+    );
+    let (lport, wport) = (free_port(), free_port());
+    bed.wrapper = vec!["prlimit".into(), "--nofile=96:96".into(), "--".into()];
+    let control = bed.cnaptd_with(
+        "box-1",
+        "",
+        &box_conf(
+            port,
+            &format!(
+                "[[service]]\nname = \"echo\"\nlisten = \"127.0.0.1:{lport}\"\n[web]\nlisten = \"127.0.0.1:{wport}\"\npin = \"482913\"\n"
+            ),
+        ),
+    );
+    bed.wrapper.clear();
+    wait_established(&control);
+    let svc: SocketAddr = format!("127.0.0.1:{lport}").parse().unwrap();
+    let page: SocketAddr = format!("127.0.0.1:{wport}").parse().unwrap();
+
+    // Idle connections to the page: it holds only its per-client share.
+    let idle_page = hold_connections(page, 200).await;
+    // Phone connections beyond the fd table: accepts fail with EMFILE.
+    let phones = hold_connections(svc, 150).await;
+    drop(phones);
+    drop(idle_page);
+    // Everything still answers: the control socket, the service listener
+    // (a full echo through the tunnel), the page.
+    relay_tests::bed::wait_until(Duration::from_secs(10), "the control socket", || {
+        ctl(&control, &["status"]).is_ok()
+    });
+    let t = relay_tests::apps::echo_transfer(svc, 9, 256 * 1024, 4096, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("echo after the fd exhaustion: {e}\n{}", bed.log("box-1")));
+    assert_eq!(t.bytes, 256 * 1024);
+    let mut s = tokio::net::TcpStream::connect(page).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let c = ctl(&control, &["status"]).unwrap()["counters"].clone();
+    println!("cnaptd counters after the flood: {c}");
+    assert!(c["accept_errors"].as_u64().unwrap_or(0) > 0, "{c}");
+    assert!(c["page_refused"].as_u64().unwrap_or(0) > 0, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_holds_few_idle_connections_per_client_and_closes_them() {
+    let mut bed = Bed::new("d2-page");
+    let port = free_port();
+    bed.snaptd("snaptd", port, "", "");
+    let wport = free_port();
+    let control = bed.cnaptd(
+        "box-1",
+        &box_conf(
+            port,
+            &format!("[web]\nlisten = \"127.0.0.1:{wport}\"\npin = \"482913\"\n"),
+        ),
+    );
+    wait_established(&control);
+    let page: SocketAddr = format!("127.0.0.1:{wport}").parse().unwrap();
+    let mut held = hold_connections(page, 100).await;
+    // Over its share, the page closes a connection at once: reads see EOF.
+    use tokio::io::AsyncReadExt;
+    let mut open = 0;
+    for s in &mut held {
+        let mut b = [0u8; 1];
+        // A timeout: still held by the page; anything else: closed.
+        if tokio::time::timeout(Duration::from_millis(300), s.read(&mut b))
+            .await
+            .is_err()
+        {
+            open += 1;
+        }
+    }
+    // web::Limits::default(): 16 per client, a 10 s header deadline.
+    assert!(
+        (1..=16).contains(&open),
+        "{open} idle connections held from one client"
+    );
+    // The held ones are closed once the header deadline passes.
+    let deadline = Duration::from_secs(10 + 3);
+    for s in &mut held {
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(deadline, s.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection outlived the header deadline"
+        );
+    }
+}
+
+// ---- D1: datagram flows end like a NAT's ------------------------------------
+
+/// `n` one-shot queries, each from a socket of its own (a stub resolver's
+/// random source port), each waiting up to 2 s for its answer; returns how
+/// many were answered.
+async fn one_shot_queries(to: SocketAddr, n: usize) -> usize {
+    let mut answered = 0;
+    for i in 0..n {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let q = format!("query {i}");
+        s.send_to(q.as_bytes(), to).await.unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(Ok((k, _))) =
+            tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf)).await
+            && &buf[..k] == q.as_bytes()
+        {
+            answered += 1;
+        }
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_dns_queries_from_random_ports_leave_the_box_usable() {
+    let resolver = relay_tests::apps::udp_echo_server().await;
+    let echo = relay_tests::apps::echo_server().await;
+    let mut bed = Bed::new("d1-dns");
+    let port = free_port();
+    // Short timeouts for the test (defaults: 30 s and 120 s). A reused
+    // source port makes a conversation of two queries: the stream timeout.
+    let udp = "[udp]\nidle_timeout_ms = 2000\nstream_timeout_ms = 3000\n";
+    let snapt_ctl = bed.snaptd(
+        "snaptd",
+        port,
+        "",
+        &format!(
+            "[[service]]\nname = \"dns\"\ntarget = \"{resolver}\"\nprotocol = \"udp\"\n[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n{udp}"
+        ),
+    );
+    let (dport, eport) = (free_port(), free_port());
+    let control = bed.cnaptd(
+        "box-1",
+        &box_conf(
+            port,
+            &format!(
+                "[[service]]\nname = \"dns\"\nlisten = \"127.0.0.1:{dport}\"\nprotocol = \"udp\"\n[[service]]\nname = \"echo\"\nlisten = \"127.0.0.1:{eport}\"\n{udp}"
+            ),
+        ),
+    );
+    wait_established(&control);
+    let dns: SocketAddr = format!("127.0.0.1:{dport}").parse().unwrap();
+    let svc: SocketAddr = format!("127.0.0.1:{eport}").parse().unwrap();
+
+    // 300 one-off queries: more than the session's 256 stream slots.
+    let answered = one_shot_queries(dns, 300).await;
+    assert_eq!(answered, 300, "queries left unanswered");
+    let c = ctl(&control, &["status"]).unwrap()["counters"].clone();
+    assert!(c["datagram_flows"].as_u64().unwrap() <= 256, "{c}");
+    // 44 beyond the table, less any query whose freed source port the
+    // kernel handed out again (its flow was still there).
+    assert!(c["flows_evicted"].as_u64().unwrap() >= 30, "{c}");
+    // A phone's new TCP connection is still taken.
+    let t = relay_tests::apps::echo_transfer(svc, 1, 64 * 1024, 4096, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("TCP after the queries: {e}\n{}", bed.log("box-1")));
+    assert_eq!(t.bytes, 64 * 1024);
+    // Quiet flows end on both sides (idle_timeout_ms = 2000 here; 30 s by
+    // default): the box ends them, snaptd follows (its own sweep, 10 s
+    // later, is the backstop).
+    let quiet = || {
+        let b = ctl(&control, &["status"]).unwrap();
+        let s = relay_tests::bed::snapt_ctl(&snapt_ctl, &["status"]).unwrap();
+        (
+            b["counters"]["datagram_flows"].clone(),
+            b["sites"][0]["streams"].clone(),
+            s["datagram_flows"].clone(),
+            s["boxes"][0]["streams"].clone(),
+        )
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(25);
+    while quiet() != (0.into(), 0.into(), 0.into(), 0.into()) {
+        assert!(
+            std::time::Instant::now() < until,
+            "flows left (box flows, box streams, SNAPT flows, SNAPT streams): {:?}",
+            quiet()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = ctl(&control, &["status"]).unwrap()["counters"].clone();
+    assert!(c["flows_expired"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(c["connections_refused"], 0, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_daemons_feed_the_systemd_watchdog_from_their_work_loops() {
+    let mut bed = Bed::new("d2-watchdog");
+    let notify = bed.path("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&notify).unwrap();
+    bed.env = vec![
+        ("NOTIFY_SOCKET".into(), notify.display().to_string()),
+        ("WATCHDOG_USEC".into(), "400000".into()),
+    ];
+    let port = free_port();
+    bed.snaptd("snaptd", port, "", "");
+    let control = bed.cnaptd("box-1", &box_conf(port, ""));
+    wait_established(&control);
+    // Both daemons report READY=1, then WATCHDOG=1 every 200 ms.
+    let mut ready = 0;
+    let mut pings = 0;
+    let mut buf = [0u8; 512];
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
+        let msg = String::from_utf8_lossy(&buf[..n]);
+        ready += usize::from(msg.contains("READY=1"));
+        pings += usize::from(msg.contains("WATCHDOG=1"));
+    }
+    assert_eq!(ready, 2, "READY=1 from both daemons");
+    assert!(
+        pings >= 10,
+        "{pings} watchdog pings in 2 s from two daemons"
     );
 }

@@ -15,12 +15,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use wire::StreamId;
 
+use crate::accept::{AcceptStats, spawn_accept_loop};
 use crate::connect::{Egress, connect_tunnel};
 use crate::control::{Call, Reply};
-use crate::daemon::Drain;
+use crate::daemon::{Drain, Lifecycle};
 use crate::io::{WriteCmd, spawn_reader, spawn_writer};
 use crate::locals::{LocalEvent, Locals, Sink};
 use crate::udp::{BoxFlows, spawn_receiver};
+use crate::watchdog::{Heartbeat, TURN_EVERY};
 
 mod apps;
 mod control;
@@ -58,8 +60,6 @@ enum Input {
         dest: SocketAddr,
         bytes: Vec<u8>,
     },
-    /// Time to end idle transparent datagram flows.
-    TransparentSweep,
     Local(LocalEvent<Key>),
     UdpIn {
         service: usize,
@@ -149,6 +149,12 @@ pub struct BoxDriver {
     last_error: Vec<Option<String>>,
     /// Accept loops of the service listeners (stopped when draining).
     listeners: Vec<tokio::task::AbortHandle>,
+    /// Accept errors of every listener of the box.
+    accept_stats: AcceptStats,
+    /// Beaten as the loop turns; watches the listeners.
+    heartbeat: Heartbeat,
+    /// What the box's bounds refused, dropped or ended.
+    counters: status::Counters,
     /// The site's newest tunnel has carried a successful exchange (session
     /// established or resumed). Until it has, a lost tunnel is retried with
     /// back-off: with TLS 1.3 a server refuses a client certificate only
@@ -213,10 +219,19 @@ impl BoxDriver {
             proven: vec![false; sites],
             awaiting_link: vec![false; sites],
             listeners: Vec::new(),
+            accept_stats: AcceptStats::default(),
+            heartbeat: Heartbeat::new(),
+            counters: status::Counters::default(),
             up: uplinks::Uplinks::new(&cfg),
             pan: None,
             cfg,
         })
+    }
+
+    /// The accept counters of the box's listeners, for a listener started
+    /// beside the driver (the status page) to count into.
+    pub fn accept_stats(&self) -> AcceptStats {
+        self.accept_stats.clone()
     }
 
     /// A handle for control requests (the control socket feeds it).
@@ -225,13 +240,16 @@ impl BoxDriver {
     }
 
     /// Binds the service listeners, connects every site and runs until
-    /// `shutdown` fires; then sends DISCONNECT and returns.
-    pub async fn run(
-        mut self,
-        mut shutdown: oneshot::Receiver<()>,
-        ready: oneshot::Sender<()>,
-    ) -> std::io::Result<()> {
-        for (i, svc) in self.cfg.services.iter().enumerate() {
+    /// `life.stop` fires; then sends DISCONNECT and returns.
+    pub async fn run(mut self, life: Lifecycle) -> std::io::Result<()> {
+        let Lifecycle {
+            stop: mut shutdown,
+            ready,
+            heartbeat,
+        } = life;
+        self.heartbeat = heartbeat;
+        let services = self.cfg.services.clone();
+        for (i, svc) in services.iter().enumerate() {
             if svc.protocol == Protocol::Udp {
                 let sock = Arc::new(UdpSocket::bind(svc.listen).await?);
                 info!(service = %svc.name, listen = %svc.listen, "datagram service listening");
@@ -250,21 +268,20 @@ impl BoxDriver {
             let listener = TcpListener::bind(svc.listen).await?;
             info!(service = %svc.name, listen = %svc.listen, "service listening");
             let tx = self.tx.clone();
-            let accept = tokio::spawn(async move {
-                while let Ok((stream, peer)) = listener.accept().await {
-                    if tx
-                        .send(Input::Accepted {
-                            service: i,
-                            stream,
-                            peer,
-                        })
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-            self.listeners.push(accept.abort_handle());
+            let accept = spawn_accept_loop(
+                listener,
+                "service",
+                self.accept_stats.clone(),
+                move |(stream, peer)| {
+                    tx.send(Input::Accepted {
+                        service: i,
+                        stream,
+                        peer,
+                    })
+                    .is_ok()
+                },
+            );
+            self.keep_listener("service", accept.abort_handle());
         }
         self.start_transparent().await;
         self.pan = self.cfg.pan.as_ref().map(crate::pan::PanHandle::start);
@@ -276,9 +293,12 @@ impl BoxDriver {
             self.connect_site(site, None);
         }
         let mut drain = Drain::default();
+        let mut turn = tokio::time::interval(TURN_EVERY);
+        turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.flush();
             self.sync_active();
+            self.heartbeat.beat();
             if drain.finished(self.locals.len()) {
                 break;
             }
@@ -297,7 +317,9 @@ impl BoxDriver {
                     self.coord.handle_timeout(now());
                     self.decision_timeout();
                 }
+                _ = turn.tick() => self.sweep_flows(),
                 _ = &mut shutdown, if !drain.started() => {
+                    self.heartbeat.stopping();
                     // Graceful: no new connections; open ones may finish.
                     for l in self.listeners.drain(..) {
                         l.abort();
@@ -323,6 +345,13 @@ impl BoxDriver {
         Ok(())
     }
 
+    /// A listener's task: stopped when draining, and watched by the
+    /// watchdog until then.
+    fn keep_listener(&mut self, name: &'static str, task: tokio::task::AbortHandle) {
+        self.heartbeat.watch_task(name, task.clone());
+        self.listeners.push(task);
+    }
+
     // ---- inputs ----------------------------------------------------------
 
     fn handle(&mut self, input: Input) {
@@ -336,7 +365,6 @@ impl BoxDriver {
             Input::TransparentUdp { peer, dest, bytes } => {
                 self.transparent_datagram(peer, dest, bytes)
             }
-            Input::TransparentSweep => self.sweep_transparent(),
             Input::Local(LocalEvent::Data { key, bytes, ack }) => {
                 self.locals.queue(&key, bytes, ack);
                 self.push_pending(key);

@@ -110,15 +110,25 @@ pub fn forward_calls<I: Send + 'static>(
     ctl_tx
 }
 
-/// Listens on `path` (replacing a stale socket) and forwards every request.
-pub fn serve(path: &Path, calls: mpsc::UnboundedSender<Call>) -> std::io::Result<()> {
+/// Listens on `path` (replacing a stale socket) and forwards every request;
+/// returns the accept loop's handle.
+pub fn serve(
+    path: &Path,
+    calls: mpsc::UnboundedSender<Call>,
+) -> std::io::Result<tokio::task::AbortHandle> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
+    let task = crate::accept::spawn_accept_loop(
+        listener,
+        "control",
+        crate::accept::AcceptStats::default(),
+        move |sock| {
+            if calls.is_closed() {
+                return false;
+            }
             let calls = calls.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = sock.into_split();
@@ -144,9 +154,10 @@ pub fn serve(path: &Path, calls: mpsc::UnboundedSender<Call>) -> std::io::Result
                     }
                 }
             });
-        }
-    });
-    Ok(())
+            true
+        },
+    );
+    Ok(task.abort_handle())
 }
 
 /// Sends one request to the daemon at `path` and waits for its reply.

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub use crate::watchdog::Heartbeat;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,20 +29,12 @@ pub fn init_tracing(name: &str) {
     }
 }
 
-/// Tells systemd the daemon is ready (Type=notify) and starts the watchdog
-/// pings if the unit asks for them. Harmless outside systemd.
-pub fn notify_ready() {
+/// Tells systemd the daemon is ready (Type=notify) and starts the
+/// watchdog pings, fed by `hb`, if the unit asks for them. Harmless outside
+/// systemd.
+pub fn notify_ready(hb: Heartbeat) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        let period = Duration::from_micros(usec / 2);
-        tokio::spawn(async move {
-            loop {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                tokio::time::sleep(period).await;
-            }
-        });
-    }
+    crate::watchdog::start_systemd(hb);
 }
 
 /// Tells systemd the daemon is stopping.
@@ -64,10 +58,22 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// What a driver's `run` is given by [`supervise`].
+#[derive(Debug)]
+pub struct Lifecycle {
+    /// Fires on SIGTERM/SIGINT: drain, then return.
+    pub stop: tokio::sync::oneshot::Receiver<()>,
+    /// Send once the listeners are bound (systemd learns READY=1).
+    pub ready: tokio::sync::oneshot::Sender<()>,
+    /// Beat each time the loop turns (the systemd watchdog's food).
+    pub heartbeat: Heartbeat,
+}
+
 /// Runs a daemon's driver the same way for every binary: the control socket
-/// at `control` feeds `calls`; `run(stop, ready)` is the driver (it signals
-/// `ready` once its listeners are bound, and returns after `stop` fires and
-/// it has drained); readiness and stopping are told to systemd; SIGTERM or
+/// at `control` feeds `calls`; `run(life)` is the driver (it signals
+/// `life.ready` once its listeners are bound, beats `life.heartbeat` as it
+/// turns, and returns after `life.stop` fires and it has drained);
+/// readiness, the watchdog and stopping are told to systemd; SIGTERM or
 /// SIGINT fire `stop`; the control socket is removed at the end.
 pub async fn supervise<F, Fut>(
     control: &std::path::Path,
@@ -75,19 +81,25 @@ pub async fn supervise<F, Fut>(
     run: F,
 ) -> std::io::Result<()>
 where
-    F: FnOnce(tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Sender<()>) -> Fut,
+    F: FnOnce(Lifecycle) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 {
-    crate::control::serve(control, calls)?;
+    let heartbeat = Heartbeat::new();
+    let control_loop = crate::control::serve(control, calls)?;
+    heartbeat.watch_task("control socket", control_loop);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(());
     });
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(run(stop_rx, ready_tx));
+    let task = tokio::spawn(run(Lifecycle {
+        stop: stop_rx,
+        ready: ready_tx,
+        heartbeat: heartbeat.clone(),
+    }));
     if ready_rx.await.is_ok() {
-        notify_ready();
+        notify_ready(heartbeat);
     }
     let result = task.await.map_err(std::io::Error::other)?;
     notify_stopping();

@@ -12,6 +12,7 @@
 //! only move bytes and events.
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod box_driver;
 pub mod connect;
 pub mod control;
@@ -27,6 +28,7 @@ pub mod server_driver;
 pub mod transparent;
 pub mod transparent_udp;
 pub mod udp;
+pub mod watchdog;
 pub mod wifi;
 
 pub use box_driver::BoxDriver;

@@ -15,17 +15,19 @@ use serde_json::json;
 use session::{Event, Server, ServerEvent, TunnelId};
 use tls::{CipherPreference, peer_box_id, peer_serial, revoked_serials, server_config};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 use wire::{BoxId, DisconnectCode, ResetCode, ServiceName, StreamId, StreamKind};
 
+use crate::accept::{AcceptStats, spawn_accept_loop};
 use crate::connect::tune;
 use crate::control::{Call, Reply, Request};
-use crate::daemon::Drain;
+use crate::daemon::{Drain, Lifecycle};
 use crate::io::{WriteCmd, spawn_reader, spawn_writer};
 use crate::locals::{LocalEvent, Locals, Sink};
-use crate::udp::spawn_receiver;
+use crate::udp::{FlowAge, spawn_receiver};
+use crate::watchdog::TURN_EVERY;
 
 type Key = (BoxId, StreamId);
 
@@ -62,6 +64,16 @@ enum Input {
     Revoked(HashSet<String>),
 }
 
+/// How much longer than the box the SNAPT lets a quiet flow live.
+const FLOW_GRACE: Duration = Duration::from_secs(10);
+
+/// A datagram flow toward its service.
+struct ServerFlow {
+    sock: Arc<UdpSocket>,
+    recv: AbortHandle,
+    age: FlowAge,
+}
+
 struct STunnel {
     tx: mpsc::UnboundedSender<WriteCmd>,
     identity: BoxId,
@@ -78,8 +90,10 @@ pub struct ServerDriver {
     tunnels: HashMap<TunnelId, STunnel>,
     locals: Locals<Key>,
     /// Connected UDP sockets of datagram flows, toward the real services.
-    flows: HashMap<Key, (Arc<UdpSocket>, AbortHandle)>,
+    flows: HashMap<Key, ServerFlow>,
     started: Instant,
+    /// Accept errors of the tunnel and client-service listeners.
+    accept_stats: AcceptStats,
 }
 
 impl std::fmt::Debug for ServerDriver {
@@ -135,6 +149,7 @@ impl ServerDriver {
             locals: Locals::new(sink),
             flows: HashMap::new(),
             started: Instant::now(),
+            accept_stats: AcceptStats::default(),
         })
     }
 
@@ -143,23 +158,29 @@ impl ServerDriver {
         crate::control::forward_calls(self.tx.clone(), Input::Control)
     }
 
-    /// Listens for tunnels and client services and runs until `shutdown`.
-    pub async fn run(
-        mut self,
-        mut shutdown: oneshot::Receiver<()>,
-        ready: oneshot::Sender<()>,
-    ) -> std::io::Result<()> {
+    /// Listens for tunnels and client services and runs until `life.stop`.
+    pub async fn run(mut self, life: Lifecycle) -> std::io::Result<()> {
+        let Lifecycle {
+            stop: mut shutdown,
+            ready,
+            heartbeat,
+        } = life;
         let listener = TcpListener::bind(self.cfg.listen).await?;
         info!(listen = %self.cfg.listen, "accepting tunnels");
-        self.spawn_acceptor(listener);
-        self.spawn_client_service_listeners().await?;
+        heartbeat.watch_task("tunnel", self.spawn_acceptor(listener));
+        for task in self.spawn_client_service_listeners().await? {
+            heartbeat.watch_task("client service", task);
+        }
         if let Some(crl) = self.cfg.tls.crl.clone() {
             self.spawn_crl_watch(crl);
         }
         let _ = ready.send(());
         let mut drain = Drain::default();
+        let mut turn = tokio::time::interval(TURN_EVERY);
+        turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.flush();
+            heartbeat.beat();
             if drain.finished(self.locals.len()) {
                 break;
             }
@@ -176,7 +197,9 @@ impl ServerDriver {
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.server.handle_timeout(now());
                 }
+                _ = turn.tick() => self.sweep_flows(),
                 _ = &mut shutdown, if !drain.started() => {
+                    heartbeat.stopping();
                     info!(open = self.locals.len(), grace = ?self.cfg.shutdown_grace, "draining before shutdown");
                     drain.start(self.cfg.shutdown_grace);
                 }
@@ -194,71 +217,31 @@ impl ServerDriver {
         Ok(())
     }
 
-    fn spawn_acceptor(&self, listener: TcpListener) {
+    fn spawn_acceptor(&self, listener: TcpListener) -> AbortHandle {
         let tls = self.tls.subscribe();
         let tx = self.tx.clone();
         let next = Arc::new(AtomicU64::new(1));
-        tokio::spawn(async move {
-            while let Ok((tcp, peer)) = listener.accept().await {
+        spawn_accept_loop(
+            listener,
+            "tunnel",
+            self.accept_stats.clone(),
+            move |(tcp, peer)| {
+                if tx.is_closed() {
+                    return false;
+                }
                 tune(&tcp);
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().clone());
-                let (tx, next) = (tx.clone(), next.clone());
-                tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                warn!(%peer, error = %e, "TLS handshake refused");
-                                return;
-                            }
-                            Err(_) => {
-                                warn!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let (_, conn) = stream.get_ref();
-                    let identity = match peer_box_id(conn.peer_certificates()) {
-                        Ok(id) => id,
-                        Err(e) => {
-                            warn!(%peer, error = %e, "certificate names no box");
-                            return;
-                        }
-                    };
-                    let serial = peer_serial(conn.peer_certificates()).unwrap_or_default();
-                    let tunnel = TunnelId(next.fetch_add(1, Ordering::Relaxed));
-                    debug!(%peer, box_id = %identity, ?tunnel, "tunnel authenticated");
-                    let (rd, wr) = tokio::io::split(stream);
-                    let (wtx, wrx) = mpsc::unbounded_channel();
-                    spawn_writer(wr, wrx, |_| {}, |_| {});
-                    if tx
-                        .send(Input::TunnelUp {
-                            tunnel,
-                            identity,
-                            serial,
-                            tx: wtx,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let t2 = tx.clone();
-                    spawn_reader(
-                        rd,
-                        move |bytes| tx.send(Input::TunnelBytes { tunnel, bytes }).is_ok(),
-                        move |_| {
-                            let _ = t2.send(Input::TunnelLost { tunnel });
-                        },
-                    );
-                });
-            }
-        });
+                tokio::spawn(authenticate(tcp, peer, acceptor, tx.clone(), next.clone()));
+                true
+            },
+        )
+        .abort_handle()
     }
 
     /// One listener per (client service, box that offers it), on the address
     /// allocated to that box (boxes get addresses in order of first mention).
-    async fn spawn_client_service_listeners(&self) -> std::io::Result<()> {
+    async fn spawn_client_service_listeners(&self) -> std::io::Result<Vec<AbortHandle>> {
+        let mut tasks = Vec::new();
         let mut order: Vec<String> = Vec::new();
         for c in &self.cfg.client_services {
             for b in &c.boxes {
@@ -286,22 +269,24 @@ impl ServerDriver {
                 let listener = TcpListener::bind(addr).await?;
                 info!(service = %c.name, %box_id, %addr, "client service listening");
                 let (tx, service) = (self.tx.clone(), c.name.clone());
-                tokio::spawn(async move {
-                    while let Ok((stream, peer)) = listener.accept().await {
-                        let input = Input::ClientAccepted {
+                let task = spawn_accept_loop(
+                    listener,
+                    "client service",
+                    self.accept_stats.clone(),
+                    move |(stream, peer)| {
+                        tx.send(Input::ClientAccepted {
                             box_id: box_id.clone(),
                             service: service.clone(),
                             stream,
                             peer,
-                        };
-                        if tx.send(input).is_err() {
-                            break;
-                        }
-                    }
-                });
+                        })
+                        .is_ok()
+                    },
+                );
+                tasks.push(task.abort_handle());
             }
         }
-        Ok(())
+        Ok(tasks)
     }
 
     fn spawn_crl_watch(&self, crl: PathBuf) {
@@ -419,6 +404,9 @@ impl ServerDriver {
                 }
             }
             Input::UdpOut { key, bytes } => {
+                if let Some(f) = self.flows.get_mut(&key) {
+                    f.age.inbound(now());
+                }
                 if let Some(s) = self.server.session_mut(&key.0) {
                     let _ = s.streams().send_datagram(key.1, bytes);
                 }
@@ -438,6 +426,31 @@ impl ServerDriver {
                     self.server
                         .disconnect(&b, DisconnectCode::Requested, "certificate revoked");
                 }
+            }
+        }
+    }
+
+    /// Ends the datagram flows that have been quiet for their timeout plus
+    /// [`FLOW_GRACE`] (the box is told with a RESET). The box ends quiet
+    /// flows itself, nearer the phone; this is the backstop against a box
+    /// that does not.
+    fn sweep_flows(&mut self) {
+        let t = now().checked_sub(FLOW_GRACE).unwrap_or_else(now);
+        let quiet: Vec<Key> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.age.expired(&self.cfg.udp, t))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in quiet {
+            debug!(box_id = %key.0, flow = %key.1, "idle datagram flow ended");
+            if let Some(f) = self.flows.remove(&key) {
+                f.recv.abort();
+            }
+            if let Some(s) = self.server.session_mut(&key.0) {
+                let _ = s
+                    .streams()
+                    .reset(key.1, ResetCode::ApplicationError, "idle");
             }
         }
     }
@@ -496,8 +509,8 @@ impl ServerDriver {
                 debug!(box_id = %b, %stream, ?code, %reason, "stream reset");
                 let key = (b, stream);
                 self.locals.abort(&key);
-                if let Some((_, recv)) = self.flows.remove(&key) {
-                    recv.abort();
+                if let Some(f) = self.flows.remove(&key) {
+                    f.recv.abort();
                 }
             }
             Event::StreamClosed { stream } => self.locals.remove(&(b, stream)),
@@ -510,17 +523,18 @@ impl ServerDriver {
             Event::SessionClosed { code, reason } => {
                 info!(box_id = %b, ?code, %reason, "session released");
                 self.locals.abort_where(|(x, _)| *x == b);
-                self.flows.retain(|(x, _), (_, recv)| {
+                self.flows.retain(|(x, _), f| {
                     let keep = *x != b;
                     if !keep {
-                        recv.abort();
+                        f.recv.abort();
                     }
                     keep
                 });
             }
             Event::Datagram { flow, bytes } => {
-                if let Some((sock, _)) = self.flows.get(&(b, flow)) {
-                    crate::udp::send(sock, bytes, None);
+                if let Some(f) = self.flows.get_mut(&(b, flow)) {
+                    f.age.outbound(now());
+                    crate::udp::send(&f.sock, bytes, None);
                 }
             }
             Event::Refused { .. } | Event::NeedTunnel | Event::CloseTunnel { .. } => {}
@@ -643,7 +657,14 @@ impl ServerDriver {
                     .is_ok()
                 });
                 debug!(box_id = %b, %flow, %service, "datagram flow opened");
-                self.flows.insert(key, (sock, recv));
+                self.flows.insert(
+                    key,
+                    ServerFlow {
+                        sock,
+                        recv,
+                        age: FlowAge::new(now()),
+                    },
+                );
             }
             Err(reason) => {
                 warn!(box_id = %b, %flow, %service, %reason, "datagram flow refused");
@@ -680,6 +701,8 @@ impl ServerDriver {
                     "listen": self.cfg.listen.to_string(),
                     "uptime_s": self.started.elapsed().as_secs(),
                     "tunnels": self.tunnels.len(),
+                    "accept_errors": self.accept_stats.errors(),
+                    "datagram_flows": self.flows.len(),
                     "boxes": boxes,
                 }))
             }
@@ -708,4 +731,60 @@ impl ServerDriver {
             | Request::PanForget { .. } => Reply::err("this is a cnaptd command"),
         }
     }
+}
+
+/// The TLS handshake of one tunnel (bounded in time), the box's identity
+/// from its certificate, then its reader and writer; the driver learns of
+/// it as `TunnelUp`.
+async fn authenticate(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tx: mpsc::UnboundedSender<Input>,
+    next: Arc<AtomicU64>,
+) {
+    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, conn) = stream.get_ref();
+    let identity = match peer_box_id(conn.peer_certificates()) {
+        Ok(id) => id,
+        Err(e) => {
+            warn!(%peer, error = %e, "certificate names no box");
+            return;
+        }
+    };
+    let serial = peer_serial(conn.peer_certificates()).unwrap_or_default();
+    let tunnel = TunnelId(next.fetch_add(1, Ordering::Relaxed));
+    debug!(%peer, box_id = %identity, ?tunnel, "tunnel authenticated");
+    let (rd, wr) = tokio::io::split(stream);
+    let (wtx, wrx) = mpsc::unbounded_channel();
+    spawn_writer(wr, wrx, |_| {}, |_| {});
+    if tx
+        .send(Input::TunnelUp {
+            tunnel,
+            identity,
+            serial,
+            tx: wtx,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let t2 = tx.clone();
+    spawn_reader(
+        rd,
+        move |bytes| tx.send(Input::TunnelBytes { tunnel, bytes }).is_ok(),
+        move |_| {
+            let _ = t2.send(Input::TunnelLost { tunnel });
+        },
+    );
 }

@@ -10,22 +10,38 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
+use tracing::debug;
 use wire::StreamId;
 
 /// Largest datagram relayed.
 pub const MAX_DATAGRAM: usize = 65_507;
 
 /// Spawns the receive loop of `sock`; every datagram goes to `on_datagram`
-/// with its sender's address.
+/// with its sender's address. A receive error does not end it (a connected
+/// socket reports an ICMP port unreachable as ECONNREFUSED on its next
+/// receive; the service may be back for the next datagram): it is logged
+/// at debug level and, unless it was such a refusal, followed by a short
+/// pause. It ends when `on_datagram` returns false or it is aborted.
 pub fn spawn_receiver<F>(sock: Arc<UdpSocket>, mut on_datagram: F) -> AbortHandle
 where
     F: FnMut(SocketAddr, Vec<u8>) -> bool + Send + 'static,
 {
     tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
-            if !on_datagram(peer, buf[..n].to_vec()) {
-                break;
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, peer)) => {
+                    if !on_datagram(peer, buf[..n].to_vec()) {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    debug!(error = %e, "datagram refused by its destination");
+                }
+                Err(e) => {
+                    debug!(error = %e, "datagram not received");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     })
@@ -42,6 +58,62 @@ pub enum Target {
     Transparent(SocketAddr),
 }
 
+/// The age and shape of one datagram flow's conversation, as a NAT keeps
+/// it: when it was last used, whether an answer came back, and whether the
+/// conversation went on after that ("assured": a call, a VPN — not a
+/// one-shot query).
+#[derive(Debug, Clone, Copy)]
+pub struct FlowAge {
+    last_used: Instant,
+    answered: bool,
+    assured: bool,
+}
+
+impl FlowAge {
+    /// A flow whose first datagram went out at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            last_used: now,
+            answered: false,
+            assured: false,
+        }
+    }
+
+    /// A datagram in the opening direction (phone → server).
+    pub fn outbound(&mut self, now: Instant) {
+        self.last_used = now;
+        if self.answered {
+            self.assured = true;
+        }
+    }
+
+    /// A datagram in the answering direction (server → phone).
+    pub fn inbound(&mut self, now: Instant) {
+        self.last_used = now;
+        self.answered = true;
+    }
+
+    /// Whether the conversation went on after an answer.
+    pub fn assured(&self) -> bool {
+        self.assured
+    }
+
+    /// When it was last used.
+    pub fn last_used(&self) -> Instant {
+        self.last_used
+    }
+
+    /// Whether it has been quiet for its timeout at `now`.
+    pub fn expired(&self, timeouts: &config::UdpTimeouts, now: Instant) -> bool {
+        let limit = if self.assured {
+            timeouts.stream
+        } else {
+            timeouts.idle
+        };
+        now.saturating_duration_since(self.last_used) >= limit
+    }
+}
+
 /// Where a flow's datagrams go back to on the box.
 #[derive(Debug)]
 struct FlowEnd {
@@ -50,7 +122,7 @@ struct FlowEnd {
     target: Target,
     /// A flow's own receive loop (transparent flows), stopped with it.
     recv: Option<AbortHandle>,
-    last_used: Instant,
+    age: FlowAge,
 }
 
 /// The box side: flows of the phones' UDP conversations.
@@ -61,7 +133,8 @@ pub struct BoxFlows {
 }
 
 impl BoxFlows {
-    /// The flow of `peer` to `target`, if one is open (and marks it used).
+    /// The flow of `peer` to `target`, if one is open (a datagram from the
+    /// phone is on its way: it counts as used).
     pub fn flow(
         &mut self,
         target: Target,
@@ -70,13 +143,14 @@ impl BoxFlows {
     ) -> Option<(usize, StreamId)> {
         let key = self.by_peer.get(&(target, peer)).copied()?;
         if let Some(e) = self.by_flow.get_mut(&key) {
-            e.last_used = now;
+            e.age.outbound(now);
         }
         Some(key)
     }
 
-    /// Records a new flow; `sock` is where its replies leave from, `recv`
-    /// a receive loop of its own to stop with it.
+    /// Records a new flow (its first datagram goes out at `now`); `sock` is
+    /// where its replies leave from, `recv` a receive loop of its own to
+    /// stop with it.
     pub fn insert(
         &mut self,
         target: Target,
@@ -94,19 +168,20 @@ impl BoxFlows {
                 peer,
                 target,
                 recv,
-                last_used: now,
+                age: FlowAge::new(now),
             },
         );
     }
 
-    /// Where the datagrams of flow `key` go back to (and marks it used).
+    /// Where the datagrams of flow `key` go back to (an answer: it counts
+    /// as used).
     pub fn reply_to(
         &mut self,
         key: &(usize, StreamId),
         now: Instant,
     ) -> Option<(Arc<UdpSocket>, SocketAddr)> {
         self.by_flow.get_mut(key).map(|e| {
-            e.last_used = now;
+            e.age.inbound(now);
             (e.sock.clone(), e.peer)
         })
     }
@@ -121,17 +196,34 @@ impl BoxFlows {
         }
     }
 
-    /// Transparent flows unused for `idle`: a phone's conversation with a
-    /// server it no longer talks to (a DNS query, a finished call).
-    pub fn idle_transparent(&self, idle: Duration, now: Instant) -> Vec<(usize, StreamId)> {
+    /// Flows quiet for their timeout at `now`.
+    pub fn expired(&self, timeouts: &config::UdpTimeouts, now: Instant) -> Vec<(usize, StreamId)> {
         self.by_flow
             .iter()
-            .filter(|(_, e)| {
-                matches!(e.target, Target::Transparent(_))
-                    && now.saturating_duration_since(e.last_used) >= idle
-            })
+            .filter(|(_, e)| e.age.expired(timeouts, now))
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// The flow of `site` to end first when its stream table is full: the
+    /// least recently used one that never went on after an answer (a
+    /// conversation that did is never cut for room).
+    pub fn evictable(&self, site: usize) -> Option<(usize, StreamId)> {
+        self.by_flow
+            .iter()
+            .filter(|((s, _), e)| *s == site && !e.age.assured())
+            .min_by_key(|(_, e)| e.age.last_used())
+            .map(|(k, _)| *k)
+    }
+
+    /// Flows open.
+    pub fn len(&self) -> usize {
+        self.by_flow.len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.by_flow.is_empty()
     }
 
     /// Forgets every flow of a site.
@@ -164,5 +256,74 @@ pub fn send(sock: &Arc<UdpSocket>, bytes: Vec<u8>, to: Option<SocketAddr>) {
                 None => sock.send(&bytes).await,
             };
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32) -> (usize, StreamId) {
+        (0, StreamId(i * 2))
+    }
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, 2], port))
+    }
+
+    async fn flows(n: u32, t0: Instant) -> BoxFlows {
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let mut f = BoxFlows::default();
+        for i in 0..n {
+            let at = t0 + Duration::from_millis(u64::from(i));
+            f.insert(
+                Target::Service(0),
+                peer(1000 + i as u16),
+                key(i),
+                sock.clone(),
+                None,
+                at,
+            );
+        }
+        f
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_query_ends_after_the_idle_timeout_a_conversation_after_the_stream_timeout()
+    {
+        let t0 = Instant::now();
+        let mut f = flows(2, t0).await;
+        let to = config::UdpTimeouts::default();
+        // Flow 0: query, answer (DNS). Flow 1: query, answer, more (a call).
+        f.reply_to(&key(0), t0);
+        f.reply_to(&key(1), t0);
+        assert_eq!(f.flow(Target::Service(0), peer(1001), t0), Some(key(1)));
+        assert!(
+            f.expired(&to, t0 + to.idle - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(f.expired(&to, t0 + to.idle), vec![key(0)]);
+        let mut both = f.expired(&to, t0 + to.stream);
+        both.sort();
+        assert_eq!(both, vec![key(0), key(1)]);
+    }
+
+    #[tokio::test]
+    async fn room_is_made_from_the_least_recently_used_one_shot_flow_never_a_conversation() {
+        let t0 = Instant::now();
+        let mut f = flows(4, t0).await;
+        // Flow 0 (the oldest) became a conversation; flow 2 was just used.
+        f.reply_to(&key(0), t0);
+        f.flow(Target::Service(0), peer(1000), t0);
+        f.flow(Target::Service(0), peer(1002), t0 + Duration::from_secs(1));
+        assert_eq!(f.evictable(0), Some(key(1)));
+        f.remove(&key(1));
+        assert_eq!(f.evictable(0), Some(key(3)));
+        f.remove(&key(3));
+        assert_eq!(f.evictable(0), Some(key(2)));
+        f.remove(&key(2));
+        assert_eq!(f.evictable(0), None, "a conversation is never cut for room");
+        assert_eq!(f.evictable(1), None);
+        assert_eq!(f.len(), 1);
     }
 }

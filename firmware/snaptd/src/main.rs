@@ -60,11 +60,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let driver = ServerDriver::new(cfg, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(control = %control_path.display(), "snaptd starting");
     let calls = driver.control_handle();
-    runtime::daemon::supervise(&control_path, calls, move |stop, ready| {
-        driver.run(stop, ready)
-    })
-    .await
-    .with_context(|| format!("control socket {}", control_path.display()))?;
+    runtime::daemon::supervise(&control_path, calls, move |life| driver.run(life))
+        .await
+        .with_context(|| format!("control socket {}", control_path.display()))?;
     info!("snaptd stopped");
     Ok(())
 }

@@ -196,6 +196,27 @@ pub struct BluetoothView {
     pub trusted: Vec<TrustedView>,
 }
 
+/// What the box's bounds did since start: every table and queue has a
+/// limit, and what it refused, dropped or ended is counted here (the
+/// session's own datagram drops are per site, in [`SiteRow`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Accept errors of the box's listeners (out of file descriptors, …);
+    /// every listener goes on after one.
+    pub accept_errors: u64,
+    /// Status-page connections closed at once for being over a limit.
+    pub page_refused: u64,
+    /// Phone connections and datagram flows refused (no session, or the
+    /// stream table full of streams that may not be cut).
+    pub connections_refused: u64,
+    /// Datagram flows open now.
+    pub datagram_flows: u64,
+    /// Datagram flows ended after being quiet for their timeout.
+    pub flows_expired: u64,
+    /// Datagram flows ended to make room for a new stream.
+    pub flows_evicted: u64,
+}
+
 /// Everything about the box at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -220,6 +241,9 @@ pub struct Snapshot {
     /// Handovers since start (also those no longer kept).
     #[serde(default)]
     pub handovers_total: u64,
+    /// What the box's bounds refused, dropped or ended.
+    #[serde(default)]
+    pub counters: Counters,
 }
 
 impl Snapshot {

@@ -49,6 +49,7 @@ fn snapshot() -> Snapshot {
         bluetooth: None,
         handovers: Vec::new(),
         handovers_total: 0,
+        counters: Counters::default(),
     }
 }
 

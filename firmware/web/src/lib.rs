@@ -8,6 +8,7 @@
 //! calls as `cboxctl`.
 
 mod auth;
+mod server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 pub use auth::{Auth, LOCKOUT, MAX_FAILURES, Refusal, pin_matches};
+pub use runtime::accept::AcceptStats;
+pub use server::Limits;
 
 const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
@@ -332,13 +335,28 @@ pub fn router(calls: mpsc::UnboundedSender<Call>, pin: String, ttl: Duration) ->
         .with_state(app)
 }
 
-/// Serves the page until the listener fails.
+/// Serves the page for ever (an error only if it cannot listen), with the
+/// connection limits and header deadline of [`Limits::default`].
 pub async fn serve(cfg: WebConfig, calls: mpsc::UnboundedSender<Call>) -> std::io::Result<()> {
+    serve_with(cfg, calls, Limits::default(), AcceptStats::default()).await
+}
+
+/// As [`serve`], with explicit limits; `stats` counts accept errors and
+/// connections refused over a limit.
+pub async fn serve_with(
+    cfg: WebConfig,
+    calls: mpsc::UnboundedSender<Call>,
+    limits: Limits,
+    stats: AcceptStats,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
-    info!(listen = %cfg.listen, "status page");
-    axum::serve(
+    info!(listen = %cfg.listen, total = limits.total, per_client = limits.per_client, "status page");
+    server::run(
         listener,
-        router(calls, cfg.pin, cfg.session_ttl).into_make_service_with_connect_info::<SocketAddr>(),
+        router(calls, cfg.pin, cfg.session_ttl),
+        limits,
+        stats,
     )
-    .await
+    .await;
+    Ok(())
 }

@@ -15,19 +15,59 @@ use super::{BoxDriver, Input, Key};
 impl BoxDriver {
     pub(super) fn accepted(&mut self, service: usize, stream: TcpStream, peer: SocketAddr) {
         let svc = &self.cfg.services[service];
-        let site = svc.snapt;
-        let Some(session) = self.coord.site(site) else {
-            return;
-        };
-        match session
-            .streams()
-            .open(StreamKind::Stream, svc.name.clone(), None)
-        {
+        let (site, name) = (svc.snapt, svc.name.clone());
+        match self.open_stream(site, StreamKind::Stream, name.clone(), None) {
             Ok(sid) => {
-                debug!(service = %svc.name, %peer, stream = %sid, "phone connected");
+                debug!(service = %name, %peer, stream = %sid, "phone connected");
                 self.locals.attach((site, sid), stream);
             }
-            Err(e) => warn!(service = %svc.name, %peer, error = %e, "refusing phone connection"),
+            Err(e) => warn!(service = %name, %peer, error = %e, "refusing phone connection"),
+        }
+    }
+
+    /// Opens a stream or flow on `site`'s session; when its stream table is
+    /// full, first ends the least recently used datagram flow that never
+    /// went on after an answer (a NAT's early drop). A refusal is counted.
+    pub(super) fn open_stream(
+        &mut self,
+        site: usize,
+        kind: StreamKind,
+        service: wire::ServiceName,
+        dest: Option<SocketAddr>,
+    ) -> Result<StreamId, session::StreamError> {
+        let full = self
+            .coord
+            .site(site)
+            .is_some_and(|s| s.streams().count() >= self.cfg.session.max_streams as usize);
+        if full && let Some(key) = self.flows.evictable(site) {
+            debug!(site, flow = %key.1, "stream table full: idle datagram flow ended for room");
+            self.end_flow(key, "ended to make room for a new stream");
+            self.counters.flows_evicted += 1;
+        }
+        let r = match self.coord.site(site) {
+            Some(s) => s.streams().open(kind, service, dest),
+            None => Err(session::StreamError::SessionClosed),
+        };
+        if r.is_err() {
+            self.counters.connections_refused += 1;
+        }
+        r
+    }
+
+    /// Ends datagram flow `key` here and at the SNAPT.
+    pub(super) fn end_flow(&mut self, key: Key, why: &str) {
+        self.flows.remove(&key);
+        if let Some(s) = self.coord.site(key.0) {
+            let _ = s.streams().reset(key.1, ResetCode::ApplicationError, why);
+        }
+    }
+
+    /// Ends the datagram flows that have been quiet for their timeout.
+    pub(super) fn sweep_flows(&mut self) {
+        for key in self.flows.expired(&self.cfg.udp, super::now()) {
+            debug!(site = key.0, flow = %key.1, "idle datagram flow ended");
+            self.end_flow(key, "idle");
+            self.counters.flows_expired += 1;
         }
     }
 
@@ -47,28 +87,19 @@ impl BoxDriver {
         let key = match self.flows.flow(target, peer, super::now()) {
             Some(k) => k,
             None => {
-                let (Some(session), Some(sock)) = (self.coord.site(site), self.udp.get(&service))
-                else {
+                let Some(sock) = self.udp.get(&service).cloned() else {
                     return;
                 };
-                match session
-                    .streams()
-                    .open(StreamKind::Datagram, svc.name.clone(), None)
-                {
+                let name = svc.name.clone();
+                match self.open_stream(site, StreamKind::Datagram, name.clone(), None) {
                     Ok(flow) => {
-                        debug!(service = %svc.name, %peer, %flow, "datagram flow opened");
-                        self.flows.insert(
-                            target,
-                            peer,
-                            (site, flow),
-                            sock.clone(),
-                            None,
-                            super::now(),
-                        );
+                        debug!(service = %name, %peer, %flow, "datagram flow opened");
+                        self.flows
+                            .insert(target, peer, (site, flow), sock, None, super::now());
                         (site, flow)
                     }
                     Err(e) => {
-                        warn!(service = %svc.name, %peer, error = %e, "datagram dropped: no flow");
+                        warn!(service = %name, %peer, error = %e, "datagram dropped: no flow");
                         return;
                     }
                 }

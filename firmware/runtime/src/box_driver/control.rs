@@ -140,6 +140,12 @@ impl BoxDriver {
             bluetooth: self.pan.as_ref().and_then(|p| p.bluetooth()),
             handovers: self.history.records().cloned().collect(),
             handovers_total: self.history.total(),
+            counters: status::Counters {
+                accept_errors: self.accept_stats.errors(),
+                page_refused: self.accept_stats.refused(),
+                datagram_flows: self.flows.len() as u64,
+                ..self.counters.clone()
+            },
         }
     }
 }

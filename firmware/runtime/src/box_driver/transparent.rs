@@ -3,14 +3,14 @@
 //! each one opened as a stream to its original destination; with UDP, the
 //! diverted datagrams, one flow per (phone socket, destination), each with
 //! a socket bound to the destination that receives the phone's next
-//! datagrams and sends the replies, ended after a minute unused.
+//! datagrams and sends the replies, ended when quiet like every datagram
+//! flow (`[udp]`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
-use wire::{ResetCode, ServiceName, StreamKind};
+use wire::{ServiceName, StreamKind};
 
 use super::{BoxDriver, Input, now};
 use crate::transparent::{apply, original_destination, ruleset, teardown};
@@ -20,9 +20,6 @@ use crate::udp::{MAX_DATAGRAM, Target, spawn_receiver};
 /// The service name transparent streams carry (the SNAPT connects to their
 /// destination instead, if its policy allows).
 const SERVICE: &str = "transparent";
-
-/// A transparent datagram flow unused this long is ended.
-const UDP_IDLE: Duration = Duration::from_secs(60);
 
 impl BoxDriver {
     /// Installs the redirect and starts accepting; problems are logged and
@@ -49,14 +46,13 @@ impl BoxDriver {
         }
         info!(interface = %t.interface, listen = %t.listen, udp, "transparent mode: PAN clients' traffic is relayed to its destination");
         let tx = self.tx.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                if tx.send(Input::Transparent { stream, peer }).is_err() {
-                    break;
-                }
-            }
-        });
-        self.listeners.push(accept.abort_handle());
+        let accept = crate::accept::spawn_accept_loop(
+            listener,
+            "transparent",
+            self.accept_stats.clone(),
+            move |(stream, peer)| tx.send(Input::Transparent { stream, peer }).is_ok(),
+        );
+        self.keep_listener("transparent", accept.abort_handle());
     }
 
     /// The diverted datagrams' socket, local delivery of marked packets and
@@ -101,18 +97,7 @@ impl BoxDriver {
                 }
             }
         });
-        self.listeners.push(recv.abort_handle());
-        let tx = self.tx.clone();
-        let sweep = tokio::spawn(async move {
-            let mut every = tokio::time::interval(UDP_IDLE / 4);
-            loop {
-                every.tick().await;
-                if tx.send(Input::TransparentSweep).is_err() {
-                    break;
-                }
-            }
-        });
-        self.listeners.push(sweep.abort_handle());
+        self.keep_listener("transparent datagrams", recv.abort_handle());
         true
     }
 
@@ -148,10 +133,10 @@ impl BoxDriver {
             }
         };
         let site = t.snapt;
-        let (Some(session), Ok(svc)) = (self.coord.site(site), ServiceName::new(SERVICE)) else {
+        let Ok(svc) = ServiceName::new(SERVICE) else {
             return;
         };
-        match session.streams().open(StreamKind::Stream, svc, Some(dest)) {
+        match self.open_stream(site, StreamKind::Stream, svc, Some(dest)) {
             Ok(sid) => {
                 debug!(%peer, %dest, stream = %sid, "transparent connection");
                 self.locals.attach((site, sid), stream);
@@ -178,8 +163,7 @@ impl BoxDriver {
         let key = match self.flows.flow(target, peer, now()) {
             Some(k) => k,
             None => {
-                let (Some(session), Ok(svc)) = (self.coord.site(site), ServiceName::new(SERVICE))
-                else {
+                let Ok(svc) = ServiceName::new(SERVICE) else {
                     return;
                 };
                 // Replies leave from the server's address; the phone's next
@@ -191,10 +175,7 @@ impl BoxDriver {
                         return;
                     }
                 };
-                let flow = match session
-                    .streams()
-                    .open(StreamKind::Datagram, svc, Some(dest))
-                {
+                let flow = match self.open_stream(site, StreamKind::Datagram, svc, Some(dest)) {
                     Ok(f) => f,
                     Err(e) => {
                         warn!(%peer, %dest, error = %e, "transparent datagram dropped: no flow");
@@ -213,19 +194,6 @@ impl BoxDriver {
         };
         if let Some(s) = self.coord.site(key.0) {
             let _ = s.streams().send_datagram(key.1, bytes);
-        }
-    }
-
-    /// Ends the transparent datagram flows nobody used for a while.
-    pub(super) fn sweep_transparent(&mut self) {
-        for key in self.flows.idle_transparent(UDP_IDLE, now()) {
-            debug!(site = key.0, flow = %key.1, "idle transparent datagram flow ended");
-            self.flows.remove(&key);
-            if let Some(s) = self.coord.site(key.0) {
-                let _ = s
-                    .streams()
-                    .reset(key.1, ResetCode::ApplicationError, "idle");
-            }
         }
     }
 }
