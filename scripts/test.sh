@@ -39,6 +39,15 @@ if cargo tree -p wire -p session -p decision -p modem-at -p wpa-ctrl -p status -
 fi
 echo "ok"
 
+step "the hosted relay links no box code"
+# The guard must catch a box crate (checked on a listing that has one) …
+if printf 'tokio v1.0.0\nbluer v0.17.4\n' | scripts/check-deps.sh --stdin >/dev/null 2>&1; then
+    echo "error: scripts/check-deps.sh let a box crate through" >&2
+    exit 1
+fi
+# … and find none in snaptd's real tree.
+scripts/check-deps.sh
+
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 if [ "$FUZZ_SECONDS" -gt 0 ] && cargo +nightly --version >/dev/null 2>&1; then
     step "fuzz smoke: ${FUZZ_SECONDS}s per target over the committed corpus"

@@ -10,8 +10,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use runtime::linkmon::{self, LinkEvent};
-use runtime::routing::{self, Planner};
+use box_os::linkmon::{self, LinkEvent};
+use box_os::routing::{self, Planner};
 
 struct Ns(Vec<String>);
 

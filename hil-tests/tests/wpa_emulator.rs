@@ -10,10 +10,10 @@ use std::time::Duration;
 
 mod common;
 
+use box_os::wifi::{WifiCommand, WifiConfig, WifiEvent};
 use common::expect;
 use hil_tests::wifi_world::{PSK, SSID, hotspots};
 use hil_tests::wpa_emu::{LinkChange, WpaEmu};
-use runtime::wifi::{WifiCommand, WifiConfig, WifiEvent};
 use wpa_ctrl::{Event, NetworkConfig, RoamPolicy};
 
 const A: &str = "02:cb:0a:00:00:01";
@@ -69,7 +69,7 @@ fn the_wifi_driver_joins_scans_and_roams_on_the_emulator() {
     rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = tokio::spawn(runtime::wifi::run(config(&b, PSK), tx, crx));
+        let driver = tokio::spawn(box_os::wifi::run(config(&b, PSK), tx, crx));
         expect(
             &mut rx,
             T,
@@ -150,11 +150,7 @@ fn a_wrong_passphrase_is_reported_and_nothing_is_joined() {
     rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = tokio::spawn(runtime::wifi::run(
-            config(&b, "not-the-passphrase"),
-            tx,
-            crx,
-        ));
+        let driver = tokio::spawn(box_os::wifi::run(config(&b, "not-the-passphrase"), tx, crx));
         expect(&mut rx, T, "wrong key", |e| {
             matches!(e, WifiEvent::Event(Event::WrongKey { id: Some(0) }))
         })

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use box_os::wifi::{WifiCommand, WifiConfig, WifiEvent};
 use common::expect;
-use runtime::wifi::{WifiCommand, WifiConfig, WifiEvent};
 use wpa_ctrl::{Event, NetworkConfig};
 
 /// The namespace and wpa_supplicant, gone when dropped (also on failure).
@@ -116,7 +116,7 @@ fn the_wifi_driver_configures_and_follows_a_real_wpa_supplicant() {
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = tokio::spawn(runtime::wifi::run(cfg, tx, crx));
+        let driver = tokio::spawn(box_os::wifi::run(cfg, tx, crx));
         let t = Duration::from_secs(10);
         assert_eq!(
             expect(&mut rx, t, "configured", |e| matches!(

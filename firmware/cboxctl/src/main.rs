@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use runtime::control::{Reply, Request, call};
+use control::{Reply, Request, call};
 use serde_json::Value;
 use tls::Pki;
 use wire::BoxId;

@@ -2,7 +2,7 @@
 //! show, trusted devices, who is on the bridge.
 
 use clap::Subcommand;
-use runtime::control::Request;
+use control::Request;
 use serde_json::Value;
 
 use crate::s;

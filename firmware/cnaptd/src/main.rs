@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use box_driver::BoxDriver;
 use clap::Parser;
 use config::CnaptConfig;
-use runtime::BoxDriver;
-use runtime::daemon::init_tracing;
+use daemon::init_tracing;
 use tls::{CipherPreference, client_config};
 use tracing::{error, info};
 
@@ -87,7 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(map) = pinmap {
         match front_panel(&map) {
             Ok((leds, button)) => {
-                tokio::spawn(runtime::front_panel::run(
+                tokio::spawn(box_os::front_panel::run(
                     leds,
                     button,
                     driver.control_handle(),
@@ -134,7 +134,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    runtime::daemon::supervise(&control_path, calls, move |life| driver.run(life))
+    daemon::supervise(&control_path, calls, move |life| driver.run(life))
         .await
         .with_context(|| format!("control socket {}", control_path.display()))?;
     info!("cnaptd stopped");

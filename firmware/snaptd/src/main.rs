@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use config::SnaptConfig;
-use runtime::ServerDriver;
-use runtime::daemon::init_tracing;
+use daemon::init_tracing;
+use server_driver::ServerDriver;
 use tracing::{error, info};
 
 /// The cbox server-side relay.
@@ -42,7 +42,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = SnaptConfig::load(&args.config)?;
     if args.check {
-        runtime::server_driver::build_tls(&cfg).context("TLS set-up")?;
+        server_driver::build_tls(&cfg).context("TLS set-up")?;
         println!(
             "{}: ok ({} services, {} client services)",
             args.config.display(),
@@ -60,7 +60,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let driver = ServerDriver::new(cfg, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(control = %control_path.display(), "snaptd starting");
     let calls = driver.control_handle();
-    runtime::daemon::supervise(&control_path, calls, move |life| driver.run(life))
+    daemon::supervise(&control_path, calls, move |life| driver.run(life))
         .await
         .with_context(|| format!("control socket {}", control_path.display()))?;
     info!("snaptd stopped");

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use control::{Call, Request};
 use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
-use runtime::control::{Call, Request};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -49,19 +49,15 @@ pub struct MqttConfig {
 /// How long a command may take (a planned switch waits for its tunnel).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(45);
 
-async fn ask(
-    calls: &mpsc::UnboundedSender<Call>,
-    req: Request,
-    limit: Duration,
-) -> runtime::control::Reply {
+async fn ask(calls: &mpsc::UnboundedSender<Call>, req: Request, limit: Duration) -> control::Reply {
     let (tx, rx) = oneshot::channel();
     if calls.send((req, tx)).is_err() {
-        return runtime::control::Reply::err("cnaptd is stopping");
+        return control::Reply::err("cnaptd is stopping");
     }
     match tokio::time::timeout(limit, rx).await {
         Ok(Ok(r)) => r,
-        Ok(Err(_)) => runtime::control::Reply::err("cnaptd is stopping"),
-        Err(_) => runtime::control::Reply::err(format!("no answer within {limit:?}")),
+        Ok(Err(_)) => control::Reply::err("cnaptd is stopping"),
+        Err(_) => control::Reply::err(format!("no answer within {limit:?}")),
     }
 }
 

@@ -12,8 +12,8 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use control::{Call, Reply, Request};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use runtime::control::{Call, Reply, Request};
 use serde_json::{Value, json};
 use telemetry::MqttConfig;
 use tokio::sync::mpsc;

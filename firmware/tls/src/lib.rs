@@ -1,6 +1,6 @@
 //! Mutual TLS 1.3 for cbox tunnels.
 //!
-//! * [`pki`]: issues what a deployment needs — a CA, SNAPT server
+//! * `pki` (feature `pki`, for cboxctl only): issues what a deployment needs — a CA, SNAPT server
 //!   certificates, one certificate per box (its id in the subject CN), and a
 //!   certificate revocation list — into a directory with the permissions an
 //!   operator expects.
@@ -16,8 +16,10 @@
 
 pub mod config;
 pub mod identity;
+#[cfg(feature = "pki")]
 pub mod pki;
 
 pub use config::{CipherPreference, TlsError, client_config, revoked_serials, server_config};
 pub use identity::{IdentityError, peer_box_id, peer_serial};
+#[cfg(feature = "pki")]
 pub use pki::{Pki, PkiError};

@@ -21,14 +21,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use runtime::control::{Call, Reply, Request};
+use control::{Call, Reply, Request};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 pub use auth::{Auth, LOCKOUT, MAX_FAILURES, Refusal, pin_matches};
-pub use runtime::accept::AcceptStats;
+pub use daemon::accept::AcceptStats;
 pub use server::Limits;
 
 const INDEX: &str = include_str!("../assets/index.html");

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::{Extension, Router};
+use daemon::accept::{AcceptStats, accept_loop};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use runtime::accept::{AcceptStats, accept_loop};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtime::control::{Call, Reply, Request};
+use control::{Call, Reply, Request};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use runtime::wifi::WifiEvent;
+use box_os::wifi::WifiEvent;
 
 /// The next event of the Wi-Fi driver matching `want`, within `limit`; a
 /// reported problem or the driver's end fails the test.

@@ -12,7 +12,7 @@ mod nap;
 use status::{BluetoothView, PanClient};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::control::{Call, Reply, Request};
+use control::{Call, Reply, Request};
 
 /// The running PAN side.
 #[derive(Debug, Clone)]

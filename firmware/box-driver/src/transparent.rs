@@ -13,9 +13,9 @@ use tracing::{debug, info, warn};
 use wire::{ServiceName, StreamKind};
 
 use super::{BoxDriver, Input, now};
-use crate::transparent::{apply, original_destination, ruleset, teardown};
-use crate::transparent_udp;
-use crate::udp::{MAX_DATAGRAM, Target, spawn_receiver};
+use box_os::transparent::{apply, original_destination, ruleset, teardown};
+use box_os::transparent_udp;
+use relay_io::udp::{MAX_DATAGRAM, Target, spawn_receiver};
 
 /// The service name transparent streams carry (the SNAPT connects to their
 /// destination instead, if its policy allows).
@@ -46,7 +46,7 @@ impl BoxDriver {
         }
         info!(interface = %t.interface, listen = %t.listen, udp, "transparent mode: PAN clients' traffic is relayed to its destination");
         let tx = self.tx.clone();
-        let accept = crate::accept::spawn_accept_loop(
+        let accept = daemon::accept::spawn_accept_loop(
             listener,
             "transparent",
             self.accept_stats.clone(),

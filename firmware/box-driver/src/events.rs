@@ -13,8 +13,8 @@ use tracing::{debug, info, warn};
 use status::{HandoverKind, HandoverRecord, Outcome};
 
 use super::{BoxDriver, SwitchStart, now};
-use crate::control::Reply;
-use crate::io::WriteCmd;
+use control::Reply;
+use relay_io::io::WriteCmd;
 
 impl BoxDriver {
     pub(super) fn event(&mut self, ev: SiteEvent) {
@@ -144,7 +144,7 @@ impl BoxDriver {
             }
             Event::Datagram { flow, bytes } => {
                 if let Some((sock, peer)) = self.flows.reply_to(&(site, flow), super::now()) {
-                    crate::udp::send(&sock, bytes, Some(peer));
+                    relay_io::udp::send(&sock, bytes, Some(peer));
                 }
             }
         }

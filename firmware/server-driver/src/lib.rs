@@ -20,14 +20,14 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 use wire::{BoxId, DisconnectCode, ResetCode, ServiceName, StreamId, StreamKind};
 
-use crate::accept::{AcceptStats, spawn_accept_loop};
-use crate::connect::tune;
-use crate::control::{Call, Reply, Request};
-use crate::daemon::{Drain, Lifecycle};
-use crate::io::{WriteCmd, spawn_reader, spawn_writer};
-use crate::locals::{LocalEvent, Locals, Sink};
-use crate::udp::{FlowAge, spawn_receiver};
-use crate::watchdog::TURN_EVERY;
+use control::{Call, Reply, Request};
+use daemon::accept::{AcceptStats, spawn_accept_loop};
+use daemon::watchdog::TURN_EVERY;
+use daemon::{Drain, Lifecycle};
+use relay_io::connect::tune;
+use relay_io::io::{WriteCmd, spawn_reader, spawn_writer};
+use relay_io::locals::{LocalEvent, Locals, Sink};
+use relay_io::udp::{FlowAge, spawn_receiver};
 
 type Key = (BoxId, StreamId);
 
@@ -155,7 +155,7 @@ impl ServerDriver {
 
     /// A handle for control requests.
     pub fn control_handle(&self) -> mpsc::UnboundedSender<Call> {
-        crate::control::forward_calls(self.tx.clone(), Input::Control)
+        control::forward_calls(self.tx.clone(), Input::Control)
     }
 
     /// Listens for tunnels and client services and runs until `life.stop`.
@@ -534,7 +534,7 @@ impl ServerDriver {
             Event::Datagram { flow, bytes } => {
                 if let Some(f) = self.flows.get_mut(&(b, flow)) {
                     f.age.outbound(now());
-                    crate::udp::send(&f.sock, bytes, None);
+                    relay_io::udp::send(&f.sock, bytes, None);
                 }
             }
             Event::Refused { .. } | Event::NeedTunnel | Event::CloseTunnel { .. } => {}

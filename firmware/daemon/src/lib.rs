@@ -1,11 +1,18 @@
-//! What every daemon binary does the same way: logging (journald under
-//! systemd, stderr otherwise), readiness and watchdog notifications, and
-//! shutdown on SIGTERM/SIGINT. The binaries call these; libraries never
-//! install a subscriber themselves.
+//! What every daemon does the same way: logging (journald under systemd,
+//! stderr otherwise), readiness, the watchdog fed by the work loop
+//! ([`watchdog`]), shutdown on SIGTERM/SIGINT with a bounded drain, accept
+//! loops that survive their errors ([`accept`]) and the control socket's
+//! server ([`control_socket`]). The binaries call [`init_tracing`] and
+//! [`supervise`]; libraries never install a subscriber themselves.
+#![warn(missing_docs)]
 
 use std::time::Duration;
 
 pub use crate::watchdog::Heartbeat;
+
+pub mod accept;
+pub mod control_socket;
+pub mod watchdog;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -77,7 +84,7 @@ pub struct Lifecycle {
 /// SIGINT fire `stop`; the control socket is removed at the end.
 pub async fn supervise<F, Fut>(
     control: &std::path::Path,
-    calls: tokio::sync::mpsc::UnboundedSender<crate::control::Call>,
+    calls: tokio::sync::mpsc::UnboundedSender<control::Call>,
     run: F,
 ) -> std::io::Result<()>
 where
@@ -85,7 +92,7 @@ where
     Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 {
     let heartbeat = Heartbeat::new();
-    let control_loop = crate::control::serve(control, calls)?;
+    let control_loop = crate::control_socket::serve(control, calls)?;
     heartbeat.watch_task("control socket", control_loop);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

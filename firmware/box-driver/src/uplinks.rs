@@ -12,9 +12,9 @@ use tracing::{debug, info, warn};
 
 use super::radios::{ModemStatus, WifiStatus};
 use super::{BoxDriver, Input, PendingSwitch, Purpose, now};
-use crate::connect::{Egress, probe};
-use crate::control::Reply;
-use crate::linkmon::{self, LinkEvent};
+use box_os::linkmon::{self, LinkEvent};
+use control::Reply;
+use relay_io::connect::{Egress, probe};
 
 /// How long after a link or address comes back its routes are given to
 /// appear before a tunnel is tried over it.
@@ -41,8 +41,8 @@ pub(super) struct Uplinks {
     pub(super) tasks: Vec<tokio::task::AbortHandle>,
     /// Policy routing: what each uplink's table and rule should hold, and
     /// the task that keeps them.
-    routing: crate::routing::Planner,
-    route_tx: Option<tokio::sync::mpsc::UnboundedSender<crate::routing::Change>>,
+    routing: box_os::routing::Planner,
+    route_tx: Option<tokio::sync::mpsc::UnboundedSender<box_os::routing::Change>>,
     route_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -72,7 +72,7 @@ impl Uplinks {
                 .map(|u| u.wifi.as_ref().map(|_| WifiStatus::default()))
                 .collect(),
             tasks: Vec::new(),
-            routing: crate::routing::Planner::new(cfg.routing, &cfg.uplinks),
+            routing: box_os::routing::Planner::new(cfg.routing, &cfg.uplinks),
             route_tx: None,
             route_task: None,
         }
@@ -85,7 +85,7 @@ impl Uplinks {
         for c in self.routing.clear_all() {
             let _ = tx.send(c);
         }
-        match crate::routing::spawn(rx, self.routing.clear_all()) {
+        match box_os::routing::spawn(rx, self.routing.clear_all()) {
             Ok(task) => {
                 self.route_tx = Some(tx);
                 self.route_task = Some(task);
@@ -340,7 +340,7 @@ impl BoxDriver {
                     // The modems poll their registration themselves.
                     for w in self.up.wifis.iter().flatten() {
                         if let Some(c) = &w.cmds {
-                            let _ = c.send(crate::wifi::WifiCommand::Scan);
+                            let _ = c.send(box_os::wifi::WifiCommand::Scan);
                         }
                     }
                 }

@@ -15,17 +15,17 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use wire::StreamId;
 
-use crate::accept::{AcceptStats, spawn_accept_loop};
-use crate::connect::{Egress, connect_tunnel};
-use crate::control::{Call, Reply};
-use crate::daemon::{Drain, Lifecycle};
-use crate::io::{WriteCmd, spawn_reader, spawn_writer};
-use crate::locals::{LocalEvent, Locals, Sink};
-use crate::udp::{BoxFlows, spawn_receiver};
-use crate::watchdog::{Heartbeat, TURN_EVERY};
+use control::{Call, Reply};
+use daemon::accept::{AcceptStats, spawn_accept_loop};
+use daemon::watchdog::{Heartbeat, TURN_EVERY};
+use daemon::{Drain, Lifecycle};
+use relay_io::connect::{Egress, connect_tunnel};
+use relay_io::io::{WriteCmd, spawn_reader, spawn_writer};
+use relay_io::locals::{LocalEvent, Locals, Sink};
+use relay_io::udp::{BoxFlows, spawn_receiver};
 
 mod apps;
-mod control;
+mod commands;
 mod events;
 mod radios;
 mod transparent;
@@ -87,7 +87,7 @@ enum Input {
     Retry {
         site: usize,
     },
-    Link(crate::linkmon::LinkEvent),
+    Link(box_os::linkmon::LinkEvent),
     Probed {
         uplink: usize,
         rtt: Option<Duration>,
@@ -98,7 +98,7 @@ enum Input {
     },
     Wifi {
         uplink: usize,
-        event: crate::wifi::WifiEvent,
+        event: box_os::wifi::WifiEvent,
     },
 }
 
@@ -166,7 +166,7 @@ pub struct BoxDriver {
     /// The decision task and what it needs.
     up: uplinks::Uplinks,
     /// The PAN side (bridge, Bluetooth NAP), when configured.
-    pan: Option<crate::pan::PanHandle>,
+    pan: Option<box_os::pan::PanHandle>,
 }
 
 impl std::fmt::Debug for BoxDriver {
@@ -236,7 +236,7 @@ impl BoxDriver {
 
     /// A handle for control requests (the control socket feeds it).
     pub fn control_handle(&self) -> mpsc::UnboundedSender<Call> {
-        crate::control::forward_calls(self.tx.clone(), Input::Control)
+        control::forward_calls(self.tx.clone(), Input::Control)
     }
 
     /// Binds the service listeners, connects every site and runs until
@@ -284,7 +284,7 @@ impl BoxDriver {
             self.keep_listener("service", accept.abort_handle());
         }
         self.start_transparent().await;
-        self.pan = self.cfg.pan.as_ref().map(crate::pan::PanHandle::start);
+        self.pan = self.cfg.pan.as_ref().map(box_os::pan::PanHandle::start);
         let _ = ready.send(());
         self.start_link_monitor().await;
         self.start_modems();

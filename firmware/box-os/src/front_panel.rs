@@ -12,7 +12,7 @@ use panel::{Button, Leds, Pairing, PanelState, Press, next_uplink, patterns};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::control::{Call, Reply, Request};
+use control::{Call, Reply, Request};
 
 async fn ask(calls: &mpsc::UnboundedSender<Call>, req: Request) -> Reply {
     let (tx, rx) = oneshot::channel();

@@ -83,7 +83,7 @@ impl BoxDriver {
     pub(super) fn udp_in(&mut self, service: usize, peer: SocketAddr, bytes: Vec<u8>) {
         let svc = &self.cfg.services[service];
         let site = svc.snapt;
-        let target = crate::udp::Target::Service(service);
+        let target = relay_io::udp::Target::Service(service);
         let key = match self.flows.flow(target, peer, super::now()) {
             Some(k) => k,
             None => {

@@ -14,7 +14,7 @@ use super::{BoxDriver, Input, now};
 #[derive(Debug, Default)]
 pub(super) struct WifiStatus {
     pub(super) view: status::WifiView,
-    pub(super) cmds: Option<tokio::sync::mpsc::UnboundedSender<crate::wifi::WifiCommand>>,
+    pub(super) cmds: Option<tokio::sync::mpsc::UnboundedSender<box_os::wifi::WifiCommand>>,
 }
 
 /// What the modem driver last said.
@@ -33,7 +33,7 @@ impl BoxDriver {
                     continue;
                 }
             };
-            let port = crate::modem_port::ModemPort {
+            let port = box_os::modem_port::ModemPort {
                 path: m.port.clone(),
                 baud: m.baud,
                 cfg,
@@ -42,7 +42,7 @@ impl BoxDriver {
             let inputs = self.tx.clone();
             self.up
                 .tasks
-                .push(tokio::spawn(crate::modem_port::run(port, tx)).abort_handle());
+                .push(tokio::spawn(box_os::modem_port::run(port, tx)).abort_handle());
             self.up.tasks.push(
                 tokio::spawn(async move {
                     while let Some(event) = rx.recv().await {
@@ -64,7 +64,7 @@ impl BoxDriver {
                 // Validated at start.
                 continue;
             };
-            let cfg = crate::wifi::WifiConfig {
+            let cfg = box_os::wifi::WifiConfig {
                 ctrl_path: w.ctrl.clone(),
                 cli_dir: self
                     .cfg
@@ -83,7 +83,7 @@ impl BoxDriver {
             let inputs = self.tx.clone();
             self.up
                 .tasks
-                .push(tokio::spawn(crate::wifi::run(cfg, tx, crx)).abort_handle());
+                .push(tokio::spawn(box_os::wifi::run(cfg, tx, crx)).abort_handle());
             self.up.tasks.push(
                 tokio::spawn(async move {
                     while let Some(event) = rx.recv().await {
@@ -98,8 +98,8 @@ impl BoxDriver {
     }
 
     /// What a Wi-Fi driver reported.
-    pub(super) fn wifi_event(&mut self, uplink: usize, ev: crate::wifi::WifiEvent) {
-        use crate::wifi::WifiEvent as W;
+    pub(super) fn wifi_event(&mut self, uplink: usize, ev: box_os::wifi::WifiEvent) {
+        use box_os::wifi::WifiEvent as W;
         let name = self.cfg.uplinks[uplink].name.clone();
         let Some(Some(st)) = self.up.wifis.get_mut(uplink) else {
             return;

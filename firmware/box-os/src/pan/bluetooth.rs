@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::agent::{AgentEvent, agent};
 use super::nap::{self, Registration};
-use crate::control::{Call, Reply, Request};
+use control::{Call, Reply, Request};
 
 /// The pairing state the agent and the task share.
 pub(super) struct Shared {

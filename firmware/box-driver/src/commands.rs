@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use tracing::info;
 
 use super::{BoxDriver, now};
-use crate::control::{Reply, Request};
+use control::{Reply, Request};
 
 impl BoxDriver {
     pub(super) fn control(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
@@ -94,7 +94,7 @@ impl BoxDriver {
             | Request::PanForget { .. } => match &self.pan {
                 Some(p) => p.call(req, reply),
                 None => {
-                    let _ = reply.send(Reply::err(crate::pan::NO_BLUETOOTH));
+                    let _ = reply.send(Reply::err(box_os::pan::NO_BLUETOOTH));
                 }
             },
             Request::Kick { .. } => {

@@ -1,0 +1,18 @@
+//! The byte-moving tasks both relays share, holding no protocol state:
+//!
+//! * [`io`]: a reader and a writer per tunnel and per local connection; a
+//!   local writer resets its connection (RST) when its stream was aborted.
+//! * [`locals`]: the local TCP connections of streams (the phone's on the
+//!   box, the server's on the SNAPT), read only as fast as the session
+//!   takes the bytes.
+//! * [`udp`]: datagram sockets, and the flows of the phones' UDP
+//!   conversations with their ages (ended like a NAT's mappings).
+//! * [`connect`]: a TCP connection bound to one uplink, then TLS; a probe.
+//!
+//! Every protocol decision is the session core's (`session`).
+#![warn(missing_docs)]
+
+pub mod connect;
+pub mod io;
+pub mod locals;
+pub mod udp;
