@@ -13,8 +13,9 @@ use anyhow::bail;
 use crate::apps::{StreamFigures, apps_dir, port};
 use crate::procs::{Procs, log};
 use crate::radio::Radio;
-use crate::runner::{Mode, Report, apply};
+use crate::report::{Mode, Report};
 use crate::scenario::{Action, Scenario, Uplink};
+use crate::timeline::apply;
 use crate::topology::{Topology, addr};
 
 /// The MPTCP endpoint id of the box's address on `uplink`.

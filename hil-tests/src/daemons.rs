@@ -4,13 +4,12 @@
 //! again after a scripted restart.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use crate::apps::{box_port, port};
-use crate::procs::{Procs, bin, log, status};
+use crate::procs::{Procs, bin, cboxctl_pki, log, status};
 use crate::topology::{Topology, addr};
 
 /// Timers of both daemons in the world: a lost path is noticed within a
@@ -39,23 +38,6 @@ pub struct Daemons {
     preferred: &'static str,
 }
 
-/// `cboxctl pki --dir PKI ARGS…`.
-pub(crate) fn issue(pki: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(bin("cboxctl")?)
-        .arg("pki")
-        .arg("--dir")
-        .arg(pki)
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "cboxctl pki {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// Where the world's wpa_supplicant emulator listens.
 fn wpa_ctrl_path(dir: &Path) -> PathBuf {
     dir.join("wpa/wlan0")
@@ -79,7 +61,7 @@ impl Daemons {
             &["server", "snapt", "--san", addr::INTERNET],
             &["box", "box-sim"],
         ] {
-            issue(&pki, args)?;
+            cboxctl_pki(&pki, args)?;
         }
         crate::fleet::issue(&pki)?;
         let box_sock = dir.join("cnaptd.sock");

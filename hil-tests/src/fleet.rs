@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::procs::{Procs, bin, log};
+use crate::procs::{Procs, bin, cboxctl_pki, log};
 use crate::topology::{Topology, addr};
 
 /// The broker's port in the internet namespace.
@@ -34,8 +34,8 @@ pub fn cnapt_sections() -> String {
 
 /// Issues the broker's and the operator's certificates.
 pub fn issue(pki: &Path) -> anyhow::Result<()> {
-    crate::daemons::issue(pki, &["server", "mqtt", "--san", addr::INTERNET])?;
-    crate::daemons::issue(pki, &["box", "operator"])
+    cboxctl_pki(pki, &["server", "mqtt", "--san", addr::INTERNET])?;
+    cboxctl_pki(pki, &["box", "operator"])
 }
 
 /// Starts the broker and the operator's subscription (its output goes to

@@ -106,3 +106,20 @@ pub fn figures(pid: Option<u32>) -> (f64, f64) {
         .unwrap_or(0.0);
     (cpu, hwm / 1024.0)
 }
+
+/// `cboxctl pki --dir PKI ARGS…`.
+pub(crate) fn cboxctl_pki(pki: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(bin("cboxctl")?)
+        .arg("pki")
+        .arg("--dir")
+        .arg(pki)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "cboxctl pki {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}

@@ -5,120 +5,23 @@
 //! saw. Baseline modes hand over to [`crate::baseline`].
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use serde::Serialize;
 
 use crate::apps::{self, PhoneApps, StreamFigures, UdpFigures};
 use crate::baseline::baseline;
 use crate::daemons::Daemons;
 use crate::live_view::LiveView;
 use crate::modem_emu::ModemEmu;
-use crate::procs::{self, Procs, bin, status};
+use crate::procs::{self, Procs, status};
 use crate::radio::{LinkParams, Radio};
+pub use crate::report::{Mode, Report};
 use crate::scenario::{Action, Scenario, Uplink};
+use crate::timeline::{apply, set_link};
 use crate::topology::Topology;
 use crate::wifi_world::{HotspotChange, WifiWorld};
-
-/// What carries the phone's traffic in a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// cnaptd + snaptd (the product).
-    Cbox,
-    /// Plain TCP from the phone through the box's NAT, no relay.
-    PlainTcp,
-    /// Linux MPTCP between box and internet host, a subflow per uplink,
-    /// the kernel's path manager.
-    MptcpActive,
-    /// The same with the LTE endpoint as backup.
-    MptcpBackup,
-    /// MPTCP whose endpoint is removed on the link event (as mptcpd or
-    /// NetworkManager do): the strongest baseline.
-    MptcpEvent,
-}
-
-impl Mode {
-    /// Every mode, the product first.
-    pub const ALL: [Mode; 5] = [
-        Mode::Cbox,
-        Mode::PlainTcp,
-        Mode::MptcpActive,
-        Mode::MptcpBackup,
-        Mode::MptcpEvent,
-    ];
-
-    /// Short name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Cbox => "cbox",
-            Mode::PlainTcp => "plain-tcp",
-            Mode::MptcpActive => "mptcp",
-            Mode::MptcpBackup => "mptcp-backup",
-            Mode::MptcpEvent => "mptcp-event",
-        }
-    }
-}
-
-/// What one scenario run showed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Scenario name.
-    pub scenario: String,
-    /// What carried the traffic.
-    pub mode: Mode,
-    /// Links without delay or rate limit.
-    pub zero_delay: bool,
-    /// The interactive stream's connection broke (error and time), if it did.
-    pub broken: Option<String>,
-    /// Handovers completed by the box.
-    pub handovers: u64,
-    /// Wi-Fi roams between access points of one network (cbox runs).
-    pub roams: u64,
-    /// Largest gap between two echoed records of the interactive stream (ms).
-    pub max_stall_ms: f64,
-    /// Interactive records sent.
-    pub records_sent: u64,
-    /// Records that came back intact.
-    pub records_echoed: u64,
-    /// Records lost, duplicated, reordered or corrupted.
-    pub records_damaged: u64,
-    /// The SSH session typing through the box (cbox runs only).
-    pub ssh: Option<StreamFigures>,
-    /// The UDP stream (cbox runs only).
-    pub udp: Option<UdpFigures>,
-    /// Bytes of the download that arrived.
-    pub download_bytes: u64,
-    /// Download complete and intact (SHA-256).
-    pub download_intact: bool,
-    /// What arrived of the download differs from the file (not merely cut).
-    pub download_corrupted: bool,
-    /// After the timeline, the box was connected and a new download through
-    /// it arrived intact (cbox runs only).
-    pub reconnected: Option<bool>,
-    /// Applications that failed (curl, the interactive stream, the SSH
-    /// session, the UDP stream).
-    pub app_errors: u64,
-    /// Payload bytes the box resent after resynchronisations.
-    pub bytes_replayed: u64,
-    /// CPU seconds used by cnaptd and snaptd during the run.
-    pub cnaptd_cpu_s: f64,
-    /// See `cnaptd_cpu_s` (the last snaptd if it restarted).
-    pub snaptd_cpu_s: f64,
-    /// Peak resident memory of cnaptd and snaptd (MiB).
-    pub cnaptd_peak_rss_mib: f64,
-    /// See `cnaptd_peak_rss_mib`.
-    pub snaptd_peak_rss_mib: f64,
-    /// Timeline steps that failed or were refused, and expected breakage.
-    pub notes: Vec<String>,
-    /// Everything held: nothing corrupted, nothing lost where the scenario
-    /// expects streams to survive, no app error, handovers in range, new
-    /// connections work afterwards.
-    pub passed: bool,
-}
 
 /// Runs `sc` with the product in a fresh world under `dir`; `live` prints
 /// the live view.
@@ -425,119 +328,4 @@ fn describe(a: &Action) -> String {
             )
         }
     }
-}
-
-/// Brings the box's interface for `uplink` up (with its default route,
-/// which the kernel removed when it went down) or down.
-pub(crate) fn set_link(box_ns: &str, uplink: Uplink, up: bool) -> anyhow::Result<()> {
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let st = Command::new("ip")
-            .arg("-n")
-            .arg(box_ns)
-            .args(args)
-            .status()?;
-        if !st.success() {
-            bail!("ip {} failed", args.join(" "));
-        }
-        Ok(())
-    };
-    if !up {
-        return run(&["link", "set", uplink.dev(), "down"]);
-    }
-    run(&["link", "set", uplink.dev(), "up"])?;
-    let (gw, metric) = uplink.gateway();
-    run(&[
-        "route",
-        "replace",
-        "default",
-        "via",
-        gw,
-        "dev",
-        uplink.dev(),
-        "metric",
-        metric,
-    ])
-}
-
-/// `cboxctl ARGS…` against the box; `Err` carries its complaint.
-fn ctl(sock: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(bin("cboxctl")?)
-        .arg("--socket")
-        .arg(sock)
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "cboxctl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// Plays one timeline step on the world (a snaptd restart is the
-/// runner's own business).
-pub(crate) fn apply(
-    world: &Topology,
-    wifi: &Radio,
-    lte: &Radio,
-    sock: &Path,
-    a: &Action,
-) -> anyhow::Result<()> {
-    let ip = |args: &[&str]| world.ip("box", args);
-    match a {
-        Action::Switch { uplink } => ctl(sock, &["switch", uplink.name()])?,
-        Action::Mode { mode } => ctl(sock, &["mode", mode])?,
-        Action::Approve => ctl(sock, &["approve"])?,
-        Action::SnaptRestart { .. } => bail!("the runner restarts snaptd itself"),
-        // A pulled cable: the site router's end goes, the box sees its
-        // carrier go.
-        Action::LinkDown {
-            uplink: Uplink::Cable,
-        } => world.ip("isp-cable", &["link", "set", "box0", "down"])?,
-        Action::LinkUp {
-            uplink: Uplink::Cable,
-        } => world.ip("isp-cable", &["link", "set", "box0", "up"])?,
-        Action::LinkDown { uplink } => set_link(&world.ns("box"), *uplink, false)?,
-        Action::LinkUp { uplink } => set_link(&world.ns("box"), *uplink, true)?,
-        Action::Modem { .. } => bail!("the runner drives the modem itself"),
-        Action::Hotspot { .. } => bail!("hotspots exist only for the box's Wi-Fi driver"),
-        Action::AddressLoss { uplink } => {
-            let a = format!("{}/24", uplink.box_address());
-            ip(&["addr", "del", &a, "dev", uplink.dev()])?;
-        }
-        Action::SetLink {
-            uplink,
-            delay_ms,
-            jitter_ms,
-            loss,
-            rate_mbit,
-            down,
-        } => {
-            let radio = match uplink {
-                Uplink::Wifi => wifi,
-                Uplink::Lte => lte,
-                Uplink::Cable => bail!("the cable has no radio to set"),
-            };
-            radio.set(|p| {
-                if let Some(d) = delay_ms {
-                    p.delay = Duration::from_millis(*d);
-                }
-                if let Some(j) = jitter_ms {
-                    p.jitter = Duration::from_millis(*j);
-                }
-                if let Some(l) = loss {
-                    p.loss = *l;
-                }
-                if let Some(r) = rate_mbit {
-                    p.rate_bps = (*r * 1e6) as u64;
-                }
-                if let Some(d) = down {
-                    p.down = *d;
-                }
-            });
-        }
-    }
-    Ok(())
 }

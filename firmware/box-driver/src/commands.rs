@@ -91,7 +91,7 @@ impl BoxDriver {
             | Request::PanClose
             | Request::PanConfirm { .. }
             | Request::PanDevices
-            | Request::PanForget { .. } => match &self.pan {
+            | Request::PanForget { .. } => match &self.os.pan {
                 Some(p) => p.call(req, reply),
                 None => {
                     let _ = reply.send(Reply::err(box_os::pan::NO_BLUETOOTH));
@@ -116,7 +116,9 @@ impl BoxDriver {
                 snapt: self.cfg.snapts[site].name.clone(),
                 state: format!("{:?}", s.state()),
                 session_id: s.session_id(),
-                uplink: self.site_uplink[site].map(|u| self.cfg.uplinks[u].name.clone()),
+                uplink: self.sites[site]
+                    .uplink
+                    .map(|u| self.cfg.uplinks[u].name.clone()),
                 streams: st.streams_open,
                 bytes_sent: st.bytes_sent,
                 bytes_received: st.bytes_received,
@@ -127,7 +129,7 @@ impl BoxDriver {
                 rtt_ms: path.srtt.map(|d| d.as_secs_f64() * 1e3),
                 pings_sent: path.pings_sent,
                 pings_lost: path.pings_lost,
-                last_error: self.last_error[site].clone(),
+                last_error: self.sites[site].last_error.clone(),
             });
         }
         status::Snapshot {
@@ -136,8 +138,13 @@ impl BoxDriver {
             suggestion: self.suggestion(),
             uplinks: self.uplink_rows(),
             sites,
-            pan_clients: self.pan.as_ref().map(|p| p.clients()).unwrap_or_default(),
-            bluetooth: self.pan.as_ref().and_then(|p| p.bluetooth()),
+            pan_clients: self
+                .os
+                .pan
+                .as_ref()
+                .map(|p| p.clients())
+                .unwrap_or_default(),
+            bluetooth: self.os.pan.as_ref().and_then(|p| p.bluetooth()),
             handovers: self.history.records().cloned().collect(),
             handovers_total: self.history.total(),
             counters: status::Counters {

@@ -4,7 +4,7 @@
 //! new tunnels when one is needed, refusals and a new session after the
 //! old one ended, datagrams back to their flows.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 use session::{BoxSession, Event, SiteEvent, SwitchKind};
@@ -57,12 +57,10 @@ impl BoxDriver {
             Event::Writable { stream } => self.push_pending((site, stream)),
             Event::SwitchStarted { kind, .. } => self.note_switch_start(site, kind),
             Event::SwitchCompleted { kind, to, .. } => {
-                self.proven[site] = true;
-                self.backoff[site] = Duration::from_millis(200);
-                self.last_error[site] = None;
+                self.proven(site);
                 let uplink = self.tunnels.get(&to).map(|t| t.uplink);
                 if let Some(u) = uplink {
-                    self.site_uplink[site] = Some(u);
+                    self.sites[site].uplink = Some(u);
                 }
                 let start = self.switch_started.remove(&site);
                 let replayed_now = self
@@ -101,14 +99,14 @@ impl BoxDriver {
                 // The loss was just detected (I/O error or silence): the
                 // handover record counts from here.
                 self.note_switch_start(site, SwitchKind::Sudden);
-                let failed = self.site_uplink[site].take();
-                if self.proven[site] {
+                let failed = self.sites[site].uplink.take();
+                if self.sites[site].proven {
                     self.connect_site(site, failed);
                 } else {
                     // Lost before any exchange worked: refused in the TLS
                     // handshake, or a dead path. Do not hammer the SNAPT.
-                    if self.last_error[site].is_none() {
-                        self.last_error[site] = Some("tls: the SNAPT closed the tunnel during set-up (certificate refused or revoked?)".into());
+                    if self.sites[site].last_error.is_none() {
+                        self.sites[site].last_error = Some("tls: the SNAPT closed the tunnel during set-up (certificate refused or revoked?)".into());
                     }
                     self.schedule_retry(site);
                 }
@@ -119,13 +117,12 @@ impl BoxDriver {
             }
             Event::Connected { session_id } => {
                 info!(site, session_id, "session established");
-                self.last_error[site] = None;
-                self.proven[site] = true;
-                self.backoff[site] = Duration::from_millis(200);
+                self.proven(site);
             }
             Event::Refused { code, reason } => {
                 warn!(site, ?code, %reason, "SNAPT refused us");
-                self.last_error[site] = Some(format!("refused by the SNAPT ({code:?}): {reason}"));
+                self.sites[site].last_error =
+                    Some(format!("refused by the SNAPT ({code:?}): {reason}"));
                 self.schedule_retry(site);
             }
             Event::SessionClosed { code, reason } => {
@@ -167,7 +164,7 @@ impl BoxDriver {
             SwitchStart {
                 at: Instant::now(),
                 kind,
-                from: self.site_uplink[site],
+                from: self.sites[site].uplink,
                 buffered,
                 replayed,
             },
@@ -192,7 +189,9 @@ impl BoxDriver {
                 at_unix_ms: unix_ms(),
                 site: 0,
                 kind: status::HandoverKind::Planned,
-                from_uplink: self.site_uplink[0].map(|u| self.cfg.uplinks[u].name.clone()),
+                from_uplink: self.sites[0]
+                    .uplink
+                    .map(|u| self.cfg.uplinks[u].name.clone()),
                 to_uplink: self.cfg.uplinks[p.uplink].name.clone(),
                 reason,
                 stall_ms: p.started.elapsed().as_secs_f64() * 1e3,

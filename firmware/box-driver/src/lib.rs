@@ -1,7 +1,19 @@
-//! The only job of the box driver is to take input from the uplinks, the
-//! phone-side sockets and `cboxctl`, and pass it to the sessions (one per
-//! SNAPT, switched together by a `Coordinator`) — then carry out what they
-//! ask: write tunnel bytes, deliver stream bytes, connect tunnels.
+//! The only job of the box driver is to take input from the phone-side
+//! sockets, the tunnels, the box's OS adapters and `cboxctl`, and pass it
+//! to the sessions (one per SNAPT, switched together by a `Coordinator`)
+//! and to the decision task — then carry out what they ask: write tunnel
+//! bytes, deliver stream bytes, connect tunnels, switch uplinks.
+//!
+//! It starts no OS adapter itself: cnaptd starts them (`box_os::adapters`)
+//! and they report through [`BoxDriver::os_sink`]; the driver's commands
+//! to them go through the [`OsCommands`] it is given, and tunnels and
+//! probes through a [`Net`]. A test drives it with in-memory tunnels and
+//! made-up link, Wi-Fi and modem events under paused time.
+//!
+//! Layout: `tunnels` (connecting, back-off), `events` (what the sessions
+//! report), `apps` (phones' connections and flows), `transparent`,
+//! `uplinks` (the decision task), `radios` (modem and Wi-Fi reports),
+//! `commands` (`cboxctl` and the status), [`net`] (the way out).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,27 +24,35 @@ use config::{CnaptConfig, Protocol};
 use session::{BoxSession, BoxState, Coordinator, SwitchKind, TunnelId};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tokio::task::AbortHandle;
+use tracing::{debug, info};
 use wire::StreamId;
 
 use control::{Call, Reply};
 use daemon::accept::{AcceptStats, spawn_accept_loop};
+use daemon::backoff::Backoff;
 use daemon::watchdog::{Heartbeat, TURN_EVERY};
 use daemon::{Drain, Lifecycle};
-use relay_io::connect::{Egress, connect_tunnel};
-use relay_io::io::{WriteCmd, spawn_reader, spawn_writer};
+use relay_io::io::WriteCmd;
 use relay_io::locals::{LocalEvent, Locals, Sink};
 use relay_io::udp::{BoxFlows, spawn_receiver};
+
+pub use box_os::adapters::{Commands as OsCommands, OsEvent};
+pub use net::{Net, TlsNet, Tunnel, TunnelIo};
 
 mod apps;
 mod commands;
 mod events;
+pub mod net;
 mod radios;
 mod transparent;
+mod tunnels;
 mod uplinks;
 
+#[cfg(test)]
+mod tests;
+
 type Key = (usize, StreamId);
-type TlsTunnel = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Why a tunnel is being connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,17 +69,6 @@ enum Input {
         stream: TcpStream,
         peer: SocketAddr,
     },
-    /// A PAN client's redirected connection (transparent mode).
-    Transparent {
-        stream: TcpStream,
-        peer: SocketAddr,
-    },
-    /// A PAN client's datagram to the outside (transparent mode).
-    TransparentUdp {
-        peer: SocketAddr,
-        dest: SocketAddr,
-        bytes: Vec<u8>,
-    },
     Local(LocalEvent<Key>),
     UdpIn {
         service: usize,
@@ -74,7 +83,7 @@ enum Input {
         site: usize,
         uplink: usize,
         purpose: Purpose,
-        result: Result<Box<TlsTunnel>, String>,
+        result: Result<Tunnel, String>,
     },
     TunnelBytes {
         tunnel: TunnelId,
@@ -87,25 +96,42 @@ enum Input {
     Retry {
         site: usize,
     },
-    Link(box_os::linkmon::LinkEvent),
+    Os(OsEvent),
     Probed {
         uplink: usize,
         rtt: Option<Duration>,
     },
-    Modem {
-        uplink: usize,
-        event: modem_at::ModemEvent,
-    },
-    Wifi {
-        uplink: usize,
-        event: box_os::wifi::WifiEvent,
-    },
 }
 
-struct Tunnel {
+/// A tunnel the driver holds: which site and uplink, and its writer.
+struct LiveTunnel {
     site: usize,
     uplink: usize,
     tx: mpsc::UnboundedSender<WriteCmd>,
+}
+
+/// What the driver keeps beside one SNAPT's session (the session itself
+/// lives in the coordinator).
+#[derive(Debug)]
+struct Site {
+    /// Uplink its current tunnel uses.
+    uplink: Option<usize>,
+    /// A recovery connection is under way.
+    connecting: bool,
+    /// Wait before the next attempt.
+    backoff: Backoff,
+    /// Why it is not connected, if it is not (for `cboxctl status`).
+    last_error: Option<String>,
+    /// Its newest tunnel has carried a successful exchange (session
+    /// established or resumed). Until it has, a lost tunnel is retried with
+    /// back-off: with TLS 1.3 a server refuses a client certificate only
+    /// after the client thinks the handshake is done.
+    proven: bool,
+    /// Its last connection attempt found no uplink with link and address:
+    /// one coming up retries at once.
+    awaiting_link: bool,
+    /// `site{box_id, snapt}`: its log lines and its tunnels' tasks.
+    span: tracing::Span,
 }
 
 /// Where a switch started: for its handover record.
@@ -128,16 +154,13 @@ struct PendingSwitch {
 /// The box daemon's core loop.
 pub struct BoxDriver {
     cfg: CnaptConfig,
-    tls: Arc<rustls::ClientConfig>,
+    net: Arc<dyn Net>,
     coord: Coordinator,
     tx: mpsc::UnboundedSender<Input>,
     rx: mpsc::UnboundedReceiver<Input>,
-    tunnels: HashMap<TunnelId, Tunnel>,
+    tunnels: HashMap<TunnelId, LiveTunnel>,
     next_tunnel: u64,
-    /// Uplink each site's current tunnel uses.
-    site_uplink: Vec<Option<usize>>,
-    connecting: Vec<bool>,
-    backoff: Vec<Duration>,
+    sites: Vec<Site>,
     locals: Locals<Key>,
     flows: BoxFlows,
     udp: HashMap<usize, Arc<UdpSocket>>,
@@ -145,28 +168,18 @@ pub struct BoxDriver {
     switch_started: HashMap<usize, SwitchStart>,
     history: status::HandoverLog,
     incarnation: u64,
-    /// Why each site is not connected, if it is not (for `cboxctl status`).
-    last_error: Vec<Option<String>>,
-    /// Accept loops of the service listeners (stopped when draining).
-    listeners: Vec<tokio::task::AbortHandle>,
+    /// Listeners (stopped when draining, watched until then).
+    listeners: Vec<(&'static str, AbortHandle)>,
     /// Accept errors of every listener of the box.
     accept_stats: AcceptStats,
     /// Beaten as the loop turns; watches the listeners.
     heartbeat: Heartbeat,
     /// What the box's bounds refused, dropped or ended.
     counters: status::Counters,
-    /// The site's newest tunnel has carried a successful exchange (session
-    /// established or resumed). Until it has, a lost tunnel is retried with
-    /// back-off: with TLS 1.3 a server refuses a client certificate only
-    /// after the client thinks the handshake is done.
-    proven: Vec<bool>,
-    /// The site's last connection attempt found no uplink with link and
-    /// address: one coming up retries at once.
-    awaiting_link: Vec<bool>,
     /// The decision task and what it needs.
     up: uplinks::Uplinks,
-    /// The PAN side (bridge, Bluetooth NAP), when configured.
-    pan: Option<box_os::pan::PanHandle>,
+    /// The OS adapters' command side (routing, Wi-Fi, PAN).
+    os: OsCommands,
 }
 
 impl std::fmt::Debug for BoxDriver {
@@ -184,30 +197,43 @@ fn now() -> Instant {
 }
 
 impl BoxDriver {
-    /// A driver for `cfg`; `incarnation` seeds the CONNECT incarnation (it
-    /// must grow across restarts: milliseconds since the epoch will do).
+    /// A driver for `cfg` leaving the box through `net`; `incarnation`
+    /// seeds the CONNECT incarnation (it must grow across restarts:
+    /// milliseconds since the epoch will do).
     pub fn new(
         cfg: CnaptConfig,
-        tls: Arc<rustls::ClientConfig>,
+        net: Arc<dyn Net>,
         incarnation: u64,
     ) -> Result<Self, session::ConfigError> {
-        let sites = cfg.snapts.len();
-        let sessions = (0..sites)
+        let sessions = (0..cfg.snapts.len())
             .map(|_| BoxSession::new(cfg.session.clone(), cfg.box_id.clone(), incarnation))
             .collect::<Result<Vec<_>, _>>()?;
+        let sites = cfg
+            .snapts
+            .iter()
+            .map(|s| Site {
+                uplink: None,
+                connecting: false,
+                backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+                last_error: None,
+                proven: false,
+                awaiting_link: false,
+                span: tracing::info_span!("site", box_id = %cfg.box_id, snapt = %s.name),
+            })
+            .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         let sink_tx = tx.clone();
         let sink: Sink<Key> = Arc::new(move |ev| sink_tx.send(Input::Local(ev)).is_ok());
+        let mut up = uplinks::Uplinks::new(&cfg);
+        up.observe_fixed_uplinks(&cfg, now());
         Ok(Self {
             coord: Coordinator::new(sessions),
-            tls,
+            net,
             tx,
             rx,
             tunnels: HashMap::new(),
             next_tunnel: 1,
-            site_uplink: vec![None; sites],
-            connecting: vec![false; sites],
-            backoff: vec![Duration::from_millis(200); sites],
+            sites,
             locals: Locals::new(sink),
             flows: BoxFlows::default(),
             udp: HashMap::new(),
@@ -215,21 +241,31 @@ impl BoxDriver {
             switch_started: HashMap::new(),
             history: status::HandoverLog::new(32),
             incarnation: incarnation.saturating_add(1_000_000),
-            last_error: vec![None; sites],
-            proven: vec![false; sites],
-            awaiting_link: vec![false; sites],
             listeners: Vec::new(),
             accept_stats: AcceptStats::default(),
             heartbeat: Heartbeat::new(),
             counters: status::Counters::default(),
-            up: uplinks::Uplinks::new(&cfg),
-            pan: None,
+            up,
+            os: OsCommands::default(),
             cfg,
         })
     }
 
+    /// Where the OS adapters report (`box_os::adapters::Adapters::start`).
+    pub fn os_sink(&self) -> box_os::adapters::Sink {
+        let tx = self.tx.clone();
+        Arc::new(move |ev| tx.send(Input::Os(ev)).is_ok())
+    }
+
+    /// The adapters' command side, and their listeners — watched by the
+    /// watchdog and stopped at the drain like the driver's own.
+    pub fn attach_os(&mut self, commands: OsCommands, listeners: Vec<(&'static str, AbortHandle)>) {
+        self.os = commands;
+        self.listeners.extend(listeners);
+    }
+
     /// The accept counters of the box's listeners, for a listener started
-    /// beside the driver (the status page) to count into.
+    /// beside the driver (the status page, transparent mode) to count into.
     pub fn accept_stats(&self) -> AcceptStats {
         self.accept_stats.clone()
     }
@@ -240,7 +276,8 @@ impl BoxDriver {
     }
 
     /// Binds the service listeners, connects every site and runs until
-    /// `life.stop` fires; then sends DISCONNECT and returns.
+    /// `life.stop` fires; then sends DISCONNECT and returns (the routes
+    /// sender is dropped with the driver: the adapters remove the routes).
     pub async fn run(mut self, life: Lifecycle) -> std::io::Result<()> {
         let Lifecycle {
             stop: mut shutdown,
@@ -248,6 +285,70 @@ impl BoxDriver {
             heartbeat,
         } = life;
         self.heartbeat = heartbeat;
+        self.bind_services().await?;
+        for (name, task) in &self.listeners {
+            self.heartbeat.watch_task(name, task.clone());
+        }
+        let _ = ready.send(());
+        for site in 0..self.cfg.snapts.len() {
+            self.connect_site(site, None);
+        }
+        let mut drain = Drain::default();
+        let mut turn = tokio::time::interval(TURN_EVERY);
+        turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.flush();
+            self.sync_active();
+            self.heartbeat.beat();
+            if drain.finished(self.locals.len()) {
+                break;
+            }
+            let session_timer = self.coord.poll_timeout();
+            let decide = self.up.task.poll_timeout();
+            let deadline = drain.deadline(Some(tokio::time::Instant::from_std(
+                session_timer.map_or(decide, |(d, _)| d.min(decide)),
+            )));
+            tokio::select! {
+                input = self.rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => break,
+                },
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    let t = now();
+                    if let Some((at, timer)) = session_timer && at <= t {
+                        debug!(?timer, "session timer");
+                    }
+                    self.coord.handle_timeout(t);
+                    self.decision_timeout();
+                }
+                _ = turn.tick() => self.sweep_flows(),
+                _ = &mut shutdown, if !drain.started() => {
+                    self.heartbeat.stopping();
+                    // Graceful: no new connections; open ones may finish.
+                    for (_, l) in self.listeners.drain(..) {
+                        l.abort();
+                    }
+                    info!(open = self.locals.len(), grace = ?self.cfg.shutdown_grace, "draining before shutdown");
+                    drain.start(self.cfg.shutdown_grace);
+                }
+            }
+        }
+        for site in 0..self.cfg.snapts.len() {
+            if let Some(s) = self.coord.site(site) {
+                s.close("cnaptd shutting down");
+            }
+        }
+        self.flush();
+        // Connections still open after the grace are cut: a reset, never
+        // an end of stream that looks complete.
+        self.locals.abort_where(|_| true);
+        // Give the writers a moment to put DISCONNECT on the wire.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+
+    /// The configured services' listeners (TCP) and sockets (UDP).
+    async fn bind_services(&mut self) -> std::io::Result<()> {
         let services = self.cfg.services.clone();
         for (i, svc) in services.iter().enumerate() {
             if svc.protocol == Protocol::Udp {
@@ -281,75 +382,9 @@ impl BoxDriver {
                     .is_ok()
                 },
             );
-            self.keep_listener("service", accept.abort_handle());
+            self.listeners.push(("service", accept.abort_handle()));
         }
-        self.start_transparent().await;
-        self.pan = self.cfg.pan.as_ref().map(box_os::pan::PanHandle::start);
-        let _ = ready.send(());
-        self.start_link_monitor().await;
-        self.start_modems();
-        self.start_wifis();
-        for site in 0..self.cfg.snapts.len() {
-            self.connect_site(site, None);
-        }
-        let mut drain = Drain::default();
-        let mut turn = tokio::time::interval(TURN_EVERY);
-        turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            self.flush();
-            self.sync_active();
-            self.heartbeat.beat();
-            if drain.finished(self.locals.len()) {
-                break;
-            }
-            let decide = self.up.task.poll_timeout();
-            let deadline = drain.deadline(Some(tokio::time::Instant::from_std(
-                self.coord
-                    .poll_timeout()
-                    .map_or(decide, |(d, _)| d.min(decide)),
-            )));
-            tokio::select! {
-                input = self.rx.recv() => match input {
-                    Some(input) => self.handle(input),
-                    None => break,
-                },
-                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                    self.coord.handle_timeout(now());
-                    self.decision_timeout();
-                }
-                _ = turn.tick() => self.sweep_flows(),
-                _ = &mut shutdown, if !drain.started() => {
-                    self.heartbeat.stopping();
-                    // Graceful: no new connections; open ones may finish.
-                    for l in self.listeners.drain(..) {
-                        l.abort();
-                    }
-                    info!(open = self.locals.len(), grace = ?self.cfg.shutdown_grace, "draining before shutdown");
-                    drain.start(self.cfg.shutdown_grace);
-                }
-            }
-        }
-        for site in 0..self.cfg.snapts.len() {
-            if let Some(s) = self.coord.site(site) {
-                s.close("cnaptd shutting down");
-            }
-        }
-        self.flush();
-        // Connections still open after the grace are cut: a reset, never
-        // an end of stream that looks complete.
-        self.locals.abort_where(|_| true);
-        // Give the writers a moment to put DISCONNECT on the wire.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.up.stop_routing().await;
-        self.stop_transparent().await;
         Ok(())
-    }
-
-    /// A listener's task: stopped when draining, and watched by the
-    /// watchdog until then.
-    fn keep_listener(&mut self, name: &'static str, task: tokio::task::AbortHandle) {
-        self.heartbeat.watch_task(name, task.clone());
-        self.listeners.push(task);
     }
 
     // ---- inputs ----------------------------------------------------------
@@ -361,10 +396,6 @@ impl BoxDriver {
                 stream,
                 peer,
             } => self.accepted(service, stream, peer),
-            Input::Transparent { stream, peer } => self.accepted_transparent(stream, peer),
-            Input::TransparentUdp { peer, dest, bytes } => {
-                self.transparent_datagram(peer, dest, bytes)
-            }
             Input::Local(LocalEvent::Data { key, bytes, ack }) => {
                 self.locals.queue(&key, bytes, ack);
                 self.push_pending(key);
@@ -400,7 +431,8 @@ impl BoxDriver {
             }
             Input::TunnelLost { tunnel } => {
                 if let Some(t) = self.tunnels.remove(&tunnel) {
-                    info!(site = t.site, uplink = %self.cfg.uplinks[t.uplink].name, ?tunnel, "tunnel lost");
+                    let _site = self.sites[t.site].span.clone().entered();
+                    info!(uplink = %self.cfg.uplinks[t.uplink].name, tunnel = tunnel.0, "tunnel lost");
                     // A handover record measures from the loss, not from
                     // when the replacement tunnel came up.
                     let active = self.coord.site(t.site).and_then(|s| s.active_tunnel());
@@ -411,10 +443,8 @@ impl BoxDriver {
                 }
             }
             Input::Control((req, reply)) => self.control(req, reply),
-            Input::Link(ev) => self.link_event(ev),
+            Input::Os(ev) => self.os_event(ev),
             Input::Probed { uplink, rtt } => self.probed(uplink, rtt),
-            Input::Modem { uplink, event } => self.modem_event(uplink, event),
-            Input::Wifi { uplink, event } => self.wifi_event(uplink, event),
             Input::Retry { site } => {
                 let idle = self
                     .coord
@@ -427,190 +457,19 @@ impl BoxDriver {
         }
     }
 
-    // ---- tunnels -----------------------------------------------------------
-
-    /// Connects a tunnel for `site`, trying uplinks in the decision task's
-    /// order of preference (the one that just failed, if any, last).
-    fn connect_site(&mut self, site: usize, failed: Option<usize>) {
-        if self.connecting[site] {
-            return;
-        }
-        // Only uplinks with link and address: an attempt over a link
-        // without carrier hangs until its timeout while a better one may
-        // come up meanwhile. With none, wait for one (the link monitor's
-        // "gained" retries at once) or the back-off.
-        let table = self.up.task.table();
-        let usable = |u: &usize| table[*u].link_up && table[*u].address.is_some();
-        let mut order: Vec<usize> = self
-            .up
-            .task
-            .preference()
-            .into_iter()
-            .filter(|u| Some(*u) != failed && usable(u))
-            .collect();
-        order.extend(failed.filter(usable));
-        if order.is_empty() {
-            debug!(site, "no uplink has link and address; waiting for one");
-            self.awaiting_link[site] = true;
-            self.schedule_retry(site);
-            return;
-        }
-        self.awaiting_link[site] = false;
-        self.connecting[site] = true;
-        self.spawn_connect(site, order, Purpose::Recover);
-    }
-
-    fn spawn_connect(&self, site: usize, order: Vec<usize>, purpose: Purpose) {
-        let snapt = self.cfg.snapts[site].clone();
-        let egresses: Vec<(usize, Egress)> = order
-            .into_iter()
-            .map(|u| {
-                (
-                    u,
-                    Egress {
-                        interface: self.cfg.uplinks[u].interface.clone(),
-                        source: self.cfg.uplinks[u].source,
-                    },
-                )
-            })
-            .collect();
-        let tls = self.tls.clone();
-        let tx = self.tx.clone();
-        let timeout = self
-            .cfg
-            .session
-            .inactivity_timeout
-            .max(Duration::from_secs(2));
-        tokio::spawn(async move {
-            let mut last = String::from("no uplink configured");
-            for (uplink, egress) in egresses {
-                match connect_tunnel(
-                    &snapt.address,
-                    &snapt.server_name,
-                    &egress,
-                    tls.clone(),
-                    timeout,
-                )
-                .await
-                {
-                    Ok(t) => {
-                        let _ = tx.send(Input::TunnelConnected {
-                            site,
-                            uplink,
-                            purpose,
-                            result: Ok(Box::new(t)),
-                        });
-                        return;
-                    }
-                    Err(e) => {
-                        warn!(site, snapt = %snapt.name, via = %egress, error = %e, "tunnel connect failed");
-                        last = e.to_string();
-                    }
-                }
+    fn os_event(&mut self, ev: OsEvent) {
+        match ev {
+            OsEvent::Link(ev) => self.link_event(ev),
+            OsEvent::NoLinkMonitor => self.no_link_monitor(),
+            OsEvent::Modem { uplink, event } => self.modem_event(uplink, event),
+            OsEvent::Wifi { uplink, event } => self.wifi_event(uplink, event),
+            OsEvent::Transparent { stream, peer, dest } => {
+                self.accepted_transparent(stream, peer, dest)
             }
-            let _ = tx.send(Input::TunnelConnected {
-                site,
-                uplink: 0,
-                purpose,
-                result: Err(last),
-            });
-        });
-    }
-
-    fn register_tunnel(&mut self, site: usize, uplink: usize, tls: TlsTunnel) -> TunnelId {
-        let id = TunnelId(self.next_tunnel);
-        self.next_tunnel += 1;
-        let (rd, wr) = tokio::io::split(tls);
-        let (wtx, wrx) = mpsc::unbounded_channel();
-        let (t1, t2) = (self.tx.clone(), self.tx.clone());
-        spawn_writer(wr, wrx, |_| {}, |_| {});
-        spawn_reader(
-            rd,
-            move |bytes| t1.send(Input::TunnelBytes { tunnel: id, bytes }).is_ok(),
-            move |_| {
-                let _ = t2.send(Input::TunnelLost { tunnel: id });
-            },
-        );
-        self.tunnels.insert(
-            id,
-            Tunnel {
-                site,
-                uplink,
-                tx: wtx,
-            },
-        );
-        id
-    }
-
-    fn tunnel_connected(
-        &mut self,
-        site: usize,
-        uplink: usize,
-        purpose: Purpose,
-        result: Result<Box<TlsTunnel>, String>,
-    ) {
-        if purpose == Purpose::Recover {
-            self.connecting[site] = false;
-        }
-        let tls = match result {
-            Ok(t) => *t,
-            Err(e) => {
-                if purpose == Purpose::Planned {
-                    self.fail_pending_switch(&format!("site {site}: {e}"));
-                } else {
-                    self.last_error[site] = Some(e);
-                    self.schedule_retry(site);
-                }
-                return;
-            }
-        };
-        let id = self.register_tunnel(site, uplink, tls);
-        info!(site, uplink = %self.cfg.uplinks[uplink].name, tunnel = ?id, ?purpose, "tunnel up");
-        match purpose {
-            Purpose::Recover => {
-                let Some(s) = self.coord.site(site) else {
-                    return;
-                };
-                match s.switch_to(id, now()) {
-                    Ok(()) => {
-                        self.site_uplink[site] = Some(uplink);
-                        self.proven[site] = false;
-                    }
-                    Err(e) => {
-                        debug!(site, error = %e, "tunnel not needed");
-                        self.tunnels.remove(&id);
-                    }
-                }
-            }
-            Purpose::Planned => {
-                let Some(p) = &mut self.pending_switch else {
-                    self.tunnels.remove(&id);
-                    return;
-                };
-                p.tunnels[site] = Some(id);
-                if p.tunnels.iter().all(Option::is_some) {
-                    let ts: Vec<TunnelId> = p.tunnels.iter().flatten().copied().collect();
-                    // The sites move to `to` when each completes its switch
-                    // (SwitchCompleted), not now.
-                    if let Err(e) = self.coord.switch_all(&ts, now()) {
-                        for t in ts {
-                            self.tunnels.remove(&t);
-                        }
-                        self.fail_pending_switch(&e.to_string());
-                    }
-                }
+            OsEvent::TransparentUdp { peer, dest, bytes } => {
+                self.transparent_datagram(peer, dest, bytes)
             }
         }
-    }
-
-    fn schedule_retry(&mut self, site: usize) {
-        let delay = self.backoff[site];
-        self.backoff[site] = (delay * 2).min(Duration::from_secs(5));
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(Input::Retry { site });
-        });
     }
 
     // ---- outputs -------------------------------------------------------------

@@ -1,102 +1,22 @@
-//! The box's radios: the LTE modem driver (AT port) and the Wi-Fi driver
-//! (wpa_supplicant) started per uplink, what they report kept for
-//! `cboxctl status`, and their signal passed to the decision task.
-
-use std::time::Duration;
+//! The box's radios as the driver sees them: what the LTE modem driver (AT
+//! port) and the Wi-Fi driver (wpa_supplicant) report, kept for `cboxctl
+//! status`, and their signal passed to the decision task.
 
 use decision::Observation;
 use tracing::{debug, info, warn};
 
-use super::{BoxDriver, Input, now};
+use super::{BoxDriver, now};
 
-/// What the Wi-Fi driver last said (the status model's view) and its
-/// command queue.
+/// What the Wi-Fi driver last said (the status model's view).
 #[derive(Debug, Default)]
 pub(super) struct WifiStatus {
     pub(super) view: status::WifiView,
-    pub(super) cmds: Option<tokio::sync::mpsc::UnboundedSender<box_os::wifi::WifiCommand>>,
 }
 
 /// What the modem driver last said.
 pub(super) type ModemStatus = status::ModemView;
 
 impl BoxDriver {
-    /// Starts the modem drivers of the uplinks that have one.
-    pub(super) fn start_modems(&mut self) {
-        for (i, u) in self.cfg.uplinks.iter().enumerate() {
-            let Some(m) = &u.modem else { continue };
-            let cfg = match m.modem_config() {
-                Ok(c) => c,
-                Err((key, problem)) => {
-                    // The configuration was validated at start.
-                    warn!(uplink = %u.name, %key, %problem, "modem not started");
-                    continue;
-                }
-            };
-            let port = box_os::modem_port::ModemPort {
-                path: m.port.clone(),
-                baud: m.baud,
-                cfg,
-            };
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let inputs = self.tx.clone();
-            self.up
-                .tasks
-                .push(tokio::spawn(box_os::modem_port::run(port, tx)).abort_handle());
-            self.up.tasks.push(
-                tokio::spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        if inputs.send(Input::Modem { uplink: i, event }).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .abort_handle(),
-            );
-        }
-    }
-
-    /// Starts the Wi-Fi drivers of the uplinks that have one.
-    pub(super) fn start_wifis(&mut self) {
-        for (i, u) in self.cfg.uplinks.iter().enumerate() {
-            let Some(w) = &u.wifi else { continue };
-            let Ok(networks) = w.networks() else {
-                // Validated at start.
-                continue;
-            };
-            let cfg = box_os::wifi::WifiConfig {
-                ctrl_path: w.ctrl.clone(),
-                cli_dir: self
-                    .cfg
-                    .control_socket
-                    .parent()
-                    .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
-                networks,
-                poll_interval: Duration::from_millis(w.poll_interval_ms),
-                roam: w.roam_policy().unwrap_or_default(),
-            };
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
-            if let Some(Some(st)) = self.up.wifis.get_mut(i) {
-                st.cmds = Some(ctx);
-            }
-            let inputs = self.tx.clone();
-            self.up
-                .tasks
-                .push(tokio::spawn(box_os::wifi::run(cfg, tx, crx)).abort_handle());
-            self.up.tasks.push(
-                tokio::spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        if inputs.send(Input::Wifi { uplink: i, event }).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .abort_handle(),
-            );
-        }
-    }
-
     /// What a Wi-Fi driver reported.
     pub(super) fn wifi_event(&mut self, uplink: usize, ev: box_os::wifi::WifiEvent) {
         use box_os::wifi::WifiEvent as W;

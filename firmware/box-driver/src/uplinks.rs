@@ -12,9 +12,8 @@ use tracing::{debug, info, warn};
 
 use super::radios::{ModemStatus, WifiStatus};
 use super::{BoxDriver, Input, PendingSwitch, Purpose, now};
-use box_os::linkmon::{self, LinkEvent};
+use box_os::linkmon::LinkEvent;
 use control::Reply;
-use relay_io::connect::{Egress, probe};
 
 /// How long after a link or address comes back its routes are given to
 /// appear before a tunnel is tried over it.
@@ -33,17 +32,13 @@ pub(super) struct Uplinks {
     pub(super) suggestion: Option<String>,
     /// Why the next handover happens, for its record.
     pub(super) reason: Option<String>,
-    monitor: Option<tokio::task::AbortHandle>,
     /// The modem drivers' view, per uplink (LTE uplinks with a modem).
     pub(super) modems: Vec<Option<ModemStatus>>,
-    /// The Wi-Fi drivers' view and command queue, per uplink.
+    /// The Wi-Fi drivers' view, per uplink.
     pub(super) wifis: Vec<Option<WifiStatus>>,
-    pub(super) tasks: Vec<tokio::task::AbortHandle>,
-    /// Policy routing: what each uplink's table and rule should hold, and
-    /// the task that keeps them.
+    /// Policy routing: what each uplink's table and rule should hold (the
+    /// adapters' routing task applies the changes).
     routing: box_os::routing::Planner,
-    route_tx: Option<tokio::sync::mpsc::UnboundedSender<box_os::routing::Change>>,
-    route_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Uplinks {
@@ -60,7 +55,6 @@ impl Uplinks {
             probing: vec![false; cfg.uplinks.len()],
             suggestion: None,
             reason: None,
-            monitor: None,
             modems: cfg
                 .uplinks
                 .iter()
@@ -71,120 +65,45 @@ impl Uplinks {
                 .iter()
                 .map(|u| u.wifi.as_ref().map(|_| WifiStatus::default()))
                 .collect(),
-            tasks: Vec::new(),
             routing: box_os::routing::Planner::new(cfg.routing, &cfg.uplinks),
-            route_tx: None,
-            route_task: None,
         }
     }
 
-    /// Starts the policy-routing task (stale tables and rules of an
-    /// earlier run are removed first).
-    fn start_routing(&mut self) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        for c in self.routing.clear_all() {
-            let _ = tx.send(c);
-        }
-        match box_os::routing::spawn(rx, self.routing.clear_all()) {
-            Ok(task) => {
-                self.route_tx = Some(tx);
-                self.route_task = Some(task);
+    /// Uplinks without an interface count as always up, with their source
+    /// address (or none in particular).
+    pub(super) fn observe_fixed_uplinks(&mut self, cfg: &config::CnaptConfig, t: Instant) {
+        for (i, u) in cfg.uplinks.iter().enumerate() {
+            if u.interface.is_none() {
+                self.count_as_up(i, u.source, t);
             }
-            Err(e) => warn!(error = %e, "no policy routing: tunnels rely on SO_BINDTODEVICE"),
         }
     }
 
-    /// Removes the policy routing (at shutdown); waits at most 2 s.
-    pub(super) async fn stop_routing(&mut self) {
-        self.route_tx = None;
-        if let Some(t) = self.route_task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-        }
-    }
-}
-
-impl Drop for Uplinks {
-    fn drop(&mut self) {
-        if let Some(m) = self.monitor.take() {
-            m.abort();
-        }
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
+    fn count_as_up(&mut self, uplink: usize, source: Option<std::net::IpAddr>, t: Instant) {
+        let address = Some(source.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
+        self.task.observe(Observation::Link { uplink, up: true }, t);
+        self.task
+            .observe(Observation::Address { uplink, address }, t);
     }
 }
 
 impl BoxDriver {
-    /// Starts the link monitor for the uplinks with an interface; those
-    /// without one count as always up (with their source address).
-    pub(super) async fn start_link_monitor(&mut self) {
+    /// No link monitor: every uplink counts as up; losses are noticed by
+    /// the keepalives only.
+    pub(super) fn no_link_monitor(&mut self) {
         let t = now();
-        let mut watched = Vec::new();
-        for (i, u) in self.cfg.uplinks.iter().enumerate() {
-            match &u.interface {
-                Some(dev) => watched.push(dev.clone()),
-                None => {
-                    let address = Some(
-                        u.source
-                            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-                    );
-                    self.up.task.observe(
-                        Observation::Link {
-                            uplink: i,
-                            up: true,
-                        },
-                        t,
-                    );
-                    self.up
-                        .task
-                        .observe(Observation::Address { uplink: i, address }, t);
-                }
-            }
+        for i in 0..self.cfg.uplinks.len() {
+            let source = self.cfg.uplinks[i].source;
+            self.up.count_as_up(i, source, t);
         }
-        if watched.is_empty() {
-            return;
-        }
-        if self.cfg.routing.enabled {
-            self.up.start_routing();
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        match linkmon::spawn(watched, tx).await {
-            Ok(h) => self.up.monitor = Some(h),
-            Err(e) => {
-                warn!(error = %e, "no link monitor: uplinks count as up, losses are noticed by the keepalives only");
-                for i in 0..self.cfg.uplinks.len() {
-                    self.up.task.observe(
-                        Observation::Link {
-                            uplink: i,
-                            up: true,
-                        },
-                        t,
-                    );
-                    let address = self.cfg.uplinks[i]
-                        .source
-                        .or(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
-                    self.up
-                        .task
-                        .observe(Observation::Address { uplink: i, address }, t);
-                }
-                return;
-            }
-        }
-        let inputs = self.tx.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if inputs.send(Input::Link(ev)).is_err() {
-                    break;
-                }
-            }
-        });
+        self.carry_out_decisions();
     }
 
     /// A change the kernel reported.
     pub(super) fn link_event(&mut self, ev: LinkEvent) {
         let t = now();
         for c in self.up.routing.observe(&ev) {
-            if let Some(tx) = &self.up.route_tx {
+            if let Some(tx) = &self.os.routes {
                 let _ = tx.send(c);
             }
         }
@@ -235,8 +154,8 @@ impl BoxDriver {
                         session::BoxState::Idle | session::BoxState::Recovering
                     )
                 });
-                if waiting && (self.proven[site] || self.awaiting_link[site]) {
-                    self.backoff[site] = Duration::from_millis(200);
+                if waiting && (self.sites[site].proven || self.sites[site].awaiting_link) {
+                    self.sites[site].backoff.reset();
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(LINK_SETTLE).await;
@@ -303,7 +222,7 @@ impl BoxDriver {
 
     /// Tells the task which uplink the sessions use, if that changed.
     pub(super) fn sync_active(&mut self) {
-        let active = self.site_uplink.first().copied().flatten();
+        let active = self.sites.first().and_then(|s| s.uplink);
         if active != self.up.task.active() {
             self.up
                 .task
@@ -338,10 +257,8 @@ impl BoxDriver {
                 Decision::Probe { uplink } => self.spawn_probe(uplink),
                 Decision::Search => {
                     // The modems poll their registration themselves.
-                    for w in self.up.wifis.iter().flatten() {
-                        if let Some(c) = &w.cmds {
-                            let _ = c.send(box_os::wifi::WifiCommand::Scan);
-                        }
+                    for c in self.os.wifi.iter().flatten() {
+                        let _ = c.send(box_os::wifi::WifiCommand::Scan);
                     }
                 }
             }
@@ -405,15 +322,14 @@ impl BoxDriver {
             return;
         }
         *busy = true;
-        let address = self.cfg.snapts[0].address.clone();
-        let u = &self.cfg.uplinks[uplink];
-        let egress = Egress {
-            interface: u.interface.clone(),
-            source: u.source,
-        };
+        let probe = self.net.probe(
+            &self.cfg.snapts[0].address,
+            &self.egress(uplink),
+            Duration::from_secs(1),
+        );
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let rtt = probe(&address, &egress, Duration::from_secs(1)).await;
+            let rtt = probe.await;
             let _ = tx.send(Input::Probed { uplink, rtt });
         });
     }

@@ -11,9 +11,12 @@
 //!   and sockets of transparent mode.
 //! * [`front_panel`]: the LEDs and button on the GPIO character device.
 //!
-//! cnaptd starts them; they report to the box driver through channels.
+//! [`adapters`] starts the ones a configuration asks for, outside the box
+//! driver; they report to it as `OsEvent`s through one sink and take its
+//! commands through channels.
 #![warn(missing_docs)]
 
+pub mod adapters;
 pub mod front_panel;
 pub mod linkmon;
 pub mod modem_port;

@@ -8,6 +8,7 @@ mod agent;
 mod bluetooth;
 mod bridge;
 mod nap;
+mod shared;
 
 use status::{BluetoothView, PanClient};
 use tokio::sync::{mpsc, oneshot, watch};

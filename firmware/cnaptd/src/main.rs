@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use box_driver::BoxDriver;
+use std::sync::Arc;
+
+use box_driver::{BoxDriver, TlsNet};
+use box_os::adapters::Adapters;
 use clap::Parser;
 use config::CnaptConfig;
 use daemon::init_tracing;
@@ -81,8 +84,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cfg.tls.key.clone(),
     );
     let box_id = cfg.box_id.clone();
-    let driver = BoxDriver::new(cfg, tls, incarnation)?;
+    let mut driver = BoxDriver::new(cfg.clone(), Arc::new(TlsNet::new(tls)), incarnation)?;
     info!(%box_id, control = %control_path.display(), "cnaptd starting");
+    // The OS adapters (link monitor, routing, radios, PAN, transparent
+    // mode) report to the driver and take its commands.
+    let mut adapters = Adapters::start(&cfg, driver.os_sink(), driver.accept_stats()).await;
+    driver.attach_os(adapters.take_commands(), adapters.listeners());
     let calls = driver.control_handle();
     if let Some(map) = pinmap {
         match front_panel(&map) {
@@ -134,9 +141,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    daemon::supervise(&control_path, calls, move |life| driver.run(life))
-        .await
-        .with_context(|| format!("control socket {}", control_path.display()))?;
+    let ran = daemon::supervise(&control_path, calls, move |life| driver.run(life)).await;
+    // Routes and transparent mode's rules go whatever the driver's end.
+    adapters.stop().await;
+    ran.with_context(|| format!("control socket {}", control_path.display()))?;
     info!("cnaptd stopped");
     Ok(())
 }

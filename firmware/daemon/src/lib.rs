@@ -11,6 +11,7 @@ use std::time::Duration;
 pub use crate::watchdog::Heartbeat;
 
 pub mod accept;
+pub mod backoff;
 pub mod control_socket;
 pub mod watchdog;
 

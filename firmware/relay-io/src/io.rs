@@ -7,6 +7,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::{Instrument, Span};
 
 /// Read buffer of a tunnel: several TLS records' worth.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -16,14 +17,14 @@ pub const READ_CHUNK: usize = 64 * 1024;
 pub const LOCAL_READ_CHUNK: usize = 16 * 1024;
 
 /// Spawns a reader: every chunk read is passed to `on_bytes`; EOF or an
-/// error ends it with `on_end`.
-pub fn spawn_reader<R, F, G>(mut rd: R, mut on_bytes: F, on_end: G) -> JoinHandle<()>
+/// error ends it with `on_end`. It runs in `span` (a tunnel's).
+pub fn spawn_reader<R, F, G>(mut rd: R, mut on_bytes: F, on_end: G, span: Span) -> JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
     F: FnMut(Vec<u8>) -> bool + Send + 'static,
     G: FnOnce(Option<std::io::Error>) + Send + 'static,
 {
-    tokio::spawn(async move {
+    let task = async move {
         let mut buf = vec![0u8; READ_CHUNK];
         let end = loop {
             match rd.read(&mut buf).await {
@@ -37,7 +38,8 @@ where
             }
         };
         on_end(end);
-    })
+    };
+    tokio::spawn(task.instrument(span))
 }
 
 /// Spawns a reader with backpressure: after each chunk it waits until the
@@ -76,18 +78,19 @@ pub enum WriteCmd {
 }
 
 /// Spawns a writer; `on_written(n)` after each chunk, `on_end(err)` when the
-/// channel closes or writing fails.
+/// channel closes or writing fails. It runs in `span` (a tunnel's).
 pub fn spawn_writer<W, F, G>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
     mut on_written: F,
     on_end: G,
+    span: Span,
 ) where
     W: AsyncWrite + Unpin + Send + 'static,
     F: FnMut(usize) + Send + 'static,
     G: FnOnce(Option<std::io::Error>) + Send + 'static,
 {
-    tokio::spawn(async move {
+    let task = async move {
         let end = loop {
             match rx.recv().await {
                 Some(WriteCmd::Data(b)) => {
@@ -109,7 +112,8 @@ pub fn spawn_writer<W, F, G>(
             }
         };
         on_end(end);
-    });
+    };
+    tokio::spawn(task.instrument(span));
 }
 
 /// Spawns the writer of a local (application) TCP connection: as

@@ -14,6 +14,7 @@ use config::{Protocol, SnaptConfig};
 use serde_json::json;
 use session::{Event, Server, ServerEvent, TunnelId};
 use tls::{CipherPreference, peer_box_id, peer_serial, revoked_serials, server_config};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -94,6 +95,8 @@ pub struct ServerDriver {
     started: Instant,
     /// Accept errors of the tunnel and client-service listeners.
     accept_stats: AcceptStats,
+    /// Tunnel ids handed out.
+    next_tunnel: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ServerDriver {
@@ -150,6 +153,7 @@ impl ServerDriver {
             flows: HashMap::new(),
             started: Instant::now(),
             accept_stats: AcceptStats::default(),
+            next_tunnel: Arc::new(AtomicU64::new(1)),
         })
     }
 
@@ -219,23 +223,30 @@ impl ServerDriver {
 
     fn spawn_acceptor(&self, listener: TcpListener) -> AbortHandle {
         let tls = self.tls.subscribe();
-        let tx = self.tx.clone();
-        let next = Arc::new(AtomicU64::new(1));
+        let door = self.door();
         spawn_accept_loop(
             listener,
             "tunnel",
             self.accept_stats.clone(),
             move |(tcp, peer)| {
-                if tx.is_closed() {
+                if door.tx.is_closed() {
                     return false;
                 }
                 tune(&tcp);
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().clone());
-                tokio::spawn(authenticate(tcp, peer, acceptor, tx.clone(), next.clone()));
+                tokio::spawn(authenticate(tcp, peer, acceptor, door.clone()));
                 true
             },
         )
         .abort_handle()
+    }
+
+    /// Where authenticated tunnels enter this driver.
+    pub fn door(&self) -> TunnelDoor {
+        TunnelDoor {
+            tx: self.tx.clone(),
+            next: self.next_tunnel.clone(),
+        }
     }
 
     /// One listener per (client service, box that offers it), on the address
@@ -740,8 +751,7 @@ async fn authenticate(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
-    tx: mpsc::UnboundedSender<Input>,
-    next: Arc<AtomicU64>,
+    door: TunnelDoor,
 ) {
     let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
@@ -763,28 +773,54 @@ async fn authenticate(
         }
     };
     let serial = peer_serial(conn.peer_certificates()).unwrap_or_default();
-    let tunnel = TunnelId(next.fetch_add(1, Ordering::Relaxed));
-    debug!(%peer, box_id = %identity, ?tunnel, "tunnel authenticated");
-    let (rd, wr) = tokio::io::split(stream);
-    let (wtx, wrx) = mpsc::unbounded_channel();
-    spawn_writer(wr, wrx, |_| {}, |_| {});
-    if tx
-        .send(Input::TunnelUp {
-            tunnel,
-            identity,
-            serial,
-            tx: wtx,
-        })
-        .is_err()
-    {
-        return;
-    }
-    let t2 = tx.clone();
-    spawn_reader(
-        rd,
-        move |bytes| tx.send(Input::TunnelBytes { tunnel, bytes }).is_ok(),
-        move |_| {
-            let _ = t2.send(Input::TunnelLost { tunnel });
-        },
-    );
+    debug!(%peer, box_id = %identity, "tunnel authenticated");
+    door.enter(stream, identity, serial);
 }
+
+/// Where an authenticated tunnel enters the driver (the TLS acceptor's
+/// way in; a test's, with an in-memory stream).
+#[derive(Debug, Clone)]
+pub struct TunnelDoor {
+    tx: mpsc::UnboundedSender<Input>,
+    next: Arc<AtomicU64>,
+}
+
+impl TunnelDoor {
+    /// Hands the driver `stream`, authenticated as `identity` by the
+    /// certificate with `serial`; false once the driver is gone.
+    pub fn enter<S>(&self, stream: S, identity: BoxId, serial: String) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let tunnel = TunnelId(self.next.fetch_add(1, Ordering::Relaxed));
+        let span = tracing::info_span!("tunnel", box_id = %identity, tunnel = tunnel.0);
+        let (rd, wr) = tokio::io::split(stream);
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        spawn_writer(wr, wrx, |_| {}, |_| {}, span.clone());
+        if self
+            .tx
+            .send(Input::TunnelUp {
+                tunnel,
+                identity,
+                serial,
+                tx: wtx,
+            })
+            .is_err()
+        {
+            return false;
+        }
+        let (t1, t2) = (self.tx.clone(), self.tx.clone());
+        spawn_reader(
+            rd,
+            move |bytes| t1.send(Input::TunnelBytes { tunnel, bytes }).is_ok(),
+            move |_| {
+                let _ = t2.send(Input::TunnelLost { tunnel });
+            },
+            span,
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

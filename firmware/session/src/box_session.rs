@@ -27,6 +27,7 @@ use crate::core::{Core, SessionStats};
 use crate::event::{CloseReason, Event, SwitchKind, Timer, Transmit, TunnelId};
 use crate::keepalive::PathStats;
 use crate::streams::Streams;
+use crate::violation::Violation;
 
 /// Largest batch of bytes one `poll_transmit` returns.
 const TRANSMIT_BATCH: usize = 64 * 1024;
@@ -419,7 +420,7 @@ impl BoxSession {
         n
     }
 
-    fn handle_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), String> {
+    fn handle_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), Violation> {
         if let Frame::Disconnect { code, reason } = frame {
             self.fail_session(code, &format!("server disconnected: {reason}"));
             return Ok(());
@@ -444,7 +445,7 @@ impl BoxSession {
                     ..
                 } => {
                     if version != VERSION {
-                        return Err(format!("CONNECT_ACK with version {version}"));
+                        return Err(Violation::Version(version));
                     }
                     self.session_id = session_id;
                     self.core.peer_window = u64::from(window);
@@ -454,7 +455,7 @@ impl BoxSession {
                     self.core.events.push_back(Event::Connected { session_id });
                     Ok(())
                 }
-                other => Err(out_of_state(&other, "while connecting")),
+                other => Err(Violation::out_of_state(&other, "while connecting")),
             },
             Phase::Established { tunnel } if tunnel == t => {
                 self.core.handle_stream_frame(t, frame, now)
@@ -521,7 +522,7 @@ impl BoxSession {
                         }
                         Ok(())
                     }
-                    (_, _, f) => Err(out_of_state(&f, "during a planned switch")),
+                    (_, _, f) => Err(Violation::out_of_state(&f, "during a planned switch")),
                 }
             }
             Phase::Resyncing { switch, tunnel, .. } if tunnel == t => match frame {
@@ -540,14 +541,19 @@ impl BoxSession {
                 // resynchronised is contiguous, and resent bytes are trimmed.
                 f => self.core.handle_stream_frame(t, f, now),
             },
-            _ => Err(out_of_state(
+            _ => Err(Violation::out_of_state(
                 &frame,
                 "on a tunnel this session no longer uses",
             )),
         }
     }
 
-    fn handle_old_closing(&mut self, t: TunnelId, switch: u32, frame: Frame) -> Result<(), String> {
+    fn handle_old_closing(
+        &mut self,
+        t: TunnelId,
+        switch: u32,
+        frame: Frame,
+    ) -> Result<(), Violation> {
         match frame {
             Frame::OkToRedirection { switch: s } if s == switch => {
                 self.core
@@ -557,7 +563,7 @@ impl BoxSession {
                 self.draining_old = None;
                 self.core.close_tunnel(t, CloseReason::Drained);
             }
-            f => return Err(out_of_state(&f, "on a drained tunnel")),
+            f => return Err(Violation::out_of_state(&f, "on a drained tunnel")),
         }
         Ok(())
     }
@@ -568,7 +574,7 @@ impl BoxSession {
         code: RefuseCode,
         reason: String,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), Violation> {
         self.core.events.push_back(Event::Refused {
             code,
             reason: reason.clone(),
@@ -591,7 +597,10 @@ impl BoxSession {
                 self.after_loss(t, now);
                 Ok(())
             }
-            _ => Err("REFUSED outside a connection attempt".into()),
+            _ => Err(Violation::OutOfState {
+                frame: wire::FrameType::Refused,
+                when: "outside a connection attempt",
+            }),
         }
     }
 
@@ -722,10 +731,6 @@ impl BoxSession {
             reason: reason.to_owned(),
         });
     }
-}
-
-fn out_of_state(frame: &Frame, when: &str) -> String {
-    format!("{} not allowed {when}", frame.frame_type().name())
 }
 
 #[cfg(test)]

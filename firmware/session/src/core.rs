@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use wire::{Frame, ResetCode, Role, ServiceName, StreamId, StreamKind};
+use wire::{Frame, FrameType, ResetCode, Role, ServiceName, StreamId, StreamKind};
 
 use crate::config::SessionConfig;
 use crate::event::{CloseReason, Event, Timer, TunnelId};
 use crate::keepalive::{Keepalive, PathStats};
 use crate::reader::FrameReader;
 use crate::stream::{Stream, StreamViolation};
+use crate::violation::Violation;
 
 /// Why an application-side stream operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,7 +191,7 @@ impl Core {
             Some(tin) => tin
                 .reader
                 .next_frame(max)
-                .map_err(|e| CloseReason::ProtocolViolation(e.to_string())),
+                .map_err(|e| CloseReason::ProtocolViolation(e.into())),
         }
     }
 
@@ -396,7 +397,7 @@ impl Core {
 
     /// Is `id` a stream this side knew and has since forgotten (closed or
     /// reset)? `Err` if it cannot have existed yet.
-    fn forgotten(&self, id: StreamId) -> Result<bool, String> {
+    fn forgotten(&self, id: StreamId, frame: FrameType) -> Result<bool, Violation> {
         if self.streams.contains_key(&id) {
             return Ok(false);
         }
@@ -408,7 +409,7 @@ impl Core {
         if id.index() < seen {
             Ok(true)
         } else {
-            Err(format!("frame for stream {id}, which was never opened"))
+            Err(Violation::NeverOpened { frame, stream: id })
         }
     }
 
@@ -419,7 +420,8 @@ impl Core {
         t: TunnelId,
         frame: Frame,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), Violation> {
+        let kind = frame.frame_type();
         match frame {
             Frame::Ping { nonce } => self.queue(t, Frame::Pong { nonce }),
             Frame::Pong { nonce } => self.keepalive.handle_pong(nonce, now),
@@ -434,14 +436,17 @@ impl Core {
                 offset,
                 payload,
             } => {
-                if self.forgotten(stream)? {
+                if self.forgotten(stream, kind)? {
                     return Ok(());
                 }
                 let Some(s) = self.streams.get_mut(&stream) else {
                     return Ok(());
                 };
                 if s.kind != StreamKind::Stream {
-                    return Err(format!("DATA on datagram flow {stream}"));
+                    return Err(Violation::WrongKind {
+                        frame: kind,
+                        stream,
+                    });
                 }
                 let bytes = s
                     .recv
@@ -454,7 +459,7 @@ impl Core {
                 self.maybe_finished(stream);
             }
             Frame::Fin { stream, offset } => {
-                if self.forgotten(stream)? {
+                if self.forgotten(stream, kind)? {
                     return Ok(());
                 }
                 let Some(s) = self.streams.get_mut(&stream) else {
@@ -470,7 +475,7 @@ impl Core {
                 offset,
                 fin,
             } => {
-                if self.forgotten(stream)? {
+                if self.forgotten(stream, kind)? {
                     return Ok(());
                 }
                 let Some(s) = self.streams.get_mut(&stream) else {
@@ -499,7 +504,7 @@ impl Core {
                 self.reap(stream);
             }
             Frame::Window { stream, limit } => {
-                if self.forgotten(stream)? {
+                if self.forgotten(stream, kind)? {
                     return Ok(());
                 }
                 if let Some(s) = self.streams.get_mut(&stream) {
@@ -511,7 +516,7 @@ impl Core {
                 code,
                 reason,
             } => {
-                if self.forgotten(stream)? {
+                if self.forgotten(stream, kind)? {
                     return Ok(());
                 }
                 let Some(s) = self.remove_stream(stream) else {
@@ -531,7 +536,7 @@ impl Core {
                 }
             }
             Frame::Datagram { flow, payload } => {
-                if self.forgotten(flow)? {
+                if self.forgotten(flow, kind)? {
                     return Ok(());
                 }
                 match self.streams.get(&flow) {
@@ -541,16 +546,16 @@ impl Core {
                             bytes: payload,
                         });
                     }
-                    Some(_) => return Err(format!("DATAGRAM on byte stream {flow}")),
+                    Some(_) => {
+                        return Err(Violation::WrongKind {
+                            frame: kind,
+                            stream: flow,
+                        });
+                    }
                     None => {}
                 }
             }
-            other => {
-                return Err(format!(
-                    "{} is not a stream frame",
-                    other.frame_type().name()
-                ));
-            }
+            other => return Err(Violation::out_of_state(&other, "as a stream frame")),
         }
         Ok(())
     }
@@ -561,14 +566,12 @@ impl Core {
         kind: StreamKind,
         service: ServiceName,
         dest: Option<SocketAddr>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Violation> {
         if stream.opener() != self.role.peer() {
-            return Err(format!(
-                "OPEN of stream {stream}, whose id belongs to this side"
-            ));
+            return Err(Violation::OpenOfOwnId(stream));
         }
         if self.streams.contains_key(&stream) {
-            return Err(format!("second OPEN of stream {stream}"));
+            return Err(Violation::SecondOpen(stream));
         }
         if stream.index() < self.peer_opened_seen {
             // Opened, then forgotten here: the peer missed our RESET.
@@ -623,8 +626,11 @@ impl Core {
     }
 }
 
-fn violation(stream: StreamId, v: StreamViolation) -> String {
-    format!("stream {stream}: {v}")
+fn violation(stream: StreamId, v: StreamViolation) -> Violation {
+    Violation::Stream {
+        stream,
+        violation: v,
+    }
 }
 
 mod output;

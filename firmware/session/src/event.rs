@@ -29,7 +29,7 @@ pub enum CloseReason {
     Inactive,
     /// The peer sent bytes that are not a valid frame or a frame that is not
     /// allowed in the current state.
-    ProtocolViolation(String),
+    ProtocolViolation(crate::Violation),
     /// The tunnel's first frame was refused (REFUSED was queued on it).
     Refused(RefuseCode),
     /// The session ended.

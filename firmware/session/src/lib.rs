@@ -60,6 +60,7 @@ mod stream;
 mod streams;
 #[cfg(test)]
 mod testkit;
+mod violation;
 
 pub use box_session::{BoxSession, BoxState, SwitchError};
 pub use config::{ConfigError, SessionConfig};
@@ -71,3 +72,4 @@ pub use server::{Server, ServerConfig, ServerEvent};
 pub use server_session::{ServerSession, ServerState};
 pub use stream::StreamViolation;
 pub use streams::Streams;
+pub use violation::Violation;

@@ -138,7 +138,7 @@ impl Server {
             }
             Err(e) => {
                 self.unbound.remove(&t);
-                let reason = CloseReason::ProtocolViolation(e.to_string());
+                let reason = CloseReason::ProtocolViolation(e.into());
                 self.events.push_back(ServerEvent {
                     box_id: None,
                     event: Event::CloseTunnel { tunnel: t, reason },

@@ -22,6 +22,7 @@ use crate::core::{Core, SessionStats};
 use crate::event::{CloseReason, Event, SwitchKind, Timer, Transmit, TunnelId};
 use crate::keepalive::PathStats;
 use crate::streams::Streams;
+use crate::violation::Violation;
 
 const TRANSMIT_BATCH: usize = 64 * 1024;
 
@@ -277,7 +278,7 @@ impl ServerSession {
         self.release(code, reason);
     }
 
-    fn handle_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), String> {
+    fn handle_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), Violation> {
         match frame {
             Frame::Disconnect { reason, .. } => {
                 self.release(
@@ -297,10 +298,10 @@ impl ServerSession {
                 sync,
             } => {
                 if version != VERSION || session_id != self.session_id || box_id != self.owner {
-                    return Err("SWITCH_UNEXPECTED for another session".into());
+                    return Err(Violation::OtherSession);
                 }
                 if !self.is_newer(switch) {
-                    return Err(self.stale_reason(switch));
+                    return Err(self.stale(switch));
                 }
                 self.resync(t, switch, &sync, now);
                 return Ok(());
@@ -314,9 +315,7 @@ impl ServerSession {
         }
         match self.phase {
             Phase::Established { tunnel } if tunnel == t => match frame {
-                Frame::SwitchStep1 { switch } if !self.is_newer(switch) => {
-                    Err(self.stale_reason(switch))
-                }
+                Frame::SwitchStep1 { switch } if !self.is_newer(switch) => Err(self.stale(switch)),
                 Frame::SwitchStep1 { switch } => {
                     self.last_switch = switch;
                     self.core.queue(t, Frame::SwitchAck { switch });
@@ -370,19 +369,18 @@ impl ServerSession {
                     Ok(())
                 }
                 f if !box_drained => self.core.handle_stream_frame(t, f, now),
-                f => Err(format!(
-                    "{} after the box's drain marker",
-                    f.frame_type().name()
-                )),
+                f => Err(Violation::out_of_state(&f, "after the box's drain marker")),
             },
-            _ => Err(format!(
-                "{} not allowed in this state",
-                frame.frame_type().name()
-            )),
+            _ => Err(Violation::out_of_state(&frame, "in this state")),
         }
     }
 
-    fn handle_old_closing(&mut self, t: TunnelId, switch: u32, frame: Frame) -> Result<(), String> {
+    fn handle_old_closing(
+        &mut self,
+        t: TunnelId,
+        switch: u32,
+        frame: Frame,
+    ) -> Result<(), Violation> {
         match frame {
             Frame::ClientServicesReadyForRedirection { switch: s } if s == switch => {
                 self.core
@@ -391,7 +389,7 @@ impl ServerSession {
                 self.draining_old = None;
                 Ok(())
             }
-            f => Err(format!("{} on a drained tunnel", f.frame_type().name())),
+            f => Err(Violation::out_of_state(&f, "on a drained tunnel")),
         }
     }
 
@@ -418,6 +416,13 @@ impl ServerSession {
     /// held up in a stalled path — and must not undo a newer switch.
     fn is_newer(&self, switch: u32) -> bool {
         switch > self.last_switch
+    }
+
+    fn stale(&self, switch: u32) -> Violation {
+        Violation::StaleSwitch {
+            got: switch,
+            last: self.last_switch,
+        }
     }
 
     fn stale_reason(&self, switch: u32) -> String {

@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::backoff::{Backoff, random};
 use crate::command::{self, Command, CommandReply};
 use crate::outbox::Outbox;
 use crate::topics::{TopicError, Topics};
+use daemon::backoff::{Backoff, random};
 
 /// Where and how to report.
 #[derive(Debug, Clone)]

@@ -5,14 +5,13 @@
 //! `…/events` (each handover, suggestion, uplink and mode change),
 //! commands on `…/cmd` answered on `…/cmd/reply` with their correlation
 //! id. rumqttc has neither back-off nor persistence: reconnection waits
-//! grow exponentially with jitter ([`backoff`]) and events wait in a
+//! grow exponentially with jitter (`daemon::backoff`) and events wait in a
 //! bounded queue while the broker is away ([`outbox`]).
 //!
 //! The link reads the box through the same control calls as `cboxctl`
 //! (status, switch, mode, approve, decline), so it changes nothing the
 //! daemon does and needs nothing from it beyond its control handle.
 
-pub mod backoff;
 pub mod command;
 pub mod outbox;
 pub mod topics;

@@ -10,7 +10,7 @@ use pairing::{Answer, BdAddr, Window};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::bluetooth::Shared;
+use super::shared::Shared;
 
 /// What the agent tells the Bluetooth task.
 #[derive(Debug)]

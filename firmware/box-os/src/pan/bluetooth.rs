@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bluer::agent::AgentHandle;
@@ -21,46 +21,9 @@ use tracing::{info, warn};
 
 use super::agent::{AgentEvent, agent};
 use super::nap::{self, Registration};
+use super::shared::Shared;
 use control::{Call, Reply, Request};
-
-/// The pairing state the agent and the task share.
-pub(super) struct Shared {
-    inner: Mutex<(Window, Trusted)>,
-    changes: watch::Sender<u64>,
-    origin: Instant,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, (Window, Trusted)> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Runs `f` on the window, with the time.
-    pub(super) fn with<R>(&self, f: impl FnOnce(&mut Window, u64) -> R) -> R {
-        let now = self.now_ms();
-        f(&mut self.lock().0, now)
-    }
-
-    /// Runs `f` on the window and the trusted devices.
-    pub(super) fn with_trusted<R>(&self, f: impl FnOnce(&Window, &Trusted) -> R) -> R {
-        let g = self.lock();
-        f(&g.0, &g.1)
-    }
-
-    /// Something changed: wake whoever waits.
-    pub(super) fn changed(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Told of every change from now on.
-    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
-    }
-}
+use daemon::backoff::{Backoff, random};
 
 /// What the task needs to know.
 #[derive(Debug, Clone)]
@@ -117,11 +80,7 @@ pub(crate) fn spawn(s: Settings) -> (mpsc::UnboundedSender<Call>, watch::Receive
         }
     };
     info!(adapter = %s.adapter, trusted = trusted.len(), policy = s.policy.as_str(), "Bluetooth NAP");
-    let shared = Arc::new(Shared {
-        inner: Mutex::new((Window::new(s.policy, s.max_secs), trusted)),
-        changes: watch::channel(0).0,
-        origin: Instant::now(),
-    });
+    let shared = Arc::new(Shared::new(Window::new(s.policy, s.max_secs), trusted));
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let (view_tx, view_rx) = watch::channel(BluetoothView {
         adapter: s.adapter.clone(),
@@ -159,7 +118,7 @@ impl Task {
         let mut changes = self.shared.subscribe();
         let mut up: Option<Up> = None;
         let mut retry_at = Instant::now();
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         let mut pairing: Vec<(BdAddr, Instant)> = Vec::new();
         let mut health_at = Instant::now() + HEALTH_EVERY;
         loop {
@@ -169,15 +128,14 @@ impl Task {
                         info!(adapter = %self.s.adapter, bridge = %self.s.bridge, bluetoothd = u.nap.owner(), "Bluetooth NAP registered");
                         up = Some(u);
                         self.problem = None;
-                        backoff = Duration::from_millis(250);
+                        backoff.reset();
                     }
                     Err(e) => {
                         if self.problem.as_deref() != Some(e.as_str()) {
                             warn!(adapter = %self.s.adapter, "Bluetooth NAP not up: {e}");
                         }
                         self.problem = Some(e);
-                        retry_at = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        retry_at = Instant::now() + backoff.next(random());
                     }
                 }
                 self.publish(up.is_some());

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use wire::{ResetCode, StreamId, StreamKind, StreamSync, SyncState};
+use wire::{FrameType, ResetCode, StreamId, StreamKind, StreamSync, SyncState};
 
 use super::{Core, violation};
 use crate::event::Event;
+use crate::violation::Violation;
 
 impl Core {
     /// What we have received of every stream, for SWITCH_UNEXPECTED /
@@ -28,11 +29,11 @@ impl Core {
 
     /// Applies the peer's [`SyncState`]: every stream resumes from what the
     /// peer has, lost OPENs are sent again, streams the peer forgot end.
-    pub fn apply_sync(&mut self, peer: &SyncState) -> Result<(), String> {
+    pub fn apply_sync(&mut self, peer: &SyncState) -> Result<(), Violation> {
         let mut listed = BTreeSet::new();
         for e in &peer.streams {
             if !listed.insert(e.stream) {
-                return Err(format!("stream {} listed twice", e.stream));
+                return Err(Violation::ListedTwice(e.stream));
             }
             match self.streams.get_mut(&e.stream) {
                 Some(s) if s.kind == StreamKind::Stream => {
@@ -41,7 +42,7 @@ impl Core {
                         .map_err(|v| violation(e.stream, v))?;
                 }
                 Some(_) => {}
-                None => match self.forgotten(e.stream) {
+                None => match self.forgotten(e.stream, FrameType::SwitchUnexpected) {
                     Ok(_) => {
                         let reason = "stream already ended".to_owned();
                         self.resets.push_back((e.stream, ResetCode::Gone, reason));
@@ -64,9 +65,7 @@ impl Core {
             if lost_open {
                 if let Some(s) = self.streams.get_mut(&id) {
                     if s.send.acked > 0 || s.recv.received > 0 {
-                        return Err(format!(
-                            "stream {id} exchanged data but its OPEN is unknown"
-                        ));
+                        return Err(Violation::LostOpenWithData(id));
                     }
                     s.open_pending = true;
                     s.send.sent = 0;

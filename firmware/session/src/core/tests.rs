@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use wire::{Frame, ResetCode, Role, ServiceName, StreamId, StreamKind};
+use wire::{Frame, FrameType, ResetCode, Role, ServiceName, StreamId, StreamKind};
 
 use crate::testkit::{Pair, bytes, cfg};
-use crate::{BoxState, Event, SessionConfig, StreamError};
+use crate::{BoxState, CloseReason, Event, SessionConfig, StreamError, StreamViolation, Violation};
 
 fn svc() -> ServiceName {
     ServiceName::new("svc").unwrap()
@@ -60,19 +60,101 @@ fn data_beyond_the_window_is_a_protocol_violation() {
     let mut p = Pair::connected();
     let t = p.bx.active_tunnel().unwrap();
     let stream = StreamId::new(Role::Box, 0).unwrap();
-    let open = Frame::Open {
+    let mut frames = vec![Frame::Open {
         stream,
         kind: StreamKind::Stream,
         service: svc(),
         dest: None,
-    };
-    let data = Frame::Data {
+    }];
+    // One chunk more than the window, in frames the size limit allows.
+    let chunk = 16 * 1024;
+    let n = cfg().window as usize / chunk + 1;
+    frames.extend((0..n).map(|i| Frame::Data {
         stream,
-        offset: 0,
-        payload: vec![0; 70_000],
-    };
-    p.raw_to_server(t, &bytes(&[open, data]));
+        offset: (i * chunk) as u64,
+        payload: vec![0; chunk],
+    }));
+    p.raw_to_server(t, &bytes(&frames));
     assert!(!p.open.contains(&t), "window overrun closes the tunnel");
+    assert_eq!(
+        violation(&p),
+        Some(Violation::Stream {
+            stream,
+            violation: StreamViolation::OverWindow {
+                end: (n * chunk) as u64,
+                limit: u64::from(cfg().window),
+            }
+        })
+    );
+}
+
+/// The violation the server closed a tunnel for, if it did.
+fn violation(p: &Pair) -> Option<Violation> {
+    p.server_events.iter().find_map(|e| match &e.event {
+        Event::CloseTunnel {
+            reason: CloseReason::ProtocolViolation(v),
+            ..
+        } => Some(v.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn each_broken_stream_rule_is_its_own_violation() {
+    let stream = StreamId::new(Role::Box, 0).unwrap();
+    let open = |kind| Frame::Open {
+        stream,
+        kind,
+        service: svc(),
+        dest: None,
+    };
+    let cases: Vec<(Vec<Frame>, Violation)> = vec![
+        (
+            vec![Frame::Data {
+                stream,
+                offset: 0,
+                payload: vec![1],
+            }],
+            Violation::NeverOpened {
+                frame: FrameType::Data,
+                stream,
+            },
+        ),
+        (
+            vec![
+                open(StreamKind::Datagram),
+                Frame::Data {
+                    stream,
+                    offset: 0,
+                    payload: vec![1],
+                },
+            ],
+            Violation::WrongKind {
+                frame: FrameType::Data,
+                stream,
+            },
+        ),
+        (
+            vec![open(StreamKind::Stream), open(StreamKind::Stream)],
+            Violation::SecondOpen(stream),
+        ),
+        (
+            vec![Frame::Open {
+                stream: StreamId::new(Role::Server, 0).unwrap(),
+                kind: StreamKind::Stream,
+                service: svc(),
+                dest: None,
+            }],
+            Violation::OpenOfOwnId(StreamId::new(Role::Server, 0).unwrap()),
+        ),
+    ];
+    for (frames, want) in cases {
+        let mut p = Pair::connected();
+        let t = p.bx.active_tunnel().unwrap();
+        p.raw_to_server(t, &bytes(&frames));
+        assert_eq!(violation(&p), Some(want.clone()), "{frames:?}");
+        assert!(!p.open.contains(&t), "{want}: the tunnel is closed");
+    }
 }
 
 #[test]

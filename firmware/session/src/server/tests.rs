@@ -5,7 +5,7 @@ use std::time::Duration;
 use wire::{DisconnectCode, Frame, RefuseCode, StreamKind, SyncState, VERSION};
 
 use crate::testkit::{Pair, bytes, cfg, id};
-use crate::{BoxState, CloseReason, Event, ServerState};
+use crate::{BoxState, CloseReason, Event, ServerState, Violation};
 
 fn connect(box_id: &str, version: u16) -> Vec<u8> {
     connect_attempt(box_id, version, 1)
@@ -182,7 +182,7 @@ fn garbage_on_one_tunnel_closes_only_that_tunnel() {
         && matches!(
             &e.event,
             Event::CloseTunnel {
-                reason: CloseReason::ProtocolViolation(_),
+                reason: CloseReason::ProtocolViolation(Violation::InvalidFrame(_)),
                 ..
             }
         )));
@@ -215,8 +215,16 @@ fn out_of_state_frame_closes_the_tunnel_with_a_reason() {
     let mut p = Pair::connected();
     let t = p.bx.active_tunnel().unwrap();
     p.raw_to_server(t, &bytes(&[Frame::OkToRedirection { switch: 3 }]));
-    assert!(p.server_events.iter().any(|e| matches!(&e.event,
-        Event::CloseTunnel { reason: CloseReason::ProtocolViolation(r), .. } if r.contains("OK_TO_REDIRECTION"))));
+    assert!(p.server_events.iter().any(|e| matches!(
+        &e.event,
+        Event::CloseTunnel {
+            reason: CloseReason::ProtocolViolation(Violation::OutOfState {
+                frame: wire::FrameType::OkToRedirection,
+                ..
+            }),
+            ..
+        }
+    )));
 }
 
 #[test]

@@ -1,7 +1,9 @@
-//! Reconnection back-off: exponential from `base` to `cap`, with full
-//! jitter (a uniformly random wait up to the current step), reset once a
-//! connection is accepted. rumqttc reconnects as soon as it is polled
-//! again; this decides how long to wait before that.
+//! Reconnection back-off, the one every reconnecting part of cbox uses (the
+//! box's tunnels, the MQTT link, the Bluetooth NAP): exponential from
+//! `base` to `cap`, with full jitter — a uniformly random wait up to the
+//! current step, at least a tenth of it — reset once a connection works.
+//! The jitter spreads a fleet that lost its relay at the same moment, so
+//! it does not come back in lockstep.
 
 use std::time::Duration;
 

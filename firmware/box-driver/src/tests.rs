@@ -1,0 +1,393 @@
+//! The box driver under paused time, without namespaces: its tunnels are
+//! in-memory pipes to a relay made of the real session core (`Server`),
+//! its link events are made up, and what it asks — tunnels over which
+//! uplink, policy routes, its status — is checked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use box_os::linkmon::LinkEvent;
+use box_os::routing::Change;
+use control::{Reply, Request};
+use session::{Event, Server, ServerConfig, TunnelId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use wire::BoxId;
+
+use super::*;
+
+/// The in-memory way out: each tunnel is a pipe whose far end goes to the
+/// relay; an interface marked unreachable gives no tunnel (and no probe).
+#[derive(Clone)]
+struct TestNet {
+    relay: mpsc::UnboundedSender<DuplexStream>,
+    /// Interfaces tunnels were asked over, in order.
+    asked: Arc<Mutex<Vec<String>>>,
+    unreachable: Arc<Mutex<HashSet<String>>>,
+}
+
+impl TestNet {
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    fn set_reachable(&self, iface: &str, yes: bool) {
+        let mut u = self.unreachable.lock().unwrap();
+        if yes {
+            u.remove(iface);
+        } else {
+            u.insert(iface.to_owned());
+        }
+    }
+}
+
+impl Net for TestNet {
+    fn tunnel(
+        &self,
+        _snapt: &config::SnaptLink,
+        via: &relay_io::connect::Egress,
+        timeout: Duration,
+    ) -> net::Pending<Result<Tunnel, String>> {
+        let iface = via.interface.clone().unwrap_or_default();
+        self.asked.lock().unwrap().push(iface.clone());
+        let reachable = !self.unreachable.lock().unwrap().contains(&iface);
+        let relay = self.relay.clone();
+        Box::pin(async move {
+            if !reachable {
+                tokio::time::sleep(timeout).await;
+                return Err(format!("{iface}: timed out"));
+            }
+            let (near, far) = tokio::io::duplex(1 << 20);
+            relay.send(far).map_err(|_| "relay gone".to_string())?;
+            Ok(Box::new(near) as Tunnel)
+        })
+    }
+
+    fn probe(
+        &self,
+        _address: &str,
+        via: &relay_io::connect::Egress,
+        timeout: Duration,
+    ) -> net::Pending<Option<Duration>> {
+        let iface = via.interface.clone().unwrap_or_default();
+        let reachable = !self.unreachable.lock().unwrap().contains(&iface);
+        Box::pin(async move {
+            if reachable {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Some(Duration::from_millis(5))
+            } else {
+                tokio::time::sleep(timeout).await;
+                None
+            }
+        })
+    }
+}
+
+/// A SNAPT made of the session core, serving the pipes it is handed.
+async fn relay(mut tunnels: mpsc::UnboundedReceiver<DuplexStream>) {
+    let mut server = Server::new(ServerConfig::default(), 7).unwrap();
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(TunnelId, Option<Vec<u8>>)>();
+    let mut writers: HashMap<TunnelId, WriteHalf<DuplexStream>> = HashMap::new();
+    let mut next = 1;
+    let box_id = BoxId::new("box-1").unwrap();
+    loop {
+        while let Some(tx) = server.poll_transmit() {
+            if let Some(w) = writers.get_mut(&tx.tunnel) {
+                let _ = w.write_all(&tx.bytes).await;
+            }
+        }
+        while let Some(ev) = server.poll_event() {
+            if let Event::CloseTunnel { tunnel, .. } = ev.event {
+                writers.remove(&tunnel);
+            }
+        }
+        let deadline = server
+            .poll_timeout()
+            .map(|(d, _)| tokio::time::Instant::from_std(d));
+        tokio::select! {
+            t = tunnels.recv() => {
+                let Some(stream) = t else { return };
+                let id = TunnelId(next);
+                next += 1;
+                let (mut rd, wr) = tokio::io::split(stream);
+                writers.insert(id, wr);
+                server.handle_tunnel_up(id, box_id.clone(), now());
+                let ev_tx = ev_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match rd.read(&mut buf).await {
+                            Ok(0) | Err(_) => {
+                                let _ = ev_tx.send((id, None));
+                                return;
+                            }
+                            Ok(n) => {
+                                if ev_tx.send((id, Some(buf[..n].to_vec()))).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            Some((id, bytes)) = ev_rx.recv() => match bytes {
+                Some(b) => server.handle_input(id, &b, now()),
+                None => {
+                    writers.remove(&id);
+                    server.handle_tunnel_lost(id, now());
+                }
+            },
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                server.handle_timeout(now());
+            }
+        }
+    }
+}
+
+/// A box with a Wi-Fi (preferred) and an LTE uplink, running against the
+/// relay; `routes` gets its policy-routing commands.
+struct World {
+    net: TestNet,
+    control: mpsc::UnboundedSender<control::Call>,
+    os: box_os::adapters::Sink,
+    routes: mpsc::UnboundedReceiver<Change>,
+    _stop: oneshot::Sender<()>,
+}
+
+const CONFIG: &str = r#"
+box_id = "box-1"
+[tls]
+ca = "/nonexistent/ca.pem"
+cert = "/nonexistent/box.pem"
+key = "/nonexistent/box.key"
+[[snapt]]
+name = "main"
+address = "snapt.invalid:4433"
+server_name = "snapt.invalid"
+[[uplink]]
+name = "wifi"
+kind = "wifi"
+interface = "wlan0"
+[uplink.wifi]
+ctrl = "/run/wpa_supplicant/wlan0"
+[[uplink]]
+name = "lte"
+kind = "lte"
+interface = "wwan0"
+"#;
+
+impl World {
+    async fn start() -> Self {
+        let cfg = config::CnaptConfig::parse(std::path::Path::new("test.toml"), CONFIG).unwrap();
+        let (relay_tx, relay_rx) = mpsc::unbounded_channel();
+        tokio::spawn(relay(relay_rx));
+        let net = TestNet {
+            relay: relay_tx,
+            asked: Arc::default(),
+            unreachable: Arc::default(),
+        };
+        let mut driver = BoxDriver::new(cfg, Arc::new(net.clone()), 1).unwrap();
+        let (routes_tx, routes) = mpsc::unbounded_channel();
+        driver.attach_os(
+            OsCommands {
+                routes: Some(routes_tx),
+                wifi: vec![None, None],
+                pan: None,
+            },
+            Vec::new(),
+        );
+        let control = driver.control_handle();
+        let os = driver.os_sink();
+        let (stop_tx, stop) = oneshot::channel();
+        let (ready, _) = oneshot::channel();
+        tokio::spawn(driver.run(Lifecycle {
+            stop,
+            ready,
+            heartbeat: Heartbeat::new(),
+        }));
+        let w = World {
+            net,
+            control,
+            os,
+            routes,
+            _stop: stop_tx,
+        };
+        for iface in ["wlan0", "wwan0"] {
+            w.link(iface, true);
+        }
+        w
+    }
+
+    /// The kernel reports `iface`'s carrier and, with it, its address.
+    fn link(&self, iface: &str, up: bool) {
+        let address = up.then(|| {
+            if iface == "wlan0" {
+                "198.18.1.2".parse().unwrap()
+            } else {
+                "198.18.2.2".parse().unwrap()
+            }
+        });
+        (self.os)(OsEvent::Link(LinkEvent::Link {
+            iface: iface.into(),
+            up,
+        }));
+        (self.os)(OsEvent::Link(LinkEvent::Address {
+            iface: iface.into(),
+            address,
+        }));
+    }
+
+    async fn call(&self, req: Request) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.control.send((req, tx)).unwrap();
+        rx.await.unwrap()
+    }
+
+    async fn status(&self) -> status::Snapshot {
+        let r = self.call(Request::Status).await;
+        serde_json::from_value(r.data).unwrap()
+    }
+
+    /// Waits (virtual time) until the box is established on `uplink`.
+    async fn settled_on(&self, uplink: &str, limit: Duration) -> status::Snapshot {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let s = self.status().await;
+            if s.connected() && s.sites[0].uplink.as_deref() == Some(uplink) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "not established on {uplink} within {limit:?}: {:?} on {:?}",
+                s.sites[0].state,
+                s.sites[0].uplink
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The routing commands received so far: (uplink, added).
+    fn routes(&mut self) -> Vec<(usize, bool)> {
+        let mut out = Vec::new();
+        while let Ok(c) = self.routes.try_recv() {
+            out.push((c.uplink, c.want.is_some()));
+        }
+        out
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_link_moves_the_session_to_the_uplink_left_and_routes_follow() {
+    let mut w = World::start().await;
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    assert_eq!(w.net.asked(), ["wlan0"], "the preferred uplink first");
+    assert!(w.routes().contains(&(0, true)), "Wi-Fi's policy route set");
+
+    w.link("wlan0", false);
+    let s = w.settled_on("lte", Duration::from_secs(10)).await;
+    assert_eq!(w.net.asked(), ["wlan0", "wwan0"]);
+    assert!(
+        w.routes().contains(&(0, false)),
+        "Wi-Fi's policy route removed"
+    );
+    let h = s.handovers.last().expect("a handover record");
+    assert_eq!(h.kind, status::HandoverKind::Sudden);
+    assert_eq!(
+        (h.from_uplink.as_deref(), h.to_uplink.as_str()),
+        (Some("wifi"), "lte")
+    );
+    assert_eq!(s.sites[0].switches, 1, "resumed, not a new session");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_lost_during_a_planned_switch_ends_on_the_uplink_left() {
+    let w = World::start().await;
+    let before = w.settled_on("wifi", Duration::from_secs(10)).await;
+    // The user asks for LTE; while its tunnel is being made, the Wi-Fi
+    // link goes.
+    let control = w.control.clone();
+    let switch = tokio::spawn(async move {
+        let (tx, rx) = oneshot::channel();
+        control
+            .send((
+                Request::Switch {
+                    uplink: "lte".into(),
+                },
+                tx,
+            ))
+            .unwrap();
+        rx.await.unwrap()
+    });
+    w.link("wlan0", false);
+    let reply = tokio::time::timeout(Duration::from_secs(60), switch)
+        .await
+        .expect("the switch request was answered")
+        .unwrap();
+    let s = w.settled_on("lte", Duration::from_secs(60)).await;
+    assert_eq!(
+        s.sites[0].session_id, before.sites[0].session_id,
+        "the session survived ({reply:?})"
+    );
+    let last = s.handovers.last().expect("a handover record");
+    assert_eq!(last.to_uplink, "lte");
+    assert!(
+        s.handovers.iter().all(|h| h.to_uplink == "lte"),
+        "{:?}",
+        s.handovers
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapt_out_of_reach_is_retried_with_growing_jittered_waits() {
+    let w = World::start().await;
+    w.net.set_reachable("wlan0", false);
+    w.net.set_reachable("wwan0", false);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let attempts = w.net.asked().len();
+    // Each attempt tries both uplinks (a 4 s timeout each), then waits
+    // 0.2 s doubling to 5 s, jittered: a minute holds a handful.
+    assert!(
+        (4..=30).contains(&attempts),
+        "{attempts} tunnel attempts in 60 s"
+    );
+    let s = w.status().await;
+    assert!(!s.connected());
+    assert!(
+        s.sites[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out")),
+        "{:?}",
+        s.sites[0].last_error
+    );
+    w.net.set_reachable("wwan0", true);
+    w.settled_on("lte", Duration::from_secs(30)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fading_wifi_left_by_a_planned_switch_is_held_down_before_the_return() {
+    let w = World::start().await;
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    let signal = |dbm| {
+        (w.os)(OsEvent::Wifi {
+            uplink: 0,
+            event: box_os::wifi::WifiEvent::Signal(Some(dbm)),
+        })
+    };
+    // The hotspot fades below the warning threshold: a planned switch.
+    signal(-80);
+    let s = w.settled_on("lte", Duration::from_secs(30)).await;
+    let h = s.handovers.last().unwrap();
+    assert_eq!(h.kind, status::HandoverKind::Planned);
+    assert!(h.reason.contains("wifi"), "{}", h.reason);
+    let left = tokio::time::Instant::now();
+    // It is strong again at once; the box waits out the hold-down.
+    signal(-50);
+    let hold_down = decision::Policy::default().hold_down;
+    w.settled_on("wifi", hold_down + Duration::from_secs(30))
+        .await;
+    let back = left.elapsed();
+    assert!(back >= hold_down, "back on Wi-Fi after {back:?}");
+}

@@ -1,0 +1,216 @@
+//! The box driver's tunnels: connecting one for a site over the uplinks in
+//! the decision task's order, registering its reader and writer, handing it
+//! to the session (recovery) or to the pending planned switch, and the
+//! jittered back-off between attempts.
+
+use std::time::Duration;
+
+use relay_io::connect::Egress;
+use relay_io::io::{spawn_reader, spawn_writer};
+use session::TunnelId;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, warn};
+
+use super::net::Tunnel;
+use super::{BoxDriver, Input, LiveTunnel, Purpose, now};
+
+impl BoxDriver {
+    /// Connects a tunnel for `site`, trying uplinks in the decision task's
+    /// order of preference (the one that just failed, if any, last).
+    pub(super) fn connect_site(&mut self, site: usize, failed: Option<usize>) {
+        if self.sites[site].connecting {
+            return;
+        }
+        // Only uplinks with link and address: an attempt over a link
+        // without carrier hangs until its timeout while a better one may
+        // come up meanwhile. With none, wait for one (the link monitor's
+        // "gained" retries at once) or the back-off.
+        let table = self.up.task.table();
+        let usable = |u: &usize| table[*u].link_up && table[*u].address.is_some();
+        let mut order: Vec<usize> = self
+            .up
+            .task
+            .preference()
+            .into_iter()
+            .filter(|u| Some(*u) != failed && usable(u))
+            .collect();
+        order.extend(failed.filter(usable));
+        if order.is_empty() {
+            debug!(site, "no uplink has link and address; waiting for one");
+            self.sites[site].awaiting_link = true;
+            self.schedule_retry(site);
+            return;
+        }
+        self.sites[site].awaiting_link = false;
+        self.sites[site].connecting = true;
+        self.spawn_connect(site, order, Purpose::Recover);
+    }
+
+    /// Tries `order`'s uplinks one after the other until one gives a
+    /// tunnel; the driver learns the outcome as `TunnelConnected`.
+    pub(super) fn spawn_connect(&self, site: usize, order: Vec<usize>, purpose: Purpose) {
+        let snapt = self.cfg.snapts[site].clone();
+        let egresses: Vec<(usize, Egress)> =
+            order.into_iter().map(|u| (u, self.egress(u))).collect();
+        let net = self.net.clone();
+        let tx = self.tx.clone();
+        let timeout = self
+            .cfg
+            .session
+            .inactivity_timeout
+            .max(Duration::from_secs(2));
+        let span = self.sites[site].span.clone();
+        tokio::spawn(
+            async move {
+                let mut last = String::from("no uplink configured");
+                for (uplink, egress) in egresses {
+                    match net.tunnel(&snapt, &egress, timeout).await {
+                        Ok(t) => {
+                            let _ = tx.send(Input::TunnelConnected {
+                                site,
+                                uplink,
+                                purpose,
+                                result: Ok(t),
+                            });
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(via = %egress, error = %e, "tunnel connect failed");
+                            last = e;
+                        }
+                    }
+                }
+                let _ = tx.send(Input::TunnelConnected {
+                    site,
+                    uplink: 0,
+                    purpose,
+                    result: Err(last),
+                });
+            }
+            .instrument(span),
+        );
+    }
+
+    /// How to leave over `uplink`.
+    pub(super) fn egress(&self, uplink: usize) -> Egress {
+        Egress {
+            interface: self.cfg.uplinks[uplink].interface.clone(),
+            source: self.cfg.uplinks[uplink].source,
+        }
+    }
+
+    fn register_tunnel(&mut self, site: usize, uplink: usize, tunnel: Tunnel) -> TunnelId {
+        let id = TunnelId(self.next_tunnel);
+        self.next_tunnel += 1;
+        let span = tracing::info_span!(
+            parent: &self.sites[site].span,
+            "tunnel",
+            uplink = %self.cfg.uplinks[uplink].name,
+            tunnel = id.0
+        );
+        let (rd, wr) = tokio::io::split(tunnel);
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let (t1, t2) = (self.tx.clone(), self.tx.clone());
+        spawn_writer(wr, wrx, |_| {}, |_| {}, span.clone());
+        spawn_reader(
+            rd,
+            move |bytes| t1.send(Input::TunnelBytes { tunnel: id, bytes }).is_ok(),
+            move |_| {
+                let _ = t2.send(Input::TunnelLost { tunnel: id });
+            },
+            span,
+        );
+        self.tunnels.insert(
+            id,
+            LiveTunnel {
+                site,
+                uplink,
+                tx: wtx,
+            },
+        );
+        id
+    }
+
+    pub(super) fn tunnel_connected(
+        &mut self,
+        site: usize,
+        uplink: usize,
+        purpose: Purpose,
+        result: Result<Tunnel, String>,
+    ) {
+        if purpose == Purpose::Recover {
+            self.sites[site].connecting = false;
+        }
+        let tunnel = match result {
+            Ok(t) => t,
+            Err(e) => {
+                if purpose == Purpose::Planned {
+                    self.fail_pending_switch(&format!("site {site}: {e}"));
+                } else {
+                    self.sites[site].last_error = Some(e);
+                    self.schedule_retry(site);
+                }
+                return;
+            }
+        };
+        let id = self.register_tunnel(site, uplink, tunnel);
+        let span = self.sites[site].span.clone();
+        let _site = span.enter();
+        info!(uplink = %self.cfg.uplinks[uplink].name, tunnel = id.0, ?purpose, "tunnel up");
+        match purpose {
+            Purpose::Recover => {
+                let Some(s) = self.coord.site(site) else {
+                    return;
+                };
+                match s.switch_to(id, now()) {
+                    Ok(()) => {
+                        self.sites[site].uplink = Some(uplink);
+                        self.sites[site].proven = false;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "tunnel not needed");
+                        self.tunnels.remove(&id);
+                    }
+                }
+            }
+            Purpose::Planned => {
+                let Some(p) = &mut self.pending_switch else {
+                    self.tunnels.remove(&id);
+                    return;
+                };
+                p.tunnels[site] = Some(id);
+                if p.tunnels.iter().all(Option::is_some) {
+                    let ts: Vec<TunnelId> = p.tunnels.iter().flatten().copied().collect();
+                    // The sites move to `to` when each completes its switch
+                    // (SwitchCompleted), not now.
+                    if let Err(e) = self.coord.switch_all(&ts, now()) {
+                        for t in ts {
+                            self.tunnels.remove(&t);
+                        }
+                        self.fail_pending_switch(&e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tries `site` again after its back-off (full jitter: a fleet that
+    /// lost its relay together does not come back in lockstep).
+    pub(super) fn schedule_retry(&mut self, site: usize) {
+        let delay = self.sites[site].backoff.next(daemon::backoff::random());
+        debug!(site, delay_ms = delay.as_millis() as u64, "next attempt");
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Input::Retry { site });
+        });
+    }
+
+    /// A site's attempt worked: its next retry starts from the base again.
+    pub(super) fn proven(&mut self, site: usize) {
+        let s = &mut self.sites[site];
+        s.proven = true;
+        s.backoff.reset();
+        s.last_error = None;
+    }
+}
