@@ -34,7 +34,7 @@ impl BoxDriver {
                     return;
                 }
                 match self.up.task.force(u, now()) {
-                    Ok(_) => self.start_planned_switch(u, Some(reply), "forced by the user".into()),
+                    Ok(_) => self.start_switch(u, Some(reply), "forced by the user".into(), false),
                     Err(e) => {
                         let _ = reply.send(Reply::err(e));
                     }
@@ -46,7 +46,7 @@ impl BoxDriver {
                         "suggestion approved: {}",
                         self.up.suggestion.take().unwrap_or_default()
                     );
-                    self.start_planned_switch(to, Some(reply), reason);
+                    self.start_switch(to, Some(reply), reason, false);
                 }
                 Ok(_) => {
                     let _ = reply.send(Reply::err("nothing to approve"));
@@ -130,6 +130,10 @@ impl BoxDriver {
                 pings_sent: path.pings_sent,
                 pings_lost: path.pings_lost,
                 last_error: self.sites[site].last_error.clone(),
+                standby: s
+                    .standby()
+                    .and_then(|t| self.tunnels.get(&t))
+                    .map(|t| self.cfg.uplinks[t.uplink].name.clone()),
             });
         }
         status::Snapshot {

@@ -55,7 +55,7 @@ impl BoxDriver {
             }
             Event::StreamClosed { stream } => self.locals.remove(&(site, stream)),
             Event::Writable { stream } => self.push_pending((site, stream)),
-            Event::SwitchStarted { kind, .. } => self.note_switch_start(site, kind),
+            Event::SwitchStarted { kind, since, .. } => self.note_switch_start(site, kind, since),
             Event::SwitchCompleted { kind, to, .. } => {
                 self.proven(site);
                 let uplink = self.tunnels.get(&to).map(|t| t.uplink);
@@ -63,6 +63,10 @@ impl BoxDriver {
                     self.sites[site].uplink = Some(u);
                 }
                 let start = self.switch_started.remove(&site);
+                self.sites[site].last_uplink = None;
+                let stall = start.as_ref().map_or(0.0, |s| {
+                    now().saturating_duration_since(s.at).as_secs_f64() * 1e3
+                });
                 let replayed_now = self
                     .coord
                     .site(site)
@@ -72,34 +76,29 @@ impl BoxDriver {
                     seq: 0,
                     at_unix_ms: unix_ms(),
                     site,
-                    kind: match kind {
-                        SwitchKind::Planned => HandoverKind::Planned,
-                        SwitchKind::Sudden => HandoverKind::Sudden,
+                    kind: match (start.as_ref().and_then(|s| s.intent), kind) {
+                        (Some(HandoverKind::Prompt), _) => HandoverKind::Prompt,
+                        (_, SwitchKind::Planned) => HandoverKind::Planned,
+                        (_, SwitchKind::Sudden) => HandoverKind::Sudden,
                     },
-                    from_uplink: start.and_then(|s| s.from).map(name),
+                    from_uplink: start.as_ref().and_then(|s| s.from).map(name),
                     to_uplink: uplink.map(name).unwrap_or_default(),
-                    reason: self
-                        .up
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "the session lost its tunnel".into()),
-                    stall_ms: start.map_or(0.0, |s| s.at.elapsed().as_secs_f64() * 1e3),
-                    bytes_buffered: start.map_or(0, |s| s.buffered),
+                    reason: start.as_ref().map_or_else(
+                        || "the session lost its tunnel".into(),
+                        |s| s.reason.clone(),
+                    ),
+                    stall_ms: stall,
+                    bytes_buffered: start.as_ref().map_or(0, |s| s.buffered),
                     bytes_replayed: replayed_now
-                        .saturating_sub(start.map_or(replayed_now, |s| s.replayed)),
+                        .saturating_sub(start.as_ref().map_or(replayed_now, |s| s.replayed)),
                     outcome: Outcome::Completed,
                 };
-                if site + 1 == self.cfg.snapts.len() {
-                    self.up.reason = None;
-                }
                 info!(site, kind = ?rec.kind, from = ?rec.from_uplink, uplink = %rec.to_uplink, ms = rec.stall_ms, replayed = rec.bytes_replayed, reason = %rec.reason, "handover complete");
                 self.history.push(rec);
             }
             Event::NeedTunnel => {
-                // The loss was just detected (I/O error or silence): the
-                // handover record counts from here.
-                self.note_switch_start(site, SwitchKind::Sudden);
                 let failed = self.sites[site].uplink.take();
+                self.sites[site].last_uplink = failed.or(self.sites[site].last_uplink);
                 if self.sites[site].proven {
                     self.connect_site(site, failed);
                 } else {
@@ -113,6 +112,15 @@ impl BoxDriver {
             }
             Event::CloseTunnel { tunnel, reason } => {
                 debug!(site, ?tunnel, ?reason, "closing tunnel");
+                let active = self.sites[site].uplink.is_some()
+                    && self.tunnels.get(&tunnel).map(|t| t.uplink) == self.sites[site].uplink
+                    && self.sites[site].standby.is_none_or(|(s, _)| s != tunnel);
+                if active && let Some(cause) = self.close_cause(site, &reason) {
+                    info!(site, tunnel = tunnel.0, %cause, "active tunnel given up");
+                    self.sites[site].cause.get_or_insert(cause);
+                    self.path_lost(site);
+                }
+                self.standby_gone(site, tunnel, &format!("{reason:?}"));
                 self.tunnels.remove(&tunnel);
             }
             Event::Connected { session_id } => {
@@ -149,9 +157,20 @@ impl BoxDriver {
 }
 
 impl BoxDriver {
-    /// A switch of `site` begins (or its path was found gone): what its
-    /// handover record measures from. The first note counts.
-    pub(super) fn note_switch_start(&mut self, site: usize, kind: SwitchKind) {
+    /// The path `site`'s session ran over failed: the decision task holds
+    /// its uplink down, whatever its figures said.
+    pub(super) fn path_lost(&mut self, site: usize) {
+        if let Some(u) = self.sites[site].uplink {
+            self.up
+                .task
+                .observe(decision::Observation::Lost { uplink: u }, now());
+        }
+    }
+
+    /// A switch of `site` begins: its record measures from `since` (the
+    /// lost path's last sign of life, for a switch after a loss) and keeps
+    /// the cause noted for the site. The first note counts.
+    pub(super) fn note_switch_start(&mut self, site: usize, kind: SwitchKind, since: Instant) {
         if self.switch_started.contains_key(&site) {
             return;
         }
@@ -159,14 +178,22 @@ impl BoxDriver {
             let st = s.stats();
             (st.bytes_buffered, st.bytes_replayed)
         });
+        let from = self.sites[site].uplink.or(self.sites[site].last_uplink);
+        let intent = self.sites[site].intent.take();
+        let reason = self.sites[site].cause.take().unwrap_or_else(|| {
+            let name = from.map_or("the uplink", |u| self.cfg.uplinks[u].name.as_str());
+            format!("{name}: the tunnel was lost")
+        });
         self.switch_started.insert(
             site,
             SwitchStart {
-                at: Instant::now(),
+                at: since,
                 kind,
-                from: self.sites[site].uplink,
+                intent,
+                from,
                 buffered,
                 replayed,
+                reason,
             },
         );
     }
@@ -176,7 +203,11 @@ impl BoxDriver {
     pub(super) fn fail_pending_switch(&mut self, why: &str) {
         if let Some(mut p) = self.pending_switch.take() {
             warn!(uplink = %self.cfg.uplinks[p.uplink].name, %why, "planned switch failed");
-            let reason = self.up.reason.take().unwrap_or_else(|| "requested".into());
+            let reason = p.reason.clone();
+            for s in &mut self.sites {
+                s.cause = None;
+                s.intent = None;
+            }
             self.up.task.observe(
                 decision::Observation::SwitchFailed { uplink: p.uplink },
                 now(),
@@ -194,13 +225,20 @@ impl BoxDriver {
                     .map(|u| self.cfg.uplinks[u].name.clone()),
                 to_uplink: self.cfg.uplinks[p.uplink].name.clone(),
                 reason,
-                stall_ms: p.started.elapsed().as_secs_f64() * 1e3,
+                // Nothing stalled: the sessions stayed where they were.
+                stall_ms: 0.0,
                 bytes_buffered: 0,
                 bytes_replayed: 0,
                 outcome: status::Outcome::Failed(why.to_string()),
             });
             for t in p.tunnels.iter().flatten() {
-                self.tunnels.remove(t);
+                if !self
+                    .sites
+                    .iter()
+                    .any(|s| s.standby.is_some_and(|(x, _)| x == *t))
+                {
+                    self.tunnels.remove(t);
+                }
             }
             if let Some(r) = p.reply.take() {
                 let _ = r.send(Reply::err(format!("switch failed: {why}")));

@@ -38,13 +38,14 @@ use relay_io::locals::{LocalEvent, Locals, Sink};
 use relay_io::udp::{BoxFlows, spawn_receiver};
 
 pub use box_os::adapters::{Commands as OsCommands, OsEvent};
-pub use net::{Net, TlsNet, Tunnel, TunnelIo};
+pub use net::{Connected, Net, TlsNet, Tunnel, TunnelIo};
 
 mod apps;
 mod commands;
 mod events;
 pub mod net;
 mod radios;
+mod switching;
 mod transparent;
 mod tunnels;
 mod uplinks;
@@ -61,6 +62,10 @@ enum Purpose {
     Recover,
     /// A planned switch to this uplink.
     Planned,
+    /// A prompt switch away from a degraded path.
+    Prompt,
+    /// A warm standby tunnel.
+    Standby,
 }
 
 enum Input {
@@ -83,7 +88,7 @@ enum Input {
         site: usize,
         uplink: usize,
         purpose: Purpose,
-        result: Result<Tunnel, String>,
+        result: Result<Connected, String>,
     },
     TunnelBytes {
         tunnel: TunnelId,
@@ -103,11 +108,13 @@ enum Input {
     },
 }
 
-/// A tunnel the driver holds: which site and uplink, and its writer.
+/// A tunnel the driver holds: which site and uplink, its writer, and its
+/// TCP socket for `TCP_INFO`.
 struct LiveTunnel {
     site: usize,
     uplink: usize,
     tx: mpsc::UnboundedSender<WriteCmd>,
+    tcp: Option<relay_io::transport::TcpWatch>,
 }
 
 /// What the driver keeps beside one SNAPT's session (the session itself
@@ -116,6 +123,8 @@ struct LiveTunnel {
 struct Site {
     /// Uplink its current tunnel uses.
     uplink: Option<usize>,
+    /// Uplink of the tunnel it lost, until the next switch completes.
+    last_uplink: Option<usize>,
     /// A recovery connection is under way.
     connecting: bool,
     /// Wait before the next attempt.
@@ -132,23 +141,48 @@ struct Site {
     awaiting_link: bool,
     /// `site{box_id, snapt}`: its log lines and its tunnels' tasks.
     span: tracing::Span,
+    /// What set off the next switch, for its handover record.
+    cause: Option<String>,
+    /// How the driver means the next switch (the session only knows planned
+    /// or sudden; a prompt switch is sudden to it).
+    intent: Option<status::HandoverKind>,
+    /// Its warm standby tunnel and the uplink it runs over.
+    standby: Option<(TunnelId, usize)>,
+    /// A standby is being connected.
+    standby_connecting: bool,
+    /// No new standby attempt before this.
+    standby_retry: tokio::time::Instant,
+    /// Wait between standby attempts that failed.
+    standby_backoff: Backoff,
 }
 
 /// Where a switch started: for its handover record.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SwitchStart {
+    /// Since when the applications wait (the lost path's last sign of
+    /// life, for a switch after a loss).
     at: Instant,
     kind: SwitchKind,
+    /// How the driver meant it, if it started it.
+    intent: Option<status::HandoverKind>,
     from: Option<usize>,
     buffered: u64,
     replayed: u64,
+    /// What set it off.
+    reason: String,
 }
 
+/// A switch of every site to one uplink, waiting for its tunnels.
 struct PendingSwitch {
     uplink: usize,
     tunnels: Vec<Option<TunnelId>>,
     reply: Option<oneshot::Sender<Reply>>,
     started: Instant,
+    /// Why (for a failed attempt's record).
+    reason: String,
+    /// Away from a degraded path: each site moves as soon as its tunnel is
+    /// up, without the drain.
+    prompt: bool,
 }
 
 /// The box daemon's core loop.
@@ -213,12 +247,19 @@ impl BoxDriver {
             .iter()
             .map(|s| Site {
                 uplink: None,
+                last_uplink: None,
                 connecting: false,
                 backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
                 last_error: None,
                 proven: false,
                 awaiting_link: false,
                 span: tracing::info_span!("site", box_id = %cfg.box_id, snapt = %s.name),
+                cause: None,
+                intent: None,
+                standby: None,
+                standby_connecting: false,
+                standby_retry: tokio::time::Instant::now(),
+                standby_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             })
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -290,6 +331,12 @@ impl BoxDriver {
             self.heartbeat.watch_task(name, task.clone());
         }
         let _ = ready.send(());
+        // What the adapters reported while the daemon started (the link
+        // monitor's first dump): the first tunnel goes over the preferred
+        // uplink, not over whichever was known first.
+        while let Ok(input) = self.rx.try_recv() {
+            self.handle(input);
+        }
         for site in 0..self.cfg.snapts.len() {
             self.connect_site(site, None);
         }
@@ -299,6 +346,8 @@ impl BoxDriver {
         loop {
             self.flush();
             self.sync_active();
+            self.maintain_standbys();
+            self.flush();
             self.heartbeat.beat();
             if drain.finished(self.locals.len()) {
                 break;
@@ -318,6 +367,7 @@ impl BoxDriver {
                     if let Some((at, timer)) = session_timer && at <= t {
                         debug!(?timer, "session timer");
                     }
+                    self.sample_transports();
                     self.coord.handle_timeout(t);
                     self.decision_timeout();
                 }
@@ -433,12 +483,17 @@ impl BoxDriver {
                 if let Some(t) = self.tunnels.remove(&tunnel) {
                     let _site = self.sites[t.site].span.clone().entered();
                     info!(uplink = %self.cfg.uplinks[t.uplink].name, tunnel = tunnel.0, "tunnel lost");
-                    // A handover record measures from the loss, not from
-                    // when the replacement tunnel came up.
+                    // The record's cause; it measures from the path's last
+                    // sign of life (the session's SwitchStarted says when).
                     let active = self.coord.site(t.site).and_then(|s| s.active_tunnel());
                     if active == Some(tunnel) {
-                        self.note_switch_start(t.site, SwitchKind::Sudden);
+                        let name = &self.cfg.uplinks[t.uplink].name;
+                        self.sites[t.site].cause.get_or_insert_with(|| {
+                            format!("{name}: the tunnel failed (connection closed or reset)")
+                        });
+                        self.path_lost(t.site);
                     }
+                    self.standby_gone(t.site, tunnel, "connection lost");
                     self.coord.handle_tunnel_lost(t.site, tunnel, now());
                 }
             }

@@ -10,14 +10,31 @@ use std::time::Duration;
 
 use config::SnaptLink;
 use relay_io::connect::{Egress, connect_tunnel, probe};
+use relay_io::transport::TcpWatch;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A tunnel's byte stream (TLS in the field, a duplex pipe in tests).
 pub trait TunnelIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> TunnelIo for T {}
 
-/// A connected tunnel.
+/// A tunnel's byte stream, boxed.
 pub type Tunnel = Box<dyn TunnelIo>;
+
+/// A connected tunnel: its bytes, and its TCP socket for `TCP_INFO` when
+/// it has one (the dead-path rule's view of the transport).
+#[derive(Debug)]
+pub struct Connected {
+    /// The byte stream.
+    pub io: Tunnel,
+    /// The TCP socket under it, if any.
+    pub tcp: Option<TcpWatch>,
+}
+
+impl std::fmt::Debug for dyn TunnelIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TunnelIo")
+    }
+}
 
 /// A future the driver spawns.
 pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -31,7 +48,7 @@ pub trait Net: Send + Sync + 'static {
         snapt: &SnaptLink,
         via: &Egress,
         timeout: Duration,
-    ) -> Pending<Result<Tunnel, String>>;
+    ) -> Pending<Result<Connected, String>>;
 
     /// The round trip of a TCP handshake to `address` over `via`, or
     /// `None` if none came back within `timeout`.
@@ -58,7 +75,7 @@ impl Net for TlsNet {
         snapt: &SnaptLink,
         via: &Egress,
         timeout: Duration,
-    ) -> Pending<Result<Tunnel, String>> {
+    ) -> Pending<Result<Connected, String>> {
         let (address, name, via, tls) = (
             snapt.address.clone(),
             snapt.server_name.clone(),
@@ -66,10 +83,14 @@ impl Net for TlsNet {
             self.tls.clone(),
         );
         Box::pin(async move {
-            connect_tunnel(&address, &name, &via, tls, timeout)
+            let t = connect_tunnel(&address, &name, &via, tls, timeout)
                 .await
-                .map(|t| Box::new(t) as Tunnel)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            let tcp = TcpWatch::new(t.get_ref().0).ok();
+            Ok(Connected {
+                io: Box::new(t),
+                tcp,
+            })
         })
     }
 

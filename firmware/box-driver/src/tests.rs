@@ -19,18 +19,55 @@ use wire::BoxId;
 use super::*;
 
 /// The in-memory way out: each tunnel is a pipe whose far end goes to the
-/// relay; an interface marked unreachable gives no tunnel (and no probe).
+/// relay; an interface marked unreachable gives no tunnel (and no probe);
+/// one silenced carries nothing in either direction, its tunnels open (a
+/// silent blackhole).
 #[derive(Clone)]
 struct TestNet {
     relay: mpsc::UnboundedSender<DuplexStream>,
     /// Interfaces tunnels were asked over, in order.
     asked: Arc<Mutex<Vec<String>>>,
     unreachable: Arc<Mutex<HashSet<String>>>,
+    silenced: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Copies `from` to `to` until either ends, dropping what arrives while
+/// `iface` is silenced.
+async fn gate(
+    mut from: tokio::io::ReadHalf<DuplexStream>,
+    mut to: tokio::io::WriteHalf<DuplexStream>,
+    iface: String,
+    silenced: Arc<Mutex<HashSet<String>>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if silenced.lock().unwrap().contains(&iface) {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl TestNet {
     fn asked(&self) -> Vec<String> {
         self.asked.lock().unwrap().clone()
+    }
+
+    fn silence(&self, iface: &str, yes: bool) {
+        let mut u = self.silenced.lock().unwrap();
+        if yes {
+            u.insert(iface.to_owned());
+        } else {
+            u.remove(iface);
+        }
     }
 
     fn set_reachable(&self, iface: &str, yes: bool) {
@@ -49,19 +86,30 @@ impl Net for TestNet {
         _snapt: &config::SnaptLink,
         via: &relay_io::connect::Egress,
         timeout: Duration,
-    ) -> net::Pending<Result<Tunnel, String>> {
+    ) -> net::Pending<Result<Connected, String>> {
         let iface = via.interface.clone().unwrap_or_default();
         self.asked.lock().unwrap().push(iface.clone());
         let reachable = !self.unreachable.lock().unwrap().contains(&iface);
         let relay = self.relay.clone();
+        let silenced = self.silenced.clone();
         Box::pin(async move {
             if !reachable {
                 tokio::time::sleep(timeout).await;
                 return Err(format!("{iface}: timed out"));
             }
-            let (near, far) = tokio::io::duplex(1 << 20);
-            relay.send(far).map_err(|_| "relay gone".to_string())?;
-            Ok(Box::new(near) as Tunnel)
+            let (near, mid) = tokio::io::duplex(1 << 20);
+            let (relay_end, far) = tokio::io::duplex(1 << 20);
+            let (mid_rd, mid_wr) = tokio::io::split(mid);
+            let (far_rd, far_wr) = tokio::io::split(far);
+            tokio::spawn(gate(mid_rd, far_wr, iface.clone(), silenced.clone()));
+            tokio::spawn(gate(far_rd, mid_wr, iface.clone(), silenced));
+            relay
+                .send(relay_end)
+                .map_err(|_| "relay gone".to_string())?;
+            Ok(Connected {
+                io: Box::new(near),
+                tcp: None,
+            })
         })
     }
 
@@ -72,7 +120,8 @@ impl Net for TestNet {
         timeout: Duration,
     ) -> net::Pending<Option<Duration>> {
         let iface = via.interface.clone().unwrap_or_default();
-        let reachable = !self.unreachable.lock().unwrap().contains(&iface);
+        let reachable = !self.unreachable.lock().unwrap().contains(&iface)
+            && !self.silenced.lock().unwrap().contains(&iface);
         Box::pin(async move {
             if reachable {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -187,6 +236,7 @@ impl World {
             relay: relay_tx,
             asked: Arc::default(),
             unreachable: Arc::default(),
+            silenced: Arc::default(),
         };
         let mut driver = BoxDriver::new(cfg, Arc::new(net.clone()), 1).unwrap();
         let (routes_tx, routes) = mpsc::unbounded_channel();
@@ -268,6 +318,24 @@ impl World {
         }
     }
 
+    /// Waits (virtual time) until the site's warm standby runs over
+    /// `uplink`.
+    async fn standby_on(&self, uplink: &str) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status().await;
+            if s.sites[0].standby.as_deref() == Some(uplink) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no standby on {uplink}: {:?}",
+                s.sites[0].standby
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The routing commands received so far: (uplink, added).
     fn routes(&mut self) -> Vec<(usize, bool)> {
         let mut out = Vec::new();
@@ -282,11 +350,14 @@ impl World {
 async fn a_lost_link_moves_the_session_to_the_uplink_left_and_routes_follow() {
     let mut w = World::start().await;
     w.settled_on("wifi", Duration::from_secs(10)).await;
-    assert_eq!(w.net.asked(), ["wlan0"], "the preferred uplink first");
+    w.standby_on("lte").await;
+    // The preferred uplink first, then the warm standby over the other.
+    assert_eq!(w.net.asked(), ["wlan0", "wwan0"]);
     assert!(w.routes().contains(&(0, true)), "Wi-Fi's policy route set");
 
     w.link("wlan0", false);
     let s = w.settled_on("lte", Duration::from_secs(10)).await;
+    // The session moved over the standby: no tunnel was connected for it.
     assert_eq!(w.net.asked(), ["wlan0", "wwan0"]);
     assert!(
         w.routes().contains(&(0, false)),
@@ -298,6 +369,8 @@ async fn a_lost_link_moves_the_session_to_the_uplink_left_and_routes_follow() {
         (h.from_uplink.as_deref(), h.to_uplink.as_str()),
         (Some("wifi"), "lte")
     );
+    assert!(h.reason.contains("link down"), "{}", h.reason);
+    assert!(h.stall_ms < 50.0, "over the standby: {} ms", h.stall_ms);
     assert_eq!(s.sites[0].switches, 1, "resumed, not a new session");
 }
 
@@ -380,8 +453,9 @@ async fn a_fading_wifi_left_by_a_planned_switch_is_held_down_before_the_return()
     signal(-80);
     let s = w.settled_on("lte", Duration::from_secs(30)).await;
     let h = s.handovers.last().unwrap();
-    assert_eq!(h.kind, status::HandoverKind::Planned);
-    assert!(h.reason.contains("wifi"), "{}", h.reason);
+    // Away from a degraded path: promptly, over the warm standby.
+    assert_eq!(h.kind, status::HandoverKind::Prompt);
+    assert!(h.reason.contains("signal -80"), "{}", h.reason);
     let left = tokio::time::Instant::now();
     // It is strong again at once; the box waits out the hold-down.
     signal(-50);
@@ -390,4 +464,72 @@ async fn a_fading_wifi_left_by_a_planned_switch_is_held_down_before_the_return()
         .await;
     let back = left.elapsed();
     assert!(back >= hold_down, "back on Wi-Fi after {back:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_uplink_left_after_a_loss_is_not_returned_to_before_its_hold_down() {
+    let w = World::start().await;
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    w.link("wlan0", false);
+    w.settled_on("lte", Duration::from_secs(10)).await;
+    let left = tokio::time::Instant::now();
+    // Wi-Fi is back at once and answers its probes.
+    w.link("wlan0", true);
+    let hold_down = decision::Policy::default().hold_down;
+    w.settled_on("wifi", hold_down + Duration::from_secs(30))
+        .await;
+    let back = left.elapsed();
+    assert!(
+        back >= hold_down,
+        "returned to the Wi-Fi {back:?} after leaving it, within its hold-down of {hold_down:?}"
+    );
+    let s = w.status().await;
+    let h = s.handovers.last().unwrap();
+    assert_eq!(h.kind, status::HandoverKind::Planned);
+    assert_eq!(h.to_uplink, "wifi");
+    assert!(
+        h.reason.contains("preferred wifi is good again"),
+        "{}",
+        h.reason
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_blackhole_moves_the_session_over_the_standby_and_the_record_tells_why() {
+    let w = World::start().await;
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    w.standby_on("lte").await;
+    let asked = w.net.asked().len();
+    // The Wi-Fi path drops everything; its link stays up. The session is
+    // idle (no stream), so the inactivity timeout notices.
+    w.net.silence("wlan0", true);
+    let cut = tokio::time::Instant::now();
+    let s = w.settled_on("lte", Duration::from_secs(20)).await;
+    let took = cut.elapsed();
+    let inactivity = session::SessionConfig::default().inactivity_timeout;
+    assert!(
+        took < inactivity + Duration::from_secs(1),
+        "{took:?}: {:?}",
+        s.handovers
+    );
+    assert_eq!(
+        w.net.asked().len(),
+        asked,
+        "no new tunnel in the stall: the standby; {:?}",
+        w.net.asked()
+    );
+    let h = s.handovers.last().unwrap();
+    assert_eq!(h.kind, status::HandoverKind::Sudden);
+    assert!(h.reason.contains("wifi: silent for"), "{}", h.reason);
+    // The stall counts from the path's last sign of life.
+    assert!(
+        h.stall_ms >= (inactivity.as_millis() as f64) - 1_100.0,
+        "{} ms",
+        h.stall_ms
+    );
+    // The Wi-Fi is not chosen again before its hold-down (its samples are
+    // void after the loss), though its link never went down.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let s = w.status().await;
+    assert_eq!(s.sites[0].uplink.as_deref(), Some("lte"));
 }

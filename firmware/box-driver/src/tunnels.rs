@@ -11,7 +11,7 @@ use session::TunnelId;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
 
-use super::net::Tunnel;
+use super::net::Connected;
 use super::{BoxDriver, Input, LiveTunnel, Purpose, now};
 
 impl BoxDriver {
@@ -30,7 +30,7 @@ impl BoxDriver {
         let mut order: Vec<usize> = self
             .up
             .task
-            .preference()
+            .preference(now())
             .into_iter()
             .filter(|u| Some(*u) != failed && usable(u))
             .collect();
@@ -99,7 +99,7 @@ impl BoxDriver {
         }
     }
 
-    fn register_tunnel(&mut self, site: usize, uplink: usize, tunnel: Tunnel) -> TunnelId {
+    fn register_tunnel(&mut self, site: usize, uplink: usize, tunnel: Connected) -> TunnelId {
         let id = TunnelId(self.next_tunnel);
         self.next_tunnel += 1;
         let span = tracing::info_span!(
@@ -108,7 +108,7 @@ impl BoxDriver {
             uplink = %self.cfg.uplinks[uplink].name,
             tunnel = id.0
         );
-        let (rd, wr) = tokio::io::split(tunnel);
+        let (rd, wr) = tokio::io::split(tunnel.io);
         let (wtx, wrx) = mpsc::unbounded_channel();
         let (t1, t2) = (self.tx.clone(), self.tx.clone());
         spawn_writer(wr, wrx, |_| {}, |_| {}, span.clone());
@@ -126,6 +126,7 @@ impl BoxDriver {
                 site,
                 uplink,
                 tx: wtx,
+                tcp: tunnel.tcp,
             },
         );
         id
@@ -136,7 +137,7 @@ impl BoxDriver {
         site: usize,
         uplink: usize,
         purpose: Purpose,
-        result: Result<Tunnel, String>,
+        result: Result<Connected, String>,
     ) {
         if purpose == Purpose::Recover {
             self.sites[site].connecting = false;
@@ -144,11 +145,15 @@ impl BoxDriver {
         let tunnel = match result {
             Ok(t) => t,
             Err(e) => {
-                if purpose == Purpose::Planned {
-                    self.fail_pending_switch(&format!("site {site}: {e}"));
-                } else {
-                    self.sites[site].last_error = Some(e);
-                    self.schedule_retry(site);
+                match purpose {
+                    Purpose::Planned | Purpose::Prompt => {
+                        self.fail_pending_switch(&format!("site {site}: {e}"))
+                    }
+                    Purpose::Standby => self.standby_connected(site, None, uplink),
+                    Purpose::Recover => {
+                        self.sites[site].last_error = Some(e);
+                        self.schedule_retry(site);
+                    }
                 }
                 return;
             }
@@ -173,24 +178,8 @@ impl BoxDriver {
                     }
                 }
             }
-            Purpose::Planned => {
-                let Some(p) = &mut self.pending_switch else {
-                    self.tunnels.remove(&id);
-                    return;
-                };
-                p.tunnels[site] = Some(id);
-                if p.tunnels.iter().all(Option::is_some) {
-                    let ts: Vec<TunnelId> = p.tunnels.iter().flatten().copied().collect();
-                    // The sites move to `to` when each completes its switch
-                    // (SwitchCompleted), not now.
-                    if let Err(e) = self.coord.switch_all(&ts, now()) {
-                        for t in ts {
-                            self.tunnels.remove(&t);
-                        }
-                        self.fail_pending_switch(&e.to_string());
-                    }
-                }
-            }
+            Purpose::Planned | Purpose::Prompt => self.switch_tunnel_ready(site, id),
+            Purpose::Standby => self.standby_connected(site, Some(id), uplink),
         }
     }
 

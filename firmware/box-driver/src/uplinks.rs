@@ -6,14 +6,11 @@
 use std::time::{Duration, Instant};
 
 use decision::{Decision, Observation};
-use session::SwitchKind;
-use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::radios::{ModemStatus, WifiStatus};
-use super::{BoxDriver, Input, PendingSwitch, Purpose, now};
+use super::{BoxDriver, Input, now};
 use box_os::linkmon::LinkEvent;
-use control::Reply;
 
 /// How long after a link or address comes back its routes are given to
 /// appear before a tunnel is tried over it.
@@ -30,8 +27,6 @@ pub(super) struct Uplinks {
     probing: Vec<bool>,
     /// The pending suggestion's reason (manual mode).
     pub(super) suggestion: Option<String>,
-    /// Why the next handover happens, for its record.
-    pub(super) reason: Option<String>,
     /// The modem drivers' view, per uplink (LTE uplinks with a modem).
     pub(super) modems: Vec<Option<ModemStatus>>,
     /// The Wi-Fi drivers' view, per uplink.
@@ -54,7 +49,6 @@ impl Uplinks {
             seen: (None, 0, 0),
             probing: vec![false; cfg.uplinks.len()],
             suggestion: None,
-            reason: None,
             modems: cfg
                 .uplinks
                 .iter()
@@ -240,11 +234,15 @@ impl BoxDriver {
             match d {
                 Decision::Planned { to, reason } => {
                     info!(uplink = %self.cfg.uplinks[to].name, %reason, "decision: planned switch");
-                    self.start_planned_switch(to, None, reason);
+                    self.start_switch(to, None, reason, false);
+                }
+                Decision::Prompt { to, reason } => {
+                    info!(uplink = %self.cfg.uplinks[to].name, %reason, "decision: prompt switch away from a degraded path");
+                    self.start_switch(to, None, reason, true);
                 }
                 Decision::Sudden { to, reason } => {
                     info!(uplink = %self.cfg.uplinks[to].name, %reason, "decision: sudden switch");
-                    self.sudden_switch(reason);
+                    self.sudden(to, reason);
                 }
                 Decision::Suggest { to, reason } => {
                     info!(uplink = %self.cfg.uplinks[to].name, %reason, "decision: suggesting a switch (manual mode)");
@@ -264,54 +262,6 @@ impl BoxDriver {
             }
         }
         warn!("the decision task keeps deciding; the rest waits for the next Check");
-    }
-
-    /// Starts a planned switch of every site to `to`; `reply` answers a
-    /// user's request.
-    pub(super) fn start_planned_switch(
-        &mut self,
-        to: usize,
-        reply: Option<oneshot::Sender<Reply>>,
-        reason: String,
-    ) {
-        if self.pending_switch.is_some() {
-            // The task's own request waits for its patience to run out; a
-            // user's is answered and forgotten.
-            if let Some(r) = reply {
-                let _ = r.send(Reply::err("a switch is already in progress"));
-                self.up
-                    .task
-                    .observe(Observation::SwitchFailed { uplink: to }, now());
-            }
-            return;
-        }
-        let sites = self.cfg.snapts.len();
-        self.up.reason = Some(reason);
-        self.pending_switch = Some(PendingSwitch {
-            uplink: to,
-            tunnels: vec![None; sites],
-            reply,
-            started: Instant::now(),
-        });
-        for site in 0..sites {
-            self.spawn_connect(site, vec![to], Purpose::Planned);
-        }
-    }
-
-    /// The active path is gone (link or address lost): give up its tunnels
-    /// now instead of waiting for the keepalives to notice; the sessions
-    /// resume over the preferred uplink left.
-    fn sudden_switch(&mut self, reason: String) {
-        self.up.reason = Some(reason);
-        for site in 0..self.cfg.snapts.len() {
-            let Some(tunnel) = self.coord.site(site).and_then(|s| s.active_tunnel()) else {
-                continue;
-            };
-            if self.tunnels.remove(&tunnel).is_some() {
-                self.note_switch_start(site, SwitchKind::Sudden);
-                self.coord.handle_tunnel_lost(site, tunnel, now());
-            }
-        }
     }
 
     fn spawn_probe(&mut self, uplink: usize) {

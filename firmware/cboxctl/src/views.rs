@@ -46,6 +46,7 @@ pub fn handovers(records: &[HandoverRecord], total: u64) -> String {
         let kind = match r.kind {
             status::HandoverKind::Planned => "planned",
             status::HandoverKind::Sudden => "sudden",
+            status::HandoverKind::Prompt => "prompt",
         };
         let _ = writeln!(
             out,

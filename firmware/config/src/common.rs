@@ -143,6 +143,11 @@ pub struct SessionSection {
     pub inactivity_timeout_ms: u64,
     /// Z: longest handover wait, ms; default 30000.
     pub switch_timeout_ms: u64,
+    /// Box: a busy tunnel silent this long (or 3 round trips, if longer)
+    /// with its probes unanswered is dead, ms; default 100.
+    pub dead_path_floor_ms: u64,
+    /// Box: PING interval of the warm standby tunnel, ms; default 25000.
+    pub standby_keepalive_ms: u64,
 }
 
 impl Default for SessionSection {
@@ -155,6 +160,8 @@ impl Default for SessionSection {
             keepalive_ms: d.keepalive.as_millis() as u64,
             inactivity_timeout_ms: d.inactivity_timeout.as_millis() as u64,
             switch_timeout_ms: d.switch_timeout.as_millis() as u64,
+            dead_path_floor_ms: d.dead_path_floor.as_millis() as u64,
+            standby_keepalive_ms: d.standby_keepalive.as_millis() as u64,
         }
     }
 }
@@ -169,6 +176,8 @@ impl SessionSection {
             keepalive: Duration::from_millis(self.keepalive_ms),
             inactivity_timeout: Duration::from_millis(self.inactivity_timeout_ms),
             switch_timeout: Duration::from_millis(self.switch_timeout_ms),
+            dead_path_floor: Duration::from_millis(self.dead_path_floor_ms),
+            standby_keepalive: Duration::from_millis(self.standby_keepalive_ms),
             ..SessionConfig::default()
         };
         cfg.validate().map_err(|e| {
@@ -176,6 +185,8 @@ impl SessionSection {
                 "keepalive" => "keepalive_ms",
                 "inactivity_timeout" => "inactivity_timeout_ms",
                 "switch_timeout" => "switch_timeout_ms",
+                "dead_path_floor" => "dead_path_floor_ms",
+                "standby_keepalive" => "standby_keepalive_ms",
                 other => other,
             };
             invalid(path, format!("session.{key}"), e.problem)

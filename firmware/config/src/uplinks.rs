@@ -46,6 +46,12 @@ pub struct Uplink {
     /// The box may use it without the user (false for, say, a roaming SIM).
     #[serde(default = "yes")]
     pub auto_connect: bool,
+    /// Keep a warm standby tunnel over this uplink while another carries
+    /// the sessions (default true): the next switch to it needs no TCP or
+    /// TLS handshake. Costs a PING every `standby_keepalive_ms` (about
+    /// 1 MB a day at 25 s); turn it off on a metered link.
+    #[serde(default = "yes")]
+    pub standby: bool,
     /// `[uplink.modem]`: the LTE modem's AT port (kind = "lte" only).
     #[serde(default)]
     pub modem: Option<ModemSection>,

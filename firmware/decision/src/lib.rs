@@ -154,4 +154,6 @@ impl Policy {
 }
 
 #[cfg(test)]
+mod hysteresis_tests;
+#[cfg(test)]
 mod tests;

@@ -51,6 +51,13 @@ pub enum Observation {
         /// Uplink index.
         uplink: Option<usize>,
     },
+    /// The sessions' path over this uplink failed (dead path, inactivity,
+    /// the tunnel reset): whatever its figures said, it is not good, and
+    /// it is held down once left.
+    Lost {
+        /// Uplink index.
+        uplink: usize,
+    },
     /// A switch the task asked for did not happen.
     SwitchFailed {
         /// Its target.
@@ -69,7 +76,17 @@ pub enum Decision {
         /// Why, for logs and the handover record.
         reason: String,
     },
-    /// The current path is gone: resume the sessions over `to` now.
+    /// The current path still carries something but is degraded: move the
+    /// sessions to `to` as soon as its tunnel is up, without waiting for
+    /// the old path to drain (what is in flight there is sent again).
+    Prompt {
+        /// Target uplink.
+        to: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The current path is gone or critical: resume the sessions over `to`
+    /// now (over the warm standby if there is one).
     Sudden {
         /// Target uplink.
         to: usize,
@@ -113,6 +130,22 @@ pub enum Refusal {
     NoSuggestion,
 }
 
+/// How a switch is to be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Planned,
+    Prompt,
+    Sudden,
+}
+
+/// When an uplink was left, and how.
+#[derive(Debug, Clone, Copy)]
+struct Left {
+    at: Instant,
+    /// Degraded (warning, critical, down) or lost when left.
+    degraded: bool,
+}
+
 /// A switch asked for and not yet seen done.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -134,9 +167,12 @@ pub struct DecisionTask {
     /// A switch to this uplink failed then: not chosen again for the
     /// policy's patience.
     failed: Option<(usize, Instant)>,
-    /// When each uplink was last left while degraded.
-    left_degraded: Vec<Option<Instant>>,
+    /// When each uplink was last left, and whether it was degraded or lost
+    /// then (such an uplink is held down for `hold_down`).
+    left: Vec<Option<Left>>,
     last_switch: Option<Instant>,
+    /// The sessions have had an uplink before (a later one is a switch).
+    ever_active: bool,
     next_check: Instant,
     next_search: Instant,
     next_probe: Vec<Instant>,
@@ -158,8 +194,9 @@ impl DecisionTask {
             suggestion: None,
             in_flight: None,
             failed: None,
-            left_degraded: vec![None; n],
+            left: vec![None; n],
             last_switch: None,
+            ever_active: false,
             out: VecDeque::new(),
         }
     }
@@ -189,11 +226,16 @@ impl DecisionTask {
         self.suggestion
     }
 
-    /// Uplinks in the order a new tunnel should try them: healthiest and
-    /// most preferred first, Down ones last.
-    pub fn preference(&self) -> Vec<usize> {
+    /// Uplinks in the order a new tunnel should try them at `now`:
+    /// healthiest and most preferred first; those within their hold-down
+    /// (just lost or left degraded: their good figures may be stale) after
+    /// every other usable one; Down ones last.
+    pub fn preference(&self, now: Instant) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.table.len()).collect();
-        order.sort_by_key(|&i| self.table[i].rank());
+        order.sort_by_key(|&i| {
+            let down = self.table[i].health == Health::Down;
+            (down, self.held_down(i, now), self.table[i].rank())
+        });
         order
     }
 
@@ -258,18 +300,16 @@ impl DecisionTask {
             }
             Observation::Active { uplink } => {
                 if uplink != self.active {
-                    // From one uplink to another is a switch; a first
-                    // connection or a reconnection is not.
-                    if self.active.is_some() && uplink.is_some() {
+                    // Every way into an uplink counts as a switch (planned,
+                    // sudden, recovery, reconnection): the least interval
+                    // applies after each. The very first connection is not.
+                    if uplink.is_some() && self.ever_active {
                         self.last_switch = Some(now);
                     }
-                    if let Some(old) = self.active
-                        && uplink.is_some()
-                        && self.table.get(old).is_some_and(|e| e.health < Health::Good)
-                        && let Some(l) = self.left_degraded.get_mut(old)
-                    {
-                        *l = Some(now);
+                    if let Some(old) = self.active {
+                        self.leave(old, uplink.is_none(), now);
                     }
+                    self.ever_active |= uplink.is_some();
                     self.active = uplink;
                 }
                 if self.in_flight.is_some_and(|f| Some(f.to) == uplink) {
@@ -279,6 +319,7 @@ impl DecisionTask {
                     self.suggestion = None;
                 }
             }
+            Observation::Lost { uplink } => self.leave(uplink, true, now),
             Observation::SwitchFailed { uplink } => {
                 if self.in_flight.is_some_and(|f| f.to == uplink) {
                     self.in_flight = None;
@@ -368,6 +409,45 @@ impl DecisionTask {
 
     // ---- internals ---------------------------------------------------
 
+    /// The sessions left `old` (`lost`: its tunnel was lost, no new uplink
+    /// yet). It must be measured good for the dwell time from now before it
+    /// is chosen again; degraded or lost, it is also held down. A lost
+    /// path's samples are void: it counts as failed until probes say
+    /// otherwise.
+    fn leave(&mut self, old: usize, lost: bool, now: Instant) {
+        let Some(e) = self.table.get_mut(old) else {
+            return;
+        };
+        let degraded = lost || e.health < Health::Good;
+        e.good_since = None;
+        if lost {
+            e.loss = 1.0;
+            e.rtt = None;
+            e.sampled_at = Some(now);
+            e.refresh(&self.policy, now);
+        }
+        if let Some(l) = self.left.get_mut(old) {
+            *l = Some(Left { at: now, degraded });
+        }
+    }
+
+    /// Whether `i` is within its hold-down at `now`.
+    pub fn held_down(&self, i: usize, now: Instant) -> bool {
+        self.left.get(i).copied().flatten().is_some_and(|l| {
+            l.degraded && now.saturating_duration_since(l.at) < self.policy.hold_down
+        })
+    }
+
+    /// Whether `i` has been good for the dwell time, counted from the last
+    /// time the sessions left it.
+    fn dwelt(&self, i: usize, now: Instant) -> bool {
+        let left = self.left.get(i).copied().flatten().map(|l| l.at);
+        self.table[i].good_since.is_some_and(|t| {
+            let since = left.map_or(t, |l| t.max(l));
+            now.saturating_duration_since(since) >= self.policy.dwell
+        })
+    }
+
     /// Uplinks with link and address that are not active: probe targets.
     fn standby(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.table.len()).filter(move |&i| {
@@ -390,7 +470,10 @@ impl DecisionTask {
             .map(|(u, _)| u);
         let mut c: Vec<usize> = (0..self.table.len())
             .filter(|&i| {
-                Some(i) != self.active && Some(i) != failed && self.table[i].health >= floor
+                Some(i) != self.active
+                    && Some(i) != failed
+                    && self.table[i].health >= floor
+                    && !self.held_down(i, now)
             })
             .collect();
         c.sort_by_key(|&i| self.table[i].rank());
@@ -421,12 +504,14 @@ impl DecisionTask {
             Health::Down => {
                 // Any way out beats none, whatever the mode.
                 if let Some(to) = self.best_other(Health::Critical, now) {
-                    self.switch(to, now, true, format!("{name}: {why}"));
+                    self.switch(to, now, Style::Sudden, format!("{name}: {why}"));
                 }
             }
             Health::Critical => {
+                // A critical path is as good as gone: move without waiting
+                // for it (the standby, or a new tunnel, and the offsets).
                 if let Some(to) = self.best_other(Health::Warning, now) {
-                    self.switch(to, now, false, format!("{name}: {why}"));
+                    self.switch(to, now, Style::Sudden, format!("{name}: {why}"));
                 }
             }
             Health::Warning | Health::Good => {
@@ -445,14 +530,10 @@ impl DecisionTask {
                     (cand.spec.priority, cand.spec.cost)
                         < (self.table[a].spec.priority, self.table[a].spec.cost)
                 };
-                let dwelt = cand
-                    .good_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= self.policy.dwell);
+                let dwelt = self.dwelt(to, now);
                 let rested = self
                     .last_switch
-                    .is_none_or(|t| now.saturating_duration_since(t) >= self.policy.min_interval)
-                    && self.left_degraded[to]
-                        .is_none_or(|t| now.saturating_duration_since(t) >= self.policy.hold_down);
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.policy.min_interval);
                 if !better {
                     self.clear_suggestion();
                     return;
@@ -465,8 +546,15 @@ impl DecisionTask {
                 } else {
                     format!("preferred {} is good again", cand.spec.name)
                 };
+                // Away from a degraded path: promptly; from a good one to a
+                // better one: gracefully (nothing to send again).
+                let style = if health == Health::Warning {
+                    Style::Prompt
+                } else {
+                    Style::Planned
+                };
                 match self.policy.mode {
-                    Mode::Automatic => self.switch(to, now, false, reason),
+                    Mode::Automatic => self.switch(to, now, style, reason),
                     Mode::Manual => {
                         if self.suggestion != Some(to) {
                             self.suggestion = Some(to);
@@ -478,13 +566,13 @@ impl DecisionTask {
         }
     }
 
-    fn switch(&mut self, to: usize, now: Instant, sudden: bool, reason: String) {
+    fn switch(&mut self, to: usize, now: Instant, style: Style, reason: String) {
         self.clear_suggestion();
         self.in_flight = Some(InFlight { to, since: now });
-        self.out.push_back(if sudden {
-            Decision::Sudden { to, reason }
-        } else {
-            Decision::Planned { to, reason }
+        self.out.push_back(match style {
+            Style::Planned => Decision::Planned { to, reason },
+            Style::Prompt => Decision::Prompt { to, reason },
+            Style::Sudden => Decision::Sudden { to, reason },
         });
     }
 }

@@ -65,7 +65,10 @@ impl World {
     fn drain(&mut self) {
         while let Some(d) = self.task.poll_decision() {
             let t = self.t();
-            if let Decision::Planned { to, .. } | Decision::Sudden { to, .. } = &d {
+            if let Decision::Planned { to, .. }
+            | Decision::Prompt { to, .. }
+            | Decision::Sudden { to, .. } = &d
+            {
                 self.task
                     .observe(Observation::Active { uplink: Some(*to) }, self.now);
             }
@@ -114,6 +117,7 @@ impl World {
             .iter()
             .filter_map(|(t, d)| match d {
                 Decision::Planned { to, .. } => Some((*t, "planned", *to)),
+                Decision::Prompt { to, .. } => Some((*t, "prompt", *to)),
                 Decision::Sudden { to, .. } => Some((*t, "sudden", *to)),
                 Decision::Suggest { to, .. } => Some((*t, "suggest", *to)),
                 _ => None,
@@ -194,7 +198,8 @@ fn a_decaying_wifi_is_left_by_a_planned_switch_before_it_is_critical() {
     let s = w.switches();
     assert_eq!(s.len(), 1, "{s:?}");
     let (t, kind, to) = s[0];
-    assert_eq!((kind, to), ("planned", LTE));
+    // Away from a degraded path: promptly, without waiting for it to drain.
+    assert_eq!((kind, to), ("prompt", LTE));
     // Warning from RTT 250 ms (t ≈ 4.9 s) plus LTE's dwell already served.
     assert!((4.5..=6.5).contains(&t), "switched at {t}");
     assert_eq!(w.task.active(), Some(LTE));
@@ -207,7 +212,8 @@ fn a_critical_path_is_left_at_once_even_in_manual_mode() {
     w.run_until(4.0, degraded(WIFI, 900, 2));
     let s = w.switches();
     assert_eq!(s.len(), 1, "{s:?}");
-    assert_eq!((s[0].1, s[0].2), ("planned", LTE));
+    // Critical: as good as gone; the switch does not wait for the old path.
+    assert_eq!((s[0].1, s[0].2), ("sudden", LTE));
     assert!(s[0].0 < 2.7, "{s:?}");
 }
 
@@ -279,16 +285,20 @@ fn both_down_then_recovery() {
         up: true,
     });
     // The runtime reconnects in preference order: LTE first now.
-    assert_eq!(w.task.preference(), vec![LTE, WIFI]);
+    assert_eq!(w.task.preference(w.now), vec![LTE, WIFI]);
     w.observe(Observation::Active { uplink: Some(LTE) });
     w.observe(Observation::Link {
         uplink: WIFI,
         up: true,
     });
-    w.run_until(25.0, healthy);
+    // Wi-Fi was lost with the sessions on it: held down from that moment
+    // (t = 1 s), then good for the dwell time, then preferred again.
+    w.run_until(45.0, healthy);
     let s = w.switches();
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!((s[0].1, s[0].2), ("planned", WIFI));
+    let hold_down = Policy::default().hold_down.as_secs_f64();
+    assert!(s[0].0 >= 1.0 + hold_down, "{s:?}");
 }
 
 #[test]
@@ -390,7 +400,7 @@ fn weak_signal_and_user_criteria_shape_the_choice() {
     );
     assert_eq!(task.table()[1].health, Health::Warning);
     // The healthier metered uplink still ranks after… no: health first.
-    assert_eq!(task.preference(), vec![2, 1, 0]);
+    assert_eq!(task.preference(t0), vec![2, 1, 0]);
     task.observe(
         Observation::Signal {
             uplink: 1,
@@ -399,7 +409,7 @@ fn weak_signal_and_user_criteria_shape_the_choice() {
         t0,
     );
     // Equal health: the auto-connect one first.
-    assert_eq!(task.preference(), vec![1, 2, 0]);
+    assert_eq!(task.preference(t0), vec![1, 2, 0]);
 }
 
 #[test]
@@ -421,7 +431,7 @@ fn policy_validation_names_the_field() {
 fn a_failed_switch_is_not_retried_at_once() {
     let mut w = World::new(Mode::Automatic);
     w.run_until(1.0, healthy);
-    // Wi-Fi critical: a planned switch to LTE, which fails.
+    // Wi-Fi critical: a sudden switch to LTE, which fails.
     w.task.observe(
         Observation::Path {
             uplink: WIFI,
@@ -432,10 +442,7 @@ fn a_failed_switch_is_not_retried_at_once() {
         w.now,
     );
     let d = w.task.poll_decision();
-    assert!(
-        matches!(d, Some(Decision::Planned { to: LTE, .. })),
-        "{d:?}"
-    );
+    assert!(matches!(d, Some(Decision::Sudden { to: LTE, .. })), "{d:?}");
     w.task
         .observe(Observation::SwitchFailed { uplink: LTE }, w.now);
     assert_eq!(w.task.poll_decision(), None);

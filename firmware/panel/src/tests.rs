@@ -204,6 +204,7 @@ fn the_snapshot_decides_uplink_degradation_and_fault() {
             pings_sent: 0,
             pings_lost: 0,
             last_error: None,
+            standby: None,
         }],
         pan_clients: Vec::new(),
         bluetooth: None,

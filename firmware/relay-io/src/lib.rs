@@ -15,4 +15,5 @@
 pub mod connect;
 pub mod io;
 pub mod locals;
+pub mod transport;
 pub mod udp;

@@ -118,7 +118,29 @@ pub struct BoxSession {
     incarnation: u64,
     /// Old tunnel of a completed planned switch, finishing its handshake.
     draining_old: Option<(TunnelId, u32)>,
+    /// The warm standby tunnel, if one is bound.
+    standby: Option<Standby>,
+    /// The lost path's last sign of life, for the next sudden switch's
+    /// `SwitchStarted`.
+    lost_heard: Option<Instant>,
 }
+
+/// A warm standby tunnel: bound to the session by STANDBY, PINGed every
+/// `standby_keepalive`, used by the next switch without a handshake.
+#[derive(Debug, Clone, Copy)]
+struct Standby {
+    tunnel: TunnelId,
+    /// Its first PONG arrived: the server bound it.
+    confirmed: bool,
+    /// The PING waiting for its PONG, and when it went out.
+    ping: Option<(u64, Instant)>,
+    next_ping: Instant,
+    next_nonce: u64,
+}
+
+/// Standby PINGs carry nonces of their own (high bit set), never confused
+/// with the primary's.
+const STANDBY_NONCE: u64 = 1 << 63;
 
 impl BoxSession {
     /// A session not yet connected. Streams may be opened and written at
@@ -140,6 +162,8 @@ impl BoxSession {
             hold_at_sync: false,
             incarnation,
             draining_old: None,
+            standby: None,
+            lost_heard: None,
         })
     }
 
@@ -149,8 +173,18 @@ impl BoxSession {
     /// a working tunnel it starts a planned switch; after a loss it resumes the
     /// session with SWITCH_UNEXPECTED.
     pub fn switch_to(&mut self, t: TunnelId, now: Instant) -> Result<(), SwitchError> {
-        if self.core.is_attached(t) {
+        let from_standby = self.standby.is_some_and(|s| s.tunnel == t);
+        if self.core.is_attached(t) && !from_standby {
             return Err(SwitchError::SameTunnel(t));
+        }
+        if from_standby {
+            if !matches!(
+                self.phase,
+                Phase::Established { .. } | Phase::Recovering { .. }
+            ) {
+                return Err(SwitchError::Busy);
+            }
+            self.standby = None;
         }
         let z = self.core.cfg.switch_timeout;
         match self.phase {
@@ -180,18 +214,22 @@ impl BoxSession {
                 self.core.attach(t, now);
                 let switch = self.take_switch_number();
                 self.core.queue(tunnel, Frame::SwitchStep1 { switch });
+                // The old path must answer within a few of its round trips,
+                // or the switch goes on without it (sudden, on `t`).
+                let patience = self.old_path_patience(4);
                 self.phase = Phase::Planned {
                     switch,
                     old: tunnel,
                     new: t,
                     step: Step::AwaitAck,
                     old_done: false,
-                    deadline: now + z,
+                    deadline: now + patience,
                 };
                 self.core.events.push_back(Event::SwitchStarted {
                     switch,
                     kind: SwitchKind::Planned,
                     to: Some(t),
+                    since: now,
                 });
                 Ok(())
             }
@@ -205,6 +243,85 @@ impl BoxSession {
             }
             Phase::Closed => Err(SwitchError::Closed),
         }
+    }
+
+    /// Moves the session to `t` at once, while its tunnel still works
+    /// (a switch away from a degraded path): the old tunnel is closed and
+    /// SWITCH_UNEXPECTED goes out on `t` — fresh, or the standby — with our
+    /// received offsets; what was in flight on the old path is sent again,
+    /// each byte taken once. No waiting for the old path to drain.
+    pub fn move_to(&mut self, t: TunnelId, now: Instant) -> Result<(), SwitchError> {
+        let Phase::Established { tunnel } = self.phase else {
+            return Err(SwitchError::Busy);
+        };
+        if t == tunnel {
+            return Err(SwitchError::SameTunnel(t));
+        }
+        if self.standby.is_some_and(|s| s.tunnel == t) {
+            self.standby = None;
+        } else if self.core.is_attached(t) {
+            return Err(SwitchError::SameTunnel(t));
+        } else {
+            self.core.attach(t, now);
+        }
+        if let Some((old, _)) = self.draining_old.take() {
+            self.core.close_tunnel(old, CloseReason::Drained);
+        }
+        self.core.close_tunnel(tunnel, CloseReason::Replaced);
+        self.lost_heard = Some(now);
+        self.start_resync(t, now + self.core.cfg.switch_timeout, now);
+        Ok(())
+    }
+
+    /// Binds the freshly connected tunnel `t` as the session's warm standby
+    /// (STANDBY, then a PING every `standby_keepalive`). Only while
+    /// established; replaces a standby already there.
+    pub fn add_standby(&mut self, t: TunnelId, now: Instant) -> Result<(), SwitchError> {
+        if !matches!(self.phase, Phase::Established { .. }) {
+            return Err(SwitchError::Busy);
+        }
+        if self.core.is_attached(t) {
+            return Err(SwitchError::SameTunnel(t));
+        }
+        if let Some(old) = self.standby.take() {
+            self.core.close_tunnel(old.tunnel, CloseReason::Replaced);
+        }
+        self.core.attach(t, now);
+        let cfg = &self.core.cfg;
+        self.core.queue(
+            t,
+            Frame::Standby {
+                version: VERSION,
+                session_id: self.session_id,
+                box_id: self.box_id.clone(),
+                keepalive_ms: u32::try_from(cfg.standby_keepalive.as_millis()).unwrap_or(u32::MAX),
+            },
+        );
+        let mut sb = Standby {
+            tunnel: t,
+            confirmed: false,
+            ping: None,
+            next_ping: now,
+            next_nonce: STANDBY_NONCE,
+        };
+        self.standby_ping(&mut sb, now);
+        self.standby = Some(sb);
+        Ok(())
+    }
+
+    /// The warm standby tunnel, once the server has confirmed it.
+    pub fn standby(&self) -> Option<TunnelId> {
+        self.standby.filter(|s| s.confirmed).map(|s| s.tunnel)
+    }
+
+    /// The standby tunnel, confirmed or not.
+    pub fn standby_pending(&self) -> Option<TunnelId> {
+        self.standby.map(|s| s.tunnel)
+    }
+
+    /// The kernel's view of tunnel `t` (`TCP_INFO`), for the dead-path rule.
+    pub fn handle_transport(&mut self, t: TunnelId, sample: crate::TransportSample, now: Instant) {
+        self.core.handle_transport(t, sample, now);
     }
 
     /// Ends the session: DISCONNECT to the server, every stream reset.
@@ -296,6 +413,7 @@ impl BoxSession {
     /// Tunnel `t` failed (I/O error, reset, closed by the peer).
     pub fn handle_tunnel_lost(&mut self, t: TunnelId, now: Instant) {
         if self.core.is_attached(t) {
+            self.lost_heard = self.core.last_heard(t);
             self.core.detach(t);
             self.after_loss(t, now);
         }
@@ -306,6 +424,10 @@ impl BoxSession {
         for t in self.core.silent_tunnels(now) {
             self.tunnel_failed(t, CloseReason::Inactive, now);
         }
+        if let Some(t) = self.core.poll_liveness(now) {
+            self.tunnel_failed(t, CloseReason::DeadPath, now);
+        }
+        self.standby_timeout(now);
         match self.phase {
             Phase::Connecting { tunnel, deadline } if now >= deadline => {
                 self.core.close_tunnel(tunnel, CloseReason::Inactive);
@@ -366,7 +488,17 @@ impl BoxSession {
             | Phase::Resyncing { deadline, .. } => Some((deadline, Timer::SwitchTimeout)),
             _ => None,
         };
-        self.core.poll_timeout(phase)
+        let standby = self.standby.map(|s| {
+            let d = match s.ping {
+                Some((_, sent)) => sent + self.standby_patience(),
+                None => s.next_ping,
+            };
+            (d, Timer::Standby)
+        });
+        [self.core.poll_timeout(phase), standby]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(d, _)| *d)
     }
 
     // ---- status ----------------------------------------------------------
@@ -425,6 +557,9 @@ impl BoxSession {
             self.fail_session(code, &format!("server disconnected: {reason}"));
             return Ok(());
         }
+        if self.standby.is_some_and(|s| s.tunnel == t) {
+            return self.standby_frame(t, frame, now);
+        }
         if let Frame::Refused { code, reason } = frame {
             return self.handle_refused(t, code, reason, now);
         }
@@ -471,7 +606,11 @@ impl BoxSession {
                 let z = self.core.cfg.switch_timeout;
                 match (t == old, step, frame) {
                     (true, Step::AwaitAck, Frame::SwitchAck { switch: s }) if s == switch => {
-                        self.set_step(Step::AwaitPeerDrain, now + z);
+                        // The old path's queue drains behind the marker.
+                        let patience = self
+                            .old_path_patience(8)
+                            .max(std::time::Duration::from_secs(1));
+                        self.set_step(Step::AwaitPeerDrain, now + patience.min(z));
                         Ok(())
                     }
                     (
@@ -666,11 +805,76 @@ impl BoxSession {
             tunnel: t,
             deadline,
         };
+        let since = self.lost_heard.take().unwrap_or(now).min(now);
         self.core.events.push_back(Event::SwitchStarted {
             switch,
             kind: SwitchKind::Sudden,
             to: Some(t),
+            since,
         });
+    }
+
+    /// How long the old path of a planned switch may take to answer: `n`
+    /// of its round trips, at least twice the dead-path floor.
+    fn old_path_patience(&self, n: u32) -> std::time::Duration {
+        let rtt = self.core.path_stats().srtt.unwrap_or_default();
+        (rtt * n).max(self.core.cfg.dead_path_floor * 2)
+    }
+
+    /// How long a standby PING may wait for its PONG.
+    fn standby_patience(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5).min(self.core.cfg.standby_keepalive)
+    }
+
+    fn standby_ping(&mut self, sb: &mut Standby, now: Instant) {
+        let nonce = sb.next_nonce;
+        sb.next_nonce = sb.next_nonce.wrapping_add(1) | STANDBY_NONCE;
+        self.core.queue(sb.tunnel, Frame::Ping { nonce });
+        sb.ping = Some((nonce, now));
+        sb.next_ping = now + self.core.cfg.standby_keepalive;
+    }
+
+    /// A frame on the standby tunnel: PING and PONG keep it; REFUSED or
+    /// anything else ends it.
+    fn standby_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), Violation> {
+        match frame {
+            Frame::Pong { nonce } => {
+                if let Some(sb) = self.standby.as_mut()
+                    && sb.ping.is_some_and(|(n, _)| n == nonce)
+                {
+                    sb.ping = None;
+                    sb.confirmed = true;
+                }
+                Ok(())
+            }
+            Frame::Ping { nonce } => {
+                self.core.queue(t, Frame::Pong { nonce });
+                Ok(())
+            }
+            Frame::Refused { code, .. } => {
+                self.standby = None;
+                self.core.close_tunnel(t, CloseReason::Refused(code));
+                let _ = now;
+                Ok(())
+            }
+            f => Err(Violation::out_of_state(&f, "on a standby tunnel")),
+        }
+    }
+
+    /// The standby's PING is due, or its PONG overdue (then it is closed).
+    fn standby_timeout(&mut self, now: Instant) {
+        let Some(mut sb) = self.standby else { return };
+        if let Some((_, sent)) = sb.ping {
+            if now >= sent + self.standby_patience() {
+                self.standby = None;
+                self.core.close_tunnel(sb.tunnel, CloseReason::StandbyLost);
+            }
+            return;
+        }
+        if now >= sb.next_ping {
+            self.standby_ping(&mut sb, now);
+            self.standby = Some(sb);
+        }
     }
 
     fn enter_recovering(&mut self, deadline: Instant) {
@@ -681,6 +885,7 @@ impl BoxSession {
 
     fn tunnel_failed(&mut self, t: TunnelId, reason: CloseReason, now: Instant) {
         if self.core.is_attached(t) {
+            self.lost_heard = self.core.last_heard(t);
             self.core.close_tunnel(t, reason);
             self.after_loss(t, now);
         }
@@ -693,12 +898,27 @@ impl BoxSession {
             self.draining_old = None;
             return;
         }
+        if self.standby.is_some_and(|s| s.tunnel == t) {
+            self.standby = None;
+            return;
+        }
         match self.phase {
             Phase::Connecting { tunnel, .. } if tunnel == t => {
                 self.phase = Phase::Idle;
                 self.core.events.push_back(Event::NeedTunnel);
             }
-            Phase::Established { tunnel } if tunnel == t => self.enter_recovering(now + z),
+            Phase::Established { tunnel } if tunnel == t => {
+                // A confirmed standby takes over at once: no handshake.
+                match self.standby.take().filter(|s| s.confirmed) {
+                    Some(sb) => self.start_resync(sb.tunnel, now + z, now),
+                    None => {
+                        if let Some(sb) = self.standby.take() {
+                            self.core.close_tunnel(sb.tunnel, CloseReason::Replaced);
+                        }
+                        self.enter_recovering(now + z);
+                    }
+                }
+            }
             Phase::Planned { old, new, .. } if t == old || t == new => {
                 let survivor = if t == old { new } else { old };
                 if self.core.is_attached(survivor) {
@@ -733,5 +953,7 @@ impl BoxSession {
     }
 }
 
+#[cfg(test)]
+mod path_tests;
 #[cfg(test)]
 mod tests;

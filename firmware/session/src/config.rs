@@ -32,6 +32,13 @@ pub struct SessionConfig {
     /// Z: the longest any handover step waits; a server also keeps a
     /// tunnel-less session this long before releasing it. Default 30 s.
     pub switch_timeout: Duration,
+    /// Box: a busy active tunnel silent for `max(3 × RTT, this)` (and
+    /// unanswered fast probes) is dead without waiting for the inactivity
+    /// timeout (see `liveness`). Default 100 ms.
+    pub dead_path_floor: Duration,
+    /// Box: PING interval of a warm standby tunnel (the server releases one
+    /// silent for three intervals). Default 25 s.
+    pub standby_keepalive: Duration,
 }
 
 impl Default for SessionConfig {
@@ -46,6 +53,8 @@ impl Default for SessionConfig {
             keepalive: Duration::from_secs(1),
             inactivity_timeout: Duration::from_secs(4),
             switch_timeout: Duration::from_secs(30),
+            dead_path_floor: Duration::from_millis(100),
+            standby_keepalive: Duration::from_secs(25),
         }
     }
 }
@@ -103,6 +112,19 @@ impl SessionConfig {
         }
         if self.switch_timeout.is_zero() {
             return bad("switch_timeout", "must be non-zero");
+        }
+        if self.dead_path_floor < Duration::from_millis(20)
+            || self.dead_path_floor > self.inactivity_timeout
+        {
+            return bad(
+                "dead_path_floor",
+                "must be at least 20 ms and at most the inactivity timeout",
+            );
+        }
+        if self.standby_keepalive < Duration::from_secs(1)
+            || self.standby_keepalive > Duration::from_secs(3600)
+        {
+            return bad("standby_keepalive", "must be between 1 s and an hour");
         }
         Ok(())
     }

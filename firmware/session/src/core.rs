@@ -15,6 +15,7 @@ use wire::{Frame, FrameType, ResetCode, Role, ServiceName, StreamId, StreamKind}
 use crate::config::SessionConfig;
 use crate::event::{CloseReason, Event, Timer, TunnelId};
 use crate::keepalive::{Keepalive, PathStats};
+use crate::liveness::{Inputs, Liveness, TransportSample, Verdict};
 use crate::reader::FrameReader;
 use crate::stream::{Stream, StreamViolation};
 use crate::violation::Violation;
@@ -66,8 +67,9 @@ struct TunnelIn {
     reader: FrameReader,
     last_heard: Instant,
     /// Traffic is expected: silence past the inactivity timeout kills it.
-    /// A make-before-break tunnel waits unwatched until it is used.
-    watched: bool,
+    /// Silence beyond this kills the tunnel. A make-before-break tunnel
+    /// waits unwatched until it is used; a standby has a longer limit.
+    silence_limit: Option<std::time::Duration>,
 }
 
 /// Shared engine of both roles.
@@ -90,6 +92,10 @@ pub(crate) struct Core {
     tunnels: BTreeMap<TunnelId, TunnelIn>,
     pub events: VecDeque<Event>,
     pub keepalive: Keepalive,
+    /// Dead-path detection on the primary tunnel (box only).
+    liveness: Liveness,
+    /// When the peer's stream data last arrived.
+    last_data_in: Option<Instant>,
     pub stats: SessionStats,
     rr_next: u32,
     /// The session ended: no new streams.
@@ -102,6 +108,8 @@ impl Core {
             role,
             peer_window: u64::from(cfg.window),
             keepalive: Keepalive::new(cfg.keepalive),
+            liveness: Liveness::default(),
+            last_data_in: None,
             cfg,
             streams: BTreeMap::new(),
             next_index: 0,
@@ -127,16 +135,21 @@ impl Core {
         self.tunnels.entry(t).or_insert(TunnelIn {
             reader: FrameReader::default(),
             last_heard: now,
-            watched: false,
+            silence_limit: None,
         });
     }
 
     /// From now on `t` must not stay silent for the inactivity timeout.
     pub fn watch(&mut self, t: TunnelId, now: Instant) {
+        self.watch_with(t, self.cfg.inactivity_timeout, now);
+    }
+
+    /// From now on `t` must not stay silent for `limit`.
+    pub fn watch_with(&mut self, t: TunnelId, limit: std::time::Duration, now: Instant) {
         if let Some(tin) = self.tunnels.get_mut(&t)
-            && !tin.watched
+            && tin.silence_limit != Some(limit)
         {
-            tin.watched = true;
+            tin.silence_limit = Some(limit);
             tin.last_heard = now;
         }
     }
@@ -153,6 +166,7 @@ impl Core {
         if self.primary == Some(t) {
             self.primary = None;
             self.keepalive.stop();
+            self.liveness.reset();
         }
     }
 
@@ -163,6 +177,11 @@ impl Core {
             self.events
                 .push_back(Event::CloseTunnel { tunnel: t, reason });
         }
+    }
+
+    /// When bytes last arrived on `t`.
+    pub fn last_heard(&self, t: TunnelId) -> Option<Instant> {
+        self.tunnels.get(&t).map(|tin| tin.last_heard)
     }
 
     pub fn is_attached(&self, t: TunnelId) -> bool {
@@ -178,6 +197,9 @@ impl Core {
             tin.reader.push(bytes);
             if !bytes.is_empty() {
                 tin.last_heard = now;
+                if self.primary == Some(t) {
+                    self.liveness.heard();
+                }
             }
         }
     }
@@ -202,6 +224,7 @@ impl Core {
             phase,
             self.keepalive.deadline().map(|d| (d, Timer::Keepalive)),
             self.inactivity_deadline().map(|d| (d, Timer::Inactivity)),
+            self.liveness_deadline().map(|d| (d, Timer::PathProbe)),
         ]
         .into_iter()
         .flatten()
@@ -212,8 +235,7 @@ impl Core {
     pub fn inactivity_deadline(&self) -> Option<Instant> {
         self.tunnels
             .values()
-            .filter(|t| t.watched)
-            .map(|t| t.last_heard + self.cfg.inactivity_timeout)
+            .filter_map(|t| t.silence_limit.map(|l| t.last_heard + l))
             .min()
     }
 
@@ -221,7 +243,7 @@ impl Core {
     pub fn silent_tunnels(&self, now: Instant) -> Vec<TunnelId> {
         self.tunnels
             .iter()
-            .filter(|(_, tin)| tin.watched && now >= tin.last_heard + self.cfg.inactivity_timeout)
+            .filter(|(_, tin)| tin.silence_limit.is_some_and(|l| now >= tin.last_heard + l))
             .map(|(t, _)| *t)
             .collect()
     }
@@ -235,6 +257,59 @@ impl Core {
         self.watch(t, now);
         self.primary = Some(t);
         self.keepalive.start_path(now);
+        self.liveness.reset();
+    }
+
+    /// The kernel's view of tunnel `t` (only the primary's counts).
+    pub fn handle_transport(&mut self, t: TunnelId, sample: TransportSample, now: Instant) {
+        if self.primary == Some(t) {
+            self.liveness.transport(sample, now);
+        }
+    }
+
+    /// The dead-path rule's figures for the primary tunnel (box only).
+    /// Busy: our data waits for its acknowledgement, or the peer was
+    /// sending data when the tunnel fell quiet.
+    fn liveness_inputs(&self) -> Option<Inputs> {
+        if self.role != Role::Box {
+            return None;
+        }
+        let t = self.primary?;
+        let tin = self.tunnels.get(&t)?;
+        let sending = self
+            .last_data_in
+            .is_some_and(|d| d + self.cfg.keepalive >= tin.last_heard);
+        Some(Inputs {
+            last_heard: tin.last_heard,
+            busy: self.stats.bytes_buffered > 0 || sending,
+            srtt: self.keepalive.stats.srtt,
+            floor: self.cfg.dead_path_floor,
+        })
+    }
+
+    /// Runs the dead-path rule at `now`: sends a fast probe if one is due;
+    /// returns the primary tunnel if it is dead.
+    pub fn poll_liveness(&mut self, now: Instant) -> Option<TunnelId> {
+        let i = self.liveness_inputs()?;
+        let t = self.primary?;
+        // A verdict may ask for a probe and, right after, for nothing more.
+        for _ in 0..2 {
+            match self.liveness.poll(&i, now) {
+                Verdict::Wait(_) => return None,
+                Verdict::Dead => return Some(t),
+                Verdict::Probe => {
+                    let nonce = self.keepalive.probe_now(now);
+                    self.queue(t, Frame::Ping { nonce });
+                    self.liveness.probed(now);
+                }
+            }
+        }
+        None
+    }
+
+    /// When the dead-path rule next wants something.
+    fn liveness_deadline(&self) -> Option<Instant> {
+        self.liveness.deadline(&self.liveness_inputs()?)
     }
 
     pub fn path_stats(&self) -> PathStats {
@@ -452,6 +527,7 @@ impl Core {
                     .recv
                     .handle_data(offset, payload)
                     .map_err(|e| violation(stream, e))?;
+                self.last_data_in = Some(now);
                 if !bytes.is_empty() {
                     self.stats.bytes_received += bytes.len() as u64;
                     self.events.push_back(Event::Data { stream, bytes });

@@ -1,6 +1,7 @@
 //! What a session tells its driver: events, timers, and the ids it uses.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use wire::{DisconnectCode, RefuseCode, ResetCode, ServiceName, StreamId, StreamKind};
 
@@ -27,6 +28,11 @@ pub enum CloseReason {
     Replaced,
     /// Nothing arrived for the inactivity timeout.
     Inactive,
+    /// Busy and silent past the dead-path bound, fast probes unanswered,
+    /// the transport without progress (a silent blackhole).
+    DeadPath,
+    /// A warm standby tunnel's PING went unanswered.
+    StandbyLost,
     /// The peer sent bytes that are not a valid frame or a frame that is not
     /// allowed in the current state.
     ProtocolViolation(crate::Violation),
@@ -110,6 +116,9 @@ pub enum Event {
         kind: SwitchKind,
         /// The tunnel the session moves to (the server learns it later).
         to: Option<TunnelId>,
+        /// Box: since when the applications wait — the lost path's last
+        /// sign of life for a switch after a loss, now otherwise.
+        since: Instant,
     },
     /// A handover finished: data flows on `to`.
     SwitchCompleted {
@@ -149,6 +158,11 @@ pub enum Timer {
     /// A handover step, or a server's wait for the box to come back, may
     /// have exceeded the switch timeout Z.
     SwitchTimeout,
+    /// The active path fell silent while busy: a fast probe or the
+    /// dead-path verdict is due.
+    PathProbe,
+    /// The warm standby tunnel's PING is due, or its answer overdue.
+    Standby,
 }
 
 /// Bytes for one tunnel, from `poll_transmit`.

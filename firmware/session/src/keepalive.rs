@@ -117,6 +117,20 @@ impl Keepalive {
         Some(nonce)
     }
 
+    /// A PING outside the schedule (a fast probe of a silent path); its
+    /// nonce. The regular schedule is unchanged.
+    pub fn probe_now(&mut self, now: Instant) -> u64 {
+        let nonce = self.next_nonce;
+        self.next_nonce = self.next_nonce.wrapping_add(1);
+        if self.outstanding.len() >= MAX_OUTSTANDING {
+            self.outstanding.pop_front();
+            self.stats.pings_lost += 1;
+        }
+        self.outstanding.push_back((nonce, now));
+        self.stats.pings_sent += 1;
+        nonce
+    }
+
     pub fn handle_pong(&mut self, nonce: u64, now: Instant) {
         let Some(i) = self.outstanding.iter().position(|(n, _)| *n == nonce) else {
             return;

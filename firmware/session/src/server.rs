@@ -264,6 +264,9 @@ impl Server {
             }
             | Frame::SwitchUnexpected {
                 version, box_id, ..
+            }
+            | Frame::Standby {
+                version, box_id, ..
             } => (*version, box_id.clone()),
             other => {
                 let reason = format!("{} cannot open a tunnel", other.frame_type().name());
@@ -287,7 +290,9 @@ impl Server {
                 incarnation,
                 ..
             } => self.connect(t, identity, window, incarnation, rest, now),
-            Frame::SwitchStep2 { session_id, .. } | Frame::SwitchUnexpected { session_id, .. } => {
+            Frame::SwitchStep2 { session_id, .. }
+            | Frame::SwitchUnexpected { session_id, .. }
+            | Frame::Standby { session_id, .. } => {
                 let Some(owner) = self.by_id.get(&session_id).cloned() else {
                     return self.refuse(
                         t,

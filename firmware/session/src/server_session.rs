@@ -70,6 +70,8 @@ pub struct ServerSession {
     draining_old: Option<(TunnelId, u32)>,
     /// The newest switch number accepted (SWITCH_STEP1 / SWITCH_UNEXPECTED).
     last_switch: u32,
+    /// The box's warm standby tunnel, if one is bound.
+    standby: Option<TunnelId>,
 }
 
 impl ServerSession {
@@ -103,6 +105,7 @@ impl ServerSession {
             phase: Phase::Established { tunnel: t },
             draining_old: None,
             last_switch: 0,
+            standby: None,
         }
     }
 
@@ -179,25 +182,27 @@ impl ServerSession {
         now: Instant,
     ) -> Result<(), (RefuseCode, String)> {
         match (frame, self.phase) {
-            (
-                Frame::SwitchStep2 { switch, .. },
-                Phase::Planned {
-                    switch: s,
-                    new: None,
-                    ..
-                },
-            ) if s == switch => {
-                self.core.attach(t, now);
-                if let Phase::Planned { new, .. } = &mut self.phase {
-                    *new = Some(t);
-                }
-                self.maybe_complete_planned(now);
-            }
             (Frame::SwitchStep2 { switch, .. }, _) => {
-                return Err((
-                    RefuseCode::BadSwitch,
-                    format!("no planned switch {switch} is waiting"),
-                ));
+                self.core.attach(t, now);
+                if let Err(e) = self.step2(t, switch, now) {
+                    self.core.detach(t);
+                    return Err(e);
+                }
+            }
+            (Frame::Standby { .. }, Phase::Released) => {
+                return Err((RefuseCode::UnknownSession, "the session has ended".into()));
+            }
+            (Frame::Standby { keepalive_ms, .. }, _) => {
+                if let Some(old) = self.standby.take() {
+                    self.core.close_tunnel(old, CloseReason::Replaced);
+                }
+                self.core.attach(t, now);
+                // Three of the box's standby PINGs may go missing.
+                let limit = std::time::Duration::from_millis(u64::from(keepalive_ms))
+                    .saturating_mul(3)
+                    .max(self.core.cfg.inactivity_timeout);
+                self.core.watch_with(t, limit, now);
+                self.standby = Some(t);
             }
             (Frame::SwitchUnexpected { switch, .. }, _) if !self.is_newer(switch) => {
                 return Err((RefuseCode::Stale, self.stale_reason(switch)));
@@ -216,6 +221,46 @@ impl ServerSession {
         }
         self.handle_input(t, rest, now);
         Ok(())
+    }
+
+    /// SWITCH_STEP2 on `t` (attached): the new tunnel of the planned switch
+    /// in progress.
+    fn step2(
+        &mut self,
+        t: TunnelId,
+        switch: u32,
+        now: Instant,
+    ) -> Result<(), (RefuseCode, String)> {
+        match self.phase {
+            Phase::Planned {
+                switch: s,
+                new: None,
+                ..
+            } if s == switch => {
+                if self.standby == Some(t) {
+                    self.standby = None;
+                }
+                if let Phase::Planned { new, .. } = &mut self.phase {
+                    *new = Some(t);
+                }
+                self.maybe_complete_planned(now);
+                Ok(())
+            }
+            // The planned switch was abandoned here (its old tunnel went)
+            // while this STEP2 was on its way: keep the tunnel; the box
+            // resumes on it with SWITCH_UNEXPECTED.
+            Phase::Orphaned { .. } if switch == self.last_switch => {
+                if self.standby == Some(t) {
+                    self.standby = None;
+                }
+                self.core.watch(t, now);
+                Ok(())
+            }
+            _ => Err((
+                RefuseCode::BadSwitch,
+                format!("no planned switch {switch} is waiting"),
+            )),
+        }
     }
 
     pub(crate) fn handle_input(&mut self, t: TunnelId, bytes: &[u8], now: Instant) {
@@ -290,6 +335,17 @@ impl ServerSession {
             Frame::Ping { .. } | Frame::Pong { .. } => {
                 return self.core.handle_stream_frame(t, frame, now);
             }
+            Frame::SwitchStep2 { switch, .. } if self.standby == Some(t) => {
+                return self
+                    .step2(t, switch, now)
+                    .map_err(|_| Violation::OutOfState {
+                        frame: wire::FrameType::SwitchStep2,
+                        when: "without a planned switch waiting for it",
+                    });
+            }
+            ref f if self.standby == Some(t) && !matches!(f, Frame::SwitchUnexpected { .. }) => {
+                return Err(Violation::out_of_state(f, "on a standby tunnel"));
+            }
             Frame::SwitchUnexpected {
                 version,
                 session_id,
@@ -335,6 +391,7 @@ impl ServerSession {
                         switch,
                         kind: SwitchKind::Planned,
                         to: None,
+                        since: now,
                     });
                     Ok(())
                 }
@@ -434,6 +491,9 @@ impl ServerSession {
 
     fn resync(&mut self, t: TunnelId, switch: u32, peer: &SyncState, now: Instant) {
         self.last_switch = switch;
+        if self.standby == Some(t) {
+            self.standby = None;
+        }
         let others: Vec<TunnelId> = self.core.attached().filter(|o| *o != t).collect();
         for o in others {
             self.core.close_tunnel(o, CloseReason::Replaced);
@@ -470,6 +530,10 @@ impl ServerSession {
     fn after_loss(&mut self, t: TunnelId, now: Instant) {
         if self.draining_old.is_some_and(|(old, _)| old == t) {
             self.draining_old = None;
+            return;
+        }
+        if self.standby == Some(t) {
+            self.standby = None;
             return;
         }
         let orphan_deadline = now + self.core.cfg.switch_timeout;

@@ -48,6 +48,8 @@ pub struct Pair {
     pub open: BTreeSet<TunnelId>,
     pub box_events: Vec<Event>,
     pub server_events: Vec<ServerEvent>,
+    /// Open tunnels that carry nothing (a silent blackhole).
+    pub silent: BTreeSet<TunnelId>,
     next: u64,
 }
 
@@ -68,6 +70,7 @@ impl Pair {
             open: BTreeSet::new(),
             box_events: Vec::new(),
             server_events: Vec::new(),
+            silent: BTreeSet::new(),
             next: 1,
         }
     }
@@ -96,13 +99,13 @@ impl Pair {
             let mut moved = false;
             while let Some(tx) = self.bx.poll_transmit() {
                 moved = true;
-                if self.open.contains(&tx.tunnel) {
+                if self.open.contains(&tx.tunnel) && !self.silent.contains(&tx.tunnel) {
                     self.server.handle_input(tx.tunnel, &tx.bytes, self.now);
                 }
             }
             while let Some(tx) = self.server.poll_transmit() {
                 moved = true;
-                if self.open.contains(&tx.tunnel) {
+                if self.open.contains(&tx.tunnel) && !self.silent.contains(&tx.tunnel) {
                     self.bx.handle_input(tx.tunnel, &tx.bytes, self.now);
                 }
             }

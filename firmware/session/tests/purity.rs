@@ -38,7 +38,8 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Library code only: test modules (`tests.rs`, `testkit.rs`) may use the clock.
+/// Library code only: test modules (`tests.rs`, `*_tests.rs`, `testkit.rs`)
+/// may use the clock.
 fn library_files(krate: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -48,7 +49,7 @@ fn library_files(krate: &str) -> Vec<PathBuf> {
     sources(&root, &mut files);
     files.retain(|f| {
         let name = f.file_name().unwrap().to_string_lossy();
-        name != "tests.rs" && name != "testkit.rs"
+        !name.ends_with("tests.rs") && name != "testkit.rs"
     });
     assert!(
         !files.is_empty(),

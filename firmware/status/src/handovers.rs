@@ -16,6 +16,10 @@ pub enum HandoverKind {
     /// The old path was gone: resumed over a new tunnel from the received
     /// offsets.
     Sudden,
+    /// Away from a degraded path: the session moved as soon as the new
+    /// tunnel was up, without waiting for the old path to drain (what was in
+    /// flight there was sent again, each byte taken once).
+    Prompt,
 }
 
 /// How it ended.

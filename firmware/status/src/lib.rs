@@ -127,6 +127,9 @@ pub struct SiteRow {
     pub pings_lost: u64,
     /// Why it is not connected, if it is not.
     pub last_error: Option<String>,
+    /// The uplink its warm standby tunnel runs over, once bound.
+    #[serde(default)]
+    pub standby: Option<String>,
 }
 
 /// A switch the box suggests in manual mode.

@@ -44,6 +44,7 @@ fn snapshot() -> Snapshot {
             pings_sent: 40,
             pings_lost: 0,
             last_error: None,
+            standby: None,
         }],
         pan_clients: Vec::new(),
         bluetooth: None,

@@ -176,6 +176,17 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&switch.to_be_bytes());
             put_str(out, box_id.as_str());
         }
+        Frame::Standby {
+            version,
+            session_id,
+            box_id,
+            keepalive_ms,
+        } => {
+            out.extend_from_slice(&version.to_be_bytes());
+            out.extend_from_slice(&session_id.to_be_bytes());
+            put_str(out, box_id.as_str());
+            out.extend_from_slice(&keepalive_ms.to_be_bytes());
+        }
         Frame::AllRedirected { switch, sync } => {
             out.extend_from_slice(&switch.to_be_bytes());
             put_sync(out, sync);
@@ -324,6 +335,12 @@ fn decode_body(ty: FrameType, r: &mut Reader<'_>) -> Result<Frame, InvalidFrame>
             session_id: r.u64()?,
             switch: r.u32()?,
             box_id: r.box_id()?,
+        },
+        FrameType::Standby => Frame::Standby {
+            version: r.u16()?,
+            session_id: r.u64()?,
+            box_id: r.box_id()?,
+            keepalive_ms: r.u32()?,
         },
         FrameType::AllRedirected => Frame::AllRedirected {
             switch: r.u32()?,

@@ -179,6 +179,21 @@ pub enum Frame {
         /// What the box has received of each stream.
         sync: SyncState,
     },
+    /// Box → server, first frame of a warm standby tunnel: bound to the
+    /// session, it carries no stream data, only PINGs every `keepalive_ms`,
+    /// until the box moves the session onto it (SWITCH_UNEXPECTED or
+    /// SWITCH_STEP2) — without a TCP or TLS handshake in the stall.
+    Standby {
+        /// Protocol version.
+        version: u16,
+        /// The session it stands by for.
+        session_id: u64,
+        /// The box's id; must own the session and match the tunnel identity.
+        box_id: BoxId,
+        /// How often the box PINGs it (the server releases it after three
+        /// intervals of silence).
+        keepalive_ms: u32,
+    },
 }
 
 /// What one side has received, sent on a new tunnel so the other side can
@@ -320,11 +335,12 @@ pub enum FrameType {
     SwitchStep2 = 0x26,
     AllRedirected = 0x27,
     SwitchUnexpected = 0x28,
+    Standby = 0x29,
 }
 
 impl FrameType {
     /// Every frame type, in type-byte order.
-    pub const ALL: [FrameType; 22] = [
+    pub const ALL: [FrameType; 23] = [
         FrameType::Connect,
         FrameType::ConnectAck,
         FrameType::Refused,
@@ -347,6 +363,7 @@ impl FrameType {
         FrameType::SwitchStep2,
         FrameType::AllRedirected,
         FrameType::SwitchUnexpected,
+        FrameType::Standby,
     ];
 
     /// Parses a type byte.
@@ -379,6 +396,7 @@ impl FrameType {
             FrameType::SwitchStep2 => "SWITCH_STEP2",
             FrameType::AllRedirected => "ALL_REDIRECTED",
             FrameType::SwitchUnexpected => "SWITCH_UNEXPECTED",
+            FrameType::Standby => "STANDBY",
         }
     }
 }
@@ -413,6 +431,7 @@ impl Frame {
             Frame::SwitchStep2 { .. } => FrameType::SwitchStep2,
             Frame::AllRedirected { .. } => FrameType::AllRedirected,
             Frame::SwitchUnexpected { .. } => FrameType::SwitchUnexpected,
+            Frame::Standby { .. } => FrameType::Standby,
         }
     }
 }

@@ -152,6 +152,15 @@ fn vectors() -> Vec<(&'static str, Frame)> {
             },
         ),
         (
+            "STANDBY",
+            Frame::Standby {
+                version: 1,
+                session_id: 0x0123_4567_89ab_cdef,
+                box_id: bid.clone(),
+                keepalive_ms: 25_000,
+            },
+        ),
+        (
             "ALL_REDIRECTED",
             Frame::AllRedirected {
                 switch: 3,

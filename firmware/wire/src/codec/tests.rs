@@ -131,6 +131,14 @@ pub(crate) fn any_frame() -> impl Strategy<Value = Frame> {
             }
         ),
         (any::<u32>(), sync()).prop_map(|(switch, sync)| Frame::AllRedirected { switch, sync }),
+        (any::<u16>(), any::<u64>(), bid(), any::<u32>()).prop_map(
+            |(version, session_id, box_id, keepalive_ms)| Frame::Standby {
+                version,
+                session_id,
+                box_id,
+                keepalive_ms
+            }
+        ),
         (any::<u16>(), any::<u64>(), any::<u32>(), bid(), sync()).prop_map(
             |(version, session_id, switch, box_id, sync)| Frame::SwitchUnexpected {
                 version,

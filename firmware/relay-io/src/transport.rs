@@ -1,0 +1,119 @@
+//! The kernel's view of a tunnel's TCP connection (`TCP_INFO`): its round
+//! trip, how long since it last received an acknowledgement, and what is
+//! still unacknowledged. The dead-path rule reads it so that a path whose
+//! segments are still acknowledged is never declared dead merely because
+//! its peer's application is slow.
+//!
+//! The one `getsockopt` call is the only unsafe code of the workspace's
+//! runtime crates; neither nix nor socket2 offers `TCP_INFO`, and the
+//! crates that do generate bindings with bindgen at build time (libclang in
+//! the image build).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
+
+/// What `TCP_INFO` says of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpInfo {
+    /// Smoothed round trip.
+    pub rtt: Duration,
+    /// Time since the last acknowledgement arrived.
+    pub since_last_ack: Duration,
+    /// Time since the last data arrived.
+    pub since_last_data: Duration,
+    /// Segments sent and not acknowledged.
+    pub unacked: u32,
+    /// Retransmissions of the segment at the head (timeouts in a row).
+    pub retransmits: u8,
+    /// Retransmissions over the connection's life.
+    pub total_retrans: u32,
+}
+
+/// Reads `TCP_INFO` of the socket behind `fd`.
+#[allow(unsafe_code)]
+pub fn tcp_info(fd: impl AsFd) -> std::io::Result<TcpInfo> {
+    let fd = fd.as_fd();
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `fd` is a descriptor borrowed for the duration of the call;
+    // `info` is a zeroed `tcp_info` of `len` bytes, and the kernel writes
+    // at most `len` bytes into it and stores the length it wrote in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: zero-initialised above and (partly) written by the kernel;
+    // every field of `tcp_info` is a plain integer, valid for any bits.
+    let i = unsafe { info.assume_init() };
+    let ms = |v: u32| Duration::from_millis(u64::from(v));
+    Ok(TcpInfo {
+        rtt: Duration::from_micros(u64::from(i.tcpi_rtt)),
+        since_last_ack: ms(i.tcpi_last_ack_recv),
+        since_last_data: ms(i.tcpi_last_data_recv),
+        unacked: i.tcpi_unacked,
+        retransmits: i.tcpi_retransmits,
+        total_retrans: i.tcpi_total_retrans,
+    })
+}
+
+/// A tunnel's TCP socket kept for `TCP_INFO` (a duplicate descriptor: drop
+/// it with the tunnel, or the socket outlives it).
+#[derive(Debug)]
+pub struct TcpWatch(OwnedFd);
+
+impl TcpWatch {
+    /// Watches the socket behind `fd`.
+    pub fn new(fd: impl AsFd) -> std::io::Result<Self> {
+        Ok(Self(fd.as_fd().try_clone_to_owned()?))
+    }
+
+    /// The connection's `TCP_INFO` now.
+    pub fn sample(&self) -> std::io::Result<TcpInfo> {
+        tcp_info(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_live_connection_reports_its_round_trip_and_acknowledgements() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).await.unwrap();
+            s.write_all(&b).await.unwrap();
+        });
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let watch = TcpWatch::new(&c).unwrap();
+        c.write_all(b"hello").await.unwrap();
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).await.unwrap();
+        server.await.unwrap();
+        let i = watch.sample().unwrap();
+        assert_eq!(i.unacked, 0, "{i:?}");
+        assert!(
+            i.rtt > Duration::ZERO && i.rtt < Duration::from_secs(1),
+            "{i:?}"
+        );
+        assert!(i.since_last_ack < Duration::from_secs(5), "{i:?}");
+    }
+
+    #[test]
+    fn a_descriptor_that_is_not_a_tcp_socket_is_an_error() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(tcp_info(&f).is_err());
+    }
+}
