@@ -49,12 +49,14 @@ impl Daemons {
     /// With `transparent`, PAN clients' TCP is redirected and the SNAPT
     /// allows the box the internet host's web server only.
     /// With `pan`, the box also relays DNS for its PAN clients.
-    pub fn configure(
-        dir: &Path,
-        wired: bool,
-        transparent: bool,
-        pan: bool,
-    ) -> anyhow::Result<Self> {
+    /// With `shipped_defaults`, no test timers: the daemons' own defaults.
+    pub fn configure(dir: &Path, sc: &crate::scenario::Scenario) -> anyhow::Result<Self> {
+        let (wired, transparent, pan) = (sc.wired_wan, sc.transparent, sc.pan_dhcp);
+        let (session, decision) = if sc.shipped_defaults {
+            ("", "")
+        } else {
+            (SESSION, DECISION)
+        };
         let pki = dir.join("pki");
         for args in [
             &["init"][..],
@@ -132,10 +134,10 @@ impl Daemons {
                 box_port::TRANSPARENT
             );
         }
-        std::fs::write(dir.join("snapt.toml"), snapt + SESSION)?;
+        std::fs::write(dir.join("snapt.toml"), snapt + session)?;
         std::fs::write(
             dir.join("cnapt.toml"),
-            cnapt + SESSION + DECISION + &crate::fleet::cnapt_sections(),
+            cnapt + session + decision + &crate::fleet::cnapt_sections(),
         )?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -183,9 +185,10 @@ impl Daemons {
             .stderr(log(&self.dir, "cnaptd")?)
             .spawn()?;
         procs.push("cnaptd", c);
-        // Settled: on the preferred uplink, and every uplink measured good
-        // (a slow start — a debug build, a loaded machine — may have lost a
-        // first probe and moved the box for a moment).
+        // Settled: on the preferred uplink, every uplink measured good (a
+        // slow start — a debug build, a loaded machine — may have lost a
+        // first probe and moved the box for a moment), the warm standby
+        // bound.
         let until = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(v) = status(&self.box_sock) {
@@ -194,13 +197,17 @@ impl Daemons {
                     u.iter()
                         .all(|x| x["health"] == "good" && !x["rtt_ms"].is_null())
                 });
-                if site["state"] == "Established" && site["uplink"] == self.preferred && all_good {
+                if site["state"] == "Established"
+                    && site["uplink"] == self.preferred
+                    && all_good
+                    && !site["standby"].is_null()
+                {
                     return Ok(site["switches"].as_u64().unwrap_or(0));
                 }
             }
             if Instant::now() > until || stopped() {
                 bail!(
-                    "the box did not settle on {} with every uplink good within 30 s; logs in {}",
+                    "the box did not settle on {} with every uplink good and a standby within 30 s; logs in {}",
                     self.preferred,
                     self.dir.display()
                 );

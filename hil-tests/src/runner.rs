@@ -62,7 +62,7 @@ pub fn run_mode(
             sc, dir, mode, zero_delay, &world, &wifi, &lte, &mut procs, stop,
         );
     }
-    let daemons = Daemons::configure(dir, sc.wired_wan, sc.transparent, sc.pan_dhcp)?;
+    let daemons = Daemons::configure(dir, sc)?;
     // The LTE modem's data call brings wwan0 up; until then it is down.
     let box_ns = world.ns("box");
     set_link(&box_ns, Uplink::Lte, false)?;
@@ -92,6 +92,7 @@ pub fn run_mode(
     let mut events = sc.events.clone();
     events.sort_by(|a, b| a.at.total_cmp(&b.at));
     let start = Instant::now();
+    let start_unix_ms = unix_ms();
     let mut view = LiveView::new(live, sc.download_mib);
     // A restarted snaptd comes back at this time.
     let mut snaptd_back: Option<Instant> = None;
@@ -213,6 +214,12 @@ pub fn run_mode(
         }
     };
     let st = status(box_sock).unwrap_or_default();
+    for check in [check_records, check_hold_down] {
+        if let Err(e) = check(sc, &st, start_unix_ms) {
+            notes.push(e);
+            failed_steps += 1;
+        }
+    }
     let site = &st["sites"][0];
     let (cnaptd_cpu_s, cnaptd_peak_rss_mib) = procs::figures(procs.pid("cnaptd"));
     let (snaptd_cpu_s, snaptd_peak_rss_mib) = procs::figures(procs.pid("snaptd"));
@@ -328,4 +335,92 @@ fn describe(a: &Action) -> String {
             )
         }
     }
+}
+
+/// Now, milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The scenario's expected handover records, in order, among those the box
+/// wrote since `t0` (Unix ms): `Err` says which is missing and what was
+/// there.
+fn check_records(sc: &Scenario, status: &serde_json::Value, t0: u64) -> Result<(), String> {
+    let records: Vec<&serde_json::Value> = status["handovers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["at_unix_ms"].as_u64().is_some_and(|t| t >= t0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let at = |r: &serde_json::Value| (r["at_unix_ms"].as_u64().unwrap_or(0) - t0) as f64 / 1e3;
+    let mut next = records.iter();
+    for e in &sc.expect {
+        let found = next.by_ref().any(|r| {
+            e.kind.split('|').any(|k| r["kind"] == k)
+                && r["to_uplink"] == e.to.as_str()
+                && e.reason
+                    .as_deref()
+                    .is_none_or(|w| r["reason"].as_str().is_some_and(|x| x.contains(w)))
+                && e.after_s.is_none_or(|s| at(r) >= s)
+                && e.before_s.is_none_or(|s| at(r) <= s)
+        });
+        if !found {
+            let seen: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:.1}s {} → {} ({})",
+                        at(r),
+                        r["kind"],
+                        r["to_uplink"],
+                        r["reason"]
+                    )
+                })
+                .collect();
+            return Err(format!("expected record {e:?} not found among: {seen:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// No switch of the box's own back to an uplink within its hold-down after
+/// it left that uplink on a loss or a degradation (a sudden or prompt
+/// record from it). The user's forced switches may do what they like.
+fn check_hold_down(sc: &Scenario, status: &serde_json::Value, t0: u64) -> Result<(), String> {
+    let hold_down_ms = if sc.shipped_defaults { 30_000 } else { 6_000 };
+    let records: Vec<&serde_json::Value> = status["handovers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["at_unix_ms"].as_u64().is_some_and(|t| t >= t0))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, r) in records.iter().enumerate() {
+        let forced = r["reason"]
+            .as_str()
+            .is_some_and(|x| x.contains("forced by the user") || x.contains("approved"));
+        if r["kind"] != "planned" || forced {
+            continue;
+        }
+        let at = r["at_unix_ms"].as_u64().unwrap_or(0);
+        let left = records[..i].iter().rev().find(|p| {
+            p["from_uplink"] == r["to_uplink"] && (p["kind"] == "sudden" || p["kind"] == "prompt")
+        });
+        if let Some(p) = left {
+            let gone = p["at_unix_ms"].as_u64().unwrap_or(0);
+            if at.saturating_sub(gone) < hold_down_ms {
+                return Err(format!(
+                    "planned switch back to {} {} ms after leaving it on a loss or degradation (hold-down {hold_down_ms} ms)",
+                    r["to_uplink"],
+                    at.saturating_sub(gone)
+                ));
+            }
+        }
+    }
+    Ok(())
 }

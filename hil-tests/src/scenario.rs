@@ -50,9 +50,37 @@ pub struct Scenario {
     /// after the timeline.
     #[serde(default)]
     pub pan_dhcp: bool,
+    /// The daemons run with the shipped session and decision defaults
+    /// (keepalive 1 s, inactivity 4 s, dwell 3 s, hold-down 30 s …), not
+    /// the world's shorter test timers.
+    #[serde(default)]
+    pub shipped_defaults: bool,
+    /// Handover records the box must write during the timeline, in order
+    /// (others may come between).
+    #[serde(default)]
+    pub expect: Vec<ExpectedRecord>,
     /// The timeline.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,
+}
+
+/// A handover record a scenario expects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedRecord {
+    /// `planned`, `prompt` or `sudden` (alternatives: `prompt|sudden`).
+    pub kind: String,
+    /// The uplink it went to.
+    pub to: String,
+    /// Words its reason must contain.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Not before this many seconds into the timeline.
+    #[serde(default)]
+    pub after_s: Option<f64>,
+    /// Not after.
+    #[serde(default)]
+    pub before_s: Option<f64>,
 }
 
 fn default_download() -> usize {

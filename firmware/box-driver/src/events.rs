@@ -135,6 +135,30 @@ impl BoxDriver {
             }
             Event::SessionClosed { code, reason } => {
                 warn!(site, ?code, %reason, "session ended; starting a new one");
+                // A switch under way ends here: continuity was lost, the
+                // streams were reset. Recorded as failed, with no stall.
+                if let Some(start) = self.switch_started.remove(&site) {
+                    let name = |u: usize| self.cfg.uplinks[u].name.clone();
+                    self.history.push(HandoverRecord {
+                        seq: 0,
+                        at_unix_ms: unix_ms(),
+                        site,
+                        kind: match start.kind {
+                            SwitchKind::Planned => HandoverKind::Planned,
+                            SwitchKind::Sudden => HandoverKind::Sudden,
+                        },
+                        from_uplink: start.from.map(name),
+                        to_uplink: self.sites[site].uplink.map(name).unwrap_or_default(),
+                        reason: start.reason,
+                        stall_ms: 0.0,
+                        bytes_buffered: start.buffered,
+                        bytes_replayed: 0,
+                        outcome: Outcome::Failed(format!("continuity lost: {reason}")),
+                    });
+                }
+                self.sites[site].cause = None;
+                self.sites[site].intent = None;
+                self.sites[site].last_uplink = None;
                 self.locals.abort_where(|(s, _)| *s == site);
                 self.flows.remove_site(site);
                 self.incarnation += 1;

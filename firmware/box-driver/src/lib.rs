@@ -337,8 +337,15 @@ impl BoxDriver {
         while let Ok(input) = self.rx.try_recv() {
             self.handle(input);
         }
+        // Give the routes of uplinks that just came up a moment (policy
+        // routing is applied beside the driver), as after a link event.
+        let settle = self.cfg.uplinks.iter().any(|u| u.interface.is_some());
         for site in 0..self.cfg.snapts.len() {
-            self.connect_site(site, None);
+            if settle {
+                self.retry_after(site, uplinks::LINK_SETTLE);
+            } else {
+                self.connect_site(site, None);
+            }
         }
         let mut drain = Drain::default();
         let mut turn = tokio::time::interval(TURN_EVERY);
@@ -487,11 +494,12 @@ impl BoxDriver {
                     // sign of life (the session's SwitchStarted says when).
                     let active = self.coord.site(t.site).and_then(|s| s.active_tunnel());
                     if active == Some(tunnel) {
+                        // Closed or reset by the peer: the path carried that,
+                        // so it is not held against the uplink.
                         let name = &self.cfg.uplinks[t.uplink].name;
                         self.sites[t.site].cause.get_or_insert_with(|| {
                             format!("{name}: the tunnel failed (connection closed or reset)")
                         });
-                        self.path_lost(t.site);
                     }
                     self.standby_gone(t.site, tunnel, "connection lost");
                     self.coord.handle_tunnel_lost(t.site, tunnel, now());

@@ -45,15 +45,24 @@ impl BoxDriver {
             return;
         }
         let sites = self.cfg.snapts.len();
-        // Already there (a decision that crossed a switch completing).
-        if self.sites.iter().all(|s| s.uplink == Some(to)) {
-            info!(uplink = %self.cfg.uplinks[to].name, "switch: already there");
-            self.up
-                .task
-                .observe(Observation::Active { uplink: Some(to) }, now());
+        // Already there (a decision that crossed a switch completing), or
+        // no session to move yet.
+        let there = self.sites.iter().all(|s| s.uplink == Some(to));
+        let no_session = (0..sites).all(|i| {
+            self.coord
+                .site(i)
+                .is_none_or(|s| s.state() != session::BoxState::Established)
+        });
+        if there || no_session {
+            info!(uplink = %self.cfg.uplinks[to].name, there, "switch: nothing to move");
+            self.up.task.abandon();
             if let Some(r) = reply {
                 let name = &self.cfg.uplinks[to].name;
-                let _ = r.send(Reply::ok(serde_json::json!({ "uplink": name, "ms": 0.0 })));
+                let _ = r.send(if there {
+                    Reply::ok(serde_json::json!({ "uplink": name, "ms": 0.0 }))
+                } else {
+                    Reply::err("no session is established yet; the box connects over the best uplink by itself")
+                });
             }
             return;
         }
@@ -148,6 +157,7 @@ impl BoxDriver {
     /// is left promptly once a new tunnel is up.
     pub(super) fn sudden(&mut self, to: usize, reason: String) {
         let mut prompt = false;
+        let mut acted = false;
         for site in 0..self.cfg.snapts.len() {
             // A site already moving (over its standby, or recovering) needs
             // nothing more.
@@ -158,10 +168,10 @@ impl BoxDriver {
             if !established || self.sites[site].uplink == Some(to) {
                 continue;
             }
+            acted = true;
             self.sites[site].cause = Some(reason.clone());
             self.sites[site].intent = Some(status::HandoverKind::Sudden);
-            let standby = self.coord.site(site).and_then(|s| s.standby());
-            if let Some(t) = standby
+            if let Some(t) = self.standby_on(site, to)
                 && let Some(Ok(())) = self.coord.site(site).map(|s| s.move_to(t, now()))
             {
                 self.forget_used_standby(site, t);
@@ -183,6 +193,10 @@ impl BoxDriver {
         }
         if prompt {
             self.start_switch(to, None, reason, true);
+        }
+        if !acted {
+            // Nothing could move (no session yet, or already there).
+            self.up.task.abandon();
         }
     }
 
@@ -229,15 +243,16 @@ impl BoxDriver {
             }
             let s = &self.sites[site];
             if state != session::BoxState::Established
-                || s.standby.is_some()
                 || s.standby_connecting
                 || tokio::time::Instant::now() < s.standby_retry
             {
                 continue;
             }
             let active = s.uplink;
+            let current = s.standby.map(|(_, u)| u);
             let table = self.up.task.table();
-            let cand = self.up.task.preference(t).into_iter().find(|&u| {
+            let order = self.up.task.preference(t);
+            let cand = order.iter().copied().find(|&u| {
                 Some(u) != active
                     && self.cfg.uplinks[u].standby
                     && table[u].link_up
@@ -245,11 +260,19 @@ impl BoxDriver {
                     && table[u].health >= decision::Health::Warning
                     && !self.up.task.held_down(u, t)
             });
-            if let Some(u) = cand {
-                debug!(site, uplink = %self.cfg.uplinks[u].name, "connecting a warm standby");
-                self.sites[site].standby_connecting = true;
-                self.spawn_connect(site, vec![u], Purpose::Standby);
+            let Some(u) = cand else { continue };
+            // A standby in place stays unless it runs over the active
+            // uplink or a better one is usable now (it is replaced once the
+            // new one is bound).
+            if let Some(cur) = current {
+                let rank = |x: usize| order.iter().position(|&y| y == x);
+                if cur == u || (Some(cur) != active && rank(cur) <= rank(u)) {
+                    continue;
+                }
             }
+            debug!(site, uplink = %self.cfg.uplinks[u].name, replaces = ?current, "connecting a warm standby");
+            self.sites[site].standby_connecting = true;
+            self.spawn_connect(site, vec![u], Purpose::Standby);
         }
     }
 

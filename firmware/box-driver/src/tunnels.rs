@@ -188,6 +188,11 @@ impl BoxDriver {
     pub(super) fn schedule_retry(&mut self, site: usize) {
         let delay = self.sites[site].backoff.next(daemon::backoff::random());
         debug!(site, delay_ms = delay.as_millis() as u64, "next attempt");
+        self.retry_after(site, delay);
+    }
+
+    /// Tries `site` again after `delay`.
+    pub(super) fn retry_after(&self, site: usize, delay: Duration) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

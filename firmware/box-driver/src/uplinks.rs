@@ -14,7 +14,7 @@ use box_os::linkmon::LinkEvent;
 
 /// How long after a link or address comes back its routes are given to
 /// appear before a tunnel is tried over it.
-const LINK_SETTLE: Duration = Duration::from_millis(300);
+pub(super) const LINK_SETTLE: Duration = Duration::from_millis(300);
 
 /// The decision task's half of the driver's state.
 #[derive(Debug)]
@@ -150,11 +150,7 @@ impl BoxDriver {
                 });
                 if waiting && (self.sites[site].proven || self.sites[site].awaiting_link) {
                     self.sites[site].backoff.reset();
-                    let tx = self.tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(LINK_SETTLE).await;
-                        let _ = tx.send(Input::Retry { site });
-                    });
+                    self.retry_after(site, LINK_SETTLE);
                 }
             }
         }

@@ -144,7 +144,7 @@ pub struct SessionSection {
     /// Z: longest handover wait, ms; default 30000.
     pub switch_timeout_ms: u64,
     /// Box: a busy tunnel silent this long (or 3 round trips, if longer)
-    /// with its probes unanswered is dead, ms; default 100.
+    /// with its probes unanswered is dead, ms; default 150.
     pub dead_path_floor_ms: u64,
     /// Box: PING interval of the warm standby tunnel, ms; default 25000.
     pub standby_keepalive_ms: u64,

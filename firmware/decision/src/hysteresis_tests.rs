@@ -20,6 +20,8 @@ enum Step {
     Path(usize, Option<u16>, u8, u8),
     /// The active tunnel is lost (blackhole, inactivity).
     Loss,
+    /// The active tunnel dropped with its path fine (a relay restart).
+    RelayLoss,
     /// The pending switch fails.
     Fail,
     Wait(u16),
@@ -32,6 +34,7 @@ fn step() -> impl Strategy<Value = Step> {
         (0..N, proptest::option::of(1u16..1200), 1u8..5, 0u8..5)
             .prop_map(|(u, r, s, l)| Step::Path(u, r, s, l.min(s))),
         Just(Step::Loss),
+        Just(Step::RelayLoss),
         Just(Step::Fail),
         (1u16..8000).prop_map(Step::Wait),
     ]
@@ -91,8 +94,7 @@ proptest! {
                            to: Option<usize>,
                            now: Instant| {
             if let Some(old) = *active {
-                let lost = to.is_none();
-                let degraded = lost || task.table()[old].health < Health::Good;
+                let degraded = task.table()[old].health < Health::Good;
                 model.left[old] = Some((now, degraded));
             }
             *active = to;
@@ -103,6 +105,12 @@ proptest! {
                 Step::Link(u, up) => {
                     task.observe(Observation::Link { uplink: u, up }, now);
                     if !up && active == Some(u) {
+                        move_to(&mut task, &mut model, &mut active, None, now);
+                    }
+                }
+                Step::RelayLoss => {
+                    // The tunnel dropped, the path is fine (a relay restart).
+                    if active.is_some() {
                         move_to(&mut task, &mut model, &mut active, None, now);
                     }
                 }
@@ -117,7 +125,10 @@ proptest! {
                     now,
                 ),
                 Step::Loss => {
-                    if active.is_some() {
+                    if let Some(a) = active {
+                        // The driver reports the failed path, then the
+                        // sessions are without a tunnel.
+                        task.observe(Observation::Lost { uplink: a }, now);
                         move_to(&mut task, &mut model, &mut active, None, now);
                     }
                 }

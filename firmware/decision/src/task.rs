@@ -306,8 +306,11 @@ impl DecisionTask {
                     if uplink.is_some() && self.ever_active {
                         self.last_switch = Some(now);
                     }
+                    // Leaving: degraded if its health says so (a path that
+                    // failed was reported `Lost` first); merely without a
+                    // tunnel (the relay restarted) is not held against it.
                     if let Some(old) = self.active {
-                        self.leave(old, uplink.is_none(), now);
+                        self.leave(old, false, now);
                     }
                     self.ever_active |= uplink.is_some();
                     self.active = uplink;
@@ -328,6 +331,12 @@ impl DecisionTask {
             }
         }
         self.evaluate(now);
+    }
+
+    /// The driver could not carry out the last switch asked for (nothing
+    /// to move yet, or already there): the task decides afresh at once.
+    pub fn abandon(&mut self) {
+        self.in_flight = None;
     }
 
     /// The user (cboxctl, MQTT, the web page) forces `to`.
@@ -409,11 +418,10 @@ impl DecisionTask {
 
     // ---- internals ---------------------------------------------------
 
-    /// The sessions left `old` (`lost`: its tunnel was lost, no new uplink
-    /// yet). It must be measured good for the dwell time from now before it
-    /// is chosen again; degraded or lost, it is also held down. A lost
-    /// path's samples are void: it counts as failed until probes say
-    /// otherwise.
+    /// The sessions left `old` (`lost`: its path failed). It must be
+    /// measured good for the dwell time from now before it is chosen again;
+    /// degraded or lost, it is also held down. A lost path's samples are
+    /// void: it counts as failed until probes say otherwise.
     fn leave(&mut self, old: usize, lost: bool, now: Instant) {
         let Some(e) = self.table.get_mut(old) else {
             return;
@@ -484,9 +492,14 @@ impl DecisionTask {
         for e in &mut self.table {
             e.refresh(&self.policy, now);
         }
+        let active_down = self
+            .active
+            .is_some_and(|a| self.table[a].health == Health::Down);
         if let Some(f) = self.in_flight {
-            // A switch is under way; give it the policy's time.
-            if now.saturating_duration_since(f.since) < self.policy.switch_patience {
+            // A switch is under way; give it the policy's time — unless the
+            // path it leaves is gone meanwhile.
+            if now.saturating_duration_since(f.since) < self.policy.switch_patience && !active_down
+            {
                 return;
             }
             self.in_flight = None;

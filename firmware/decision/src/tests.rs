@@ -278,6 +278,7 @@ fn both_down_then_recovery() {
     // Nowhere to go: no decision, the sessions wait (Z).
     assert!(w.switches().is_empty(), "{:?}", w.switches());
     assert_eq!(w.task.table()[WIFI].health, Health::Down);
+    w.observe(Observation::Lost { uplink: WIFI });
     w.observe(Observation::Active { uplink: None });
     w.run_until(5.0, |_, _| None);
     w.observe(Observation::Link {

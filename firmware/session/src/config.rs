@@ -34,7 +34,9 @@ pub struct SessionConfig {
     pub switch_timeout: Duration,
     /// Box: a busy active tunnel silent for `max(3 × RTT, this)` (and
     /// unanswered fast probes) is dead without waiting for the inactivity
-    /// timeout (see `liveness`). Default 100 ms.
+    /// timeout (see `liveness`). Default 150 ms: shorter, a busy path whose
+    /// round trip jumps by more than the floor (a Wi-Fi retry burst, a
+    /// queue filling) would be taken for a dead one.
     pub dead_path_floor: Duration,
     /// Box: PING interval of a warm standby tunnel (the server releases one
     /// silent for three intervals). Default 25 s.
@@ -53,7 +55,7 @@ impl Default for SessionConfig {
             keepalive: Duration::from_secs(1),
             inactivity_timeout: Duration::from_secs(4),
             switch_timeout: Duration::from_secs(30),
-            dead_path_floor: Duration::from_millis(100),
+            dead_path_floor: Duration::from_millis(150),
             standby_keepalive: Duration::from_secs(25),
         }
     }
