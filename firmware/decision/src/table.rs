@@ -85,6 +85,10 @@ pub struct Entry {
     pub signal_dbm: Option<i32>,
     /// Latest round-trip time to the SNAPT over this uplink.
     pub rtt: Option<Duration>,
+    /// The lower of the last two samples, which judges health: one slow
+    /// sample (a SYN retransmitted, a burst of queueing) is not a slow
+    /// path; two in a row are. None until two samples arrived.
+    pub rtt_confirmed: Option<Duration>,
     /// Smoothed share of keepalives/probes lost, 0..1.
     pub loss: f64,
     /// When the last path sample arrived.
@@ -108,6 +112,7 @@ impl Entry {
             address: None,
             signal_dbm: None,
             rtt: None,
+            rtt_confirmed: None,
             loss: 0.0,
             sampled_at: None,
             health: Health::Down,
@@ -168,7 +173,7 @@ impl Entry {
                     ),
                 );
             }
-            if let Some(r) = self.rtt {
+            if let Some(r) = self.rtt_confirmed {
                 if r >= p.rtt_critical {
                     worse(
                         Health::Critical,

@@ -248,6 +248,7 @@ impl DecisionTask {
                     // history worth keeping.
                     if e.link_up != up {
                         e.rtt = None;
+                        e.rtt_confirmed = None;
                         e.loss = 0.0;
                         e.sampled_at = None;
                         // Its address and routes settle a moment after
@@ -292,8 +293,9 @@ impl DecisionTask {
                         (f64::from(sent) / 6.0).min(0.5)
                     };
                     e.loss = (1.0 - weight) * e.loss + weight * window;
-                    if rtt.is_some() {
-                        e.rtt = rtt;
+                    if let Some(r) = rtt {
+                        e.rtt_confirmed = e.rtt.map(|prev| prev.min(r));
+                        e.rtt = Some(r);
                     }
                     e.sampled_at = Some(now);
                 }
@@ -431,6 +433,7 @@ impl DecisionTask {
         if lost {
             e.loss = 1.0;
             e.rtt = None;
+            e.rtt_confirmed = None;
             e.sampled_at = Some(now);
             e.refresh(&self.policy, now);
         }

@@ -432,16 +432,19 @@ fn policy_validation_names_the_field() {
 fn a_failed_switch_is_not_retried_at_once() {
     let mut w = World::new(Mode::Automatic);
     w.run_until(1.0, healthy);
-    // Wi-Fi critical: a sudden switch to LTE, which fails.
-    w.task.observe(
-        Observation::Path {
-            uplink: WIFI,
-            rtt: Some(Duration::from_millis(900)),
-            sent: 4,
-            lost: 0,
-        },
-        w.now,
-    );
+    // Wi-Fi critical (two slow samples in a row): a sudden switch to LTE,
+    // which fails.
+    for _ in 0..2 {
+        w.task.observe(
+            Observation::Path {
+                uplink: WIFI,
+                rtt: Some(Duration::from_millis(900)),
+                sent: 4,
+                lost: 0,
+            },
+            w.now,
+        );
+    }
     let d = w.task.poll_decision();
     assert!(matches!(d, Some(Decision::Sudden { to: LTE, .. })), "{d:?}");
     w.task
@@ -514,4 +517,26 @@ fn one_lost_probe_is_a_warning_two_are_critical() {
         lost: 2,
     });
     assert_eq!(w.task.table()[WIFI].health, Health::Critical);
+}
+
+#[test]
+fn one_slow_sample_is_not_a_slow_path() {
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    // A probe whose SYN was retransmitted: one sample of almost a second.
+    let slow = Observation::Path {
+        uplink: WIFI,
+        rtt: Some(Duration::from_millis(916)),
+        sent: 1,
+        lost: 0,
+    };
+    w.task.observe(slow.clone(), w.now);
+    w.task.handle_timeout(w.now);
+    assert_eq!(w.task.poll_decision(), None);
+    assert_eq!(w.task.table()[WIFI].health, Health::Good);
+    // A second one in a row is a slow path.
+    w.task.observe(slow, w.now);
+    w.task.handle_timeout(w.now);
+    let d = w.task.poll_decision();
+    assert!(matches!(d, Some(Decision::Sudden { to: LTE, .. })), "{d:?}");
 }

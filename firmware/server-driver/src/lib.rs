@@ -753,7 +753,15 @@ async fn authenticate(
     acceptor: tokio_rustls::TlsAcceptor,
     door: TunnelDoor,
 ) {
-    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+    // The boxes' reachability probes connect and close without a byte:
+    // routine, not a refused handshake worth a warning per box and probe.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut first = [0u8; 1];
+    if let Ok(Ok(0)) = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        debug!(%peer, "probe: connected and closed before TLS");
+        return;
+    }
+    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             warn!(%peer, error = %e, "TLS handshake refused");

@@ -494,7 +494,13 @@ impl ServerSession {
         if self.standby == Some(t) {
             self.standby = None;
         }
-        let others: Vec<TunnelId> = self.core.attached().filter(|o| *o != t).collect();
+        // The old paths go; the box's standby stays bound (it is the box's
+        // to replace).
+        let others: Vec<TunnelId> = self
+            .core
+            .attached()
+            .filter(|o| *o != t && self.standby != Some(*o))
+            .collect();
         for o in others {
             self.core.close_tunnel(o, CloseReason::Replaced);
         }

@@ -53,8 +53,9 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(&stop),
         Some("run") => suite(&args[1..], &stop),
         Some("compare") => compare(&args[1..], &stop),
+        Some("soak") => soak(&args[1..], &stop),
         _ => bail!(
-            "usage: cbox-world demo | run [--json FILE] SCENARIO.toml… | compare [--json FILE] SCENARIO.toml… | clean"
+            "usage: cbox-world demo | run [--json FILE] SCENARIO.toml… | compare [--json FILE] SCENARIO.toml… | soak [--handovers N] [--seed S] | clean"
         ),
     }
 }
@@ -317,4 +318,86 @@ fn udp_word(r: &Report) -> String {
         Some(u) if u.duplicated + u.corrupted > 0 => "DAMAGED".into(),
         Some(u) => format!("{}/{}", u.sent - u.echoed.min(u.sent), u.sent),
     }
+}
+
+/// A randomized soak: at least `--handovers` (default 1,000) switches of
+/// mixed causes — the user's planned switches, silent blackholes of the
+/// Wi-Fi path (found by the dead-path rule), yanked Wi-Fi links — in an
+/// order drawn from `--seed`, with the world's test timers; the usual
+/// checks (every byte intact, no app error, no return within a hold-down).
+fn soak(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
+    let mut handovers = 1000usize;
+    let mut seed = 1u64;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().context("a value after each option")?;
+        match a.as_str() {
+            "--handovers" => handovers = v.parse().context("--handovers")?,
+            "--seed" => seed = v.parse().context("--seed")?,
+            other => bail!("unknown option {other}"),
+        }
+    }
+    let (toml, duration) = soak_scenario(handovers, seed);
+    let path = std::env::temp_dir().join(format!("cbox-soak-{}.toml", std::process::id()));
+    std::fs::write(&path, toml)?;
+    println!(
+        "randomized soak: {handovers} handovers wanted, seed {seed}, {duration:.0} s of timeline"
+    );
+    let r = suite(&[path.display().to_string()], stop);
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+/// The soak's scenario text and length: cycles of three blocks (two planned
+/// switches; a blackhole and the user's return; a yank and the user's
+/// return) in an order drawn from `seed`, six handovers a cycle.
+fn soak_scenario(handovers: usize, seed: u64) -> (String, f64) {
+    let mut x = seed.max(1);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let blocks: [&[(f64, &str)]; 3] = [
+        &[
+            (0.0, "action = \"switch\"\nuplink = \"lte\""),
+            (0.6, "action = \"switch\"\nuplink = \"wifi\""),
+        ],
+        &[
+            (0.0, "action = \"set_link\"\nuplink = \"wifi\"\ndown = true"),
+            (
+                1.0,
+                "action = \"set_link\"\nuplink = \"wifi\"\ndown = false",
+            ),
+            (1.8, "action = \"switch\"\nuplink = \"wifi\""),
+        ],
+        &[
+            (0.0, "action = \"link_down\"\nuplink = \"wifi\""),
+            (0.6, "action = \"link_up\"\nuplink = \"wifi\""),
+            (1.8, "action = \"switch\"\nuplink = \"wifi\""),
+        ],
+    ];
+    let lengths = [1.2, 2.4, 2.4];
+    let cycles = handovers.div_ceil(6) + handovers / 60 + 1;
+    let mut t = 3.0;
+    let mut events = String::new();
+    for _ in 0..cycles {
+        let mut order = [0usize, 1, 2];
+        for i in (1..3).rev() {
+            order.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        for b in order {
+            for (dt, action) in blocks[b] {
+                events += &format!("\n[[event]]\nat = {:.2}\n{action}\n", t + dt);
+            }
+            t += lengths[b];
+        }
+    }
+    let duration = t + 5.0;
+    let head = format!(
+        "name = \"soak-random\"\ndescription = \"{handovers}+ handovers of mixed causes in random order (seed {seed}): planned switches, silent Wi-Fi blackholes, yanked Wi-Fi links\"\nduration_s = {duration:.1}\ndownload_mib = 256\ndownload_rate_mb = {:.2}\nmin_handovers = {handovers}\n",
+        256.0 / duration * 0.95
+    );
+    (head + &events, duration)
 }

@@ -207,3 +207,23 @@ fn a_planned_switch_whose_old_path_does_not_answer_falls_back_within_its_round_t
         .collect();
     assert_eq!(kinds, [crate::SwitchKind::Sudden]);
 }
+
+#[test]
+fn a_prompt_move_onto_a_fresh_tunnel_keeps_the_standby_bound_on_both_ends() {
+    let (mut p, s) = busy_pair();
+    let sb = p.tunnel("box-a");
+    p.bx.add_standby(sb, p.now).unwrap();
+    p.pump();
+    assert_eq!(p.bx.standby(), Some(sb));
+    // A move decided before the standby was there opened its own tunnel.
+    let new = p.tunnel("box-a");
+    p.bx.move_to(new, p.now).unwrap();
+    p.bx.streams().send(s, b" moved").unwrap();
+    p.pump();
+    p.advance(ms(100));
+    assert_eq!(p.bx.active_tunnel(), Some(new));
+    assert_eq!(p.server_data(), b"first moved");
+    assert_eq!(closed_as(&p, sb), None, "the server left the standby alone");
+    assert_eq!(p.bx.standby(), Some(sb));
+    assert!(p.open.contains(&sb));
+}
