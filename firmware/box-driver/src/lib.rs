@@ -33,8 +33,8 @@ use daemon::accept::{AcceptStats, spawn_accept_loop};
 use daemon::backoff::Backoff;
 use daemon::watchdog::{Heartbeat, TURN_EVERY};
 use daemon::{Drain, Lifecycle};
-use relay_io::io::WriteCmd;
 use relay_io::locals::{LocalEvent, Locals, Sink};
+use relay_io::out::{Sent, TunnelOut};
 use relay_io::udp::{BoxFlows, spawn_receiver};
 
 pub use box_os::adapters::{Commands as OsCommands, OsEvent};
@@ -97,6 +97,11 @@ enum Input {
     TunnelLost {
         tunnel: TunnelId,
     },
+    /// The tunnel's writer wrote `n` bytes.
+    TunnelWritten {
+        tunnel: TunnelId,
+        n: usize,
+    },
     Control(Call),
     Retry {
         site: usize,
@@ -108,12 +113,12 @@ enum Input {
     },
 }
 
-/// A tunnel the driver holds: which site and uplink, its writer, and its
-/// TCP socket for `TCP_INFO`.
+/// A tunnel the driver holds: which site and uplink, its writer (held to
+/// a budget), and its TCP socket for `TCP_INFO`.
 struct LiveTunnel {
     site: usize,
     uplink: usize,
-    tx: mpsc::UnboundedSender<WriteCmd>,
+    out: TunnelOut,
     tcp: Option<relay_io::transport::TcpWatch>,
 }
 
@@ -487,22 +492,13 @@ impl BoxDriver {
                 }
             }
             Input::TunnelLost { tunnel } => {
-                if let Some(t) = self.tunnels.remove(&tunnel) {
-                    let _site = self.sites[t.site].span.clone().entered();
-                    info!(uplink = %self.cfg.uplinks[t.uplink].name, tunnel = tunnel.0, "tunnel lost");
-                    // The record's cause; it measures from the path's last
-                    // sign of life (the session's SwitchStarted says when).
-                    let active = self.coord.site(t.site).and_then(|s| s.active_tunnel());
-                    if active == Some(tunnel) {
-                        // Closed or reset by the peer: the path carried that,
-                        // so it is not held against the uplink.
-                        let name = &self.cfg.uplinks[t.uplink].name;
-                        self.sites[t.site].cause.get_or_insert_with(|| {
-                            format!("{name}: the tunnel failed (connection closed or reset)")
-                        });
-                    }
-                    self.standby_gone(t.site, tunnel, "connection lost");
-                    self.coord.handle_tunnel_lost(t.site, tunnel, now());
+                self.tunnel_lost(tunnel, "the tunnel failed (connection closed or reset)");
+            }
+            Input::TunnelWritten { tunnel, n } => {
+                if let Some(t) = self.tunnels.get_mut(&tunnel)
+                    && t.out.written(n)
+                {
+                    self.coord.set_tunnel_full(tunnel, false);
                 }
             }
             Input::Control((req, reply)) => self.control(req, reply),
@@ -535,16 +531,47 @@ impl BoxDriver {
         }
     }
 
+    /// Tunnel `tunnel` failed (`why` becomes the record's cause if it
+    /// carried the session).
+    fn tunnel_lost(&mut self, tunnel: TunnelId, why: &str) {
+        let Some(t) = self.tunnels.remove(&tunnel) else {
+            return;
+        };
+        let _site = self.sites[t.site].span.clone().entered();
+        info!(uplink = %self.cfg.uplinks[t.uplink].name, tunnel = tunnel.0, %why, "tunnel lost");
+        // The record's cause; it measures from the path's last sign of life
+        // (the session's SwitchStarted says when).
+        let active = self.coord.site(t.site).and_then(|s| s.active_tunnel());
+        if active == Some(tunnel) {
+            // Closed or reset by the peer, or not read by it: the path
+            // carried that, so it is not held against the uplink.
+            let name = &self.cfg.uplinks[t.uplink].name;
+            self.sites[t.site]
+                .cause
+                .get_or_insert_with(|| format!("{name}: {why}"));
+        }
+        self.standby_gone(t.site, tunnel, "connection lost");
+        self.coord.handle_tunnel_lost(t.site, tunnel, now());
+    }
+
     // ---- outputs -------------------------------------------------------------
 
     fn flush(&mut self) {
         loop {
             let mut moved = false;
+            let mut overflowed = Vec::new();
             while let Some((_, tx)) = self.coord.poll_transmit() {
                 moved = true;
-                if let Some(t) = self.tunnels.get(&tx.tunnel) {
-                    let _ = t.tx.send(WriteCmd::Data(tx.bytes));
+                if let Some(t) = self.tunnels.get_mut(&tx.tunnel) {
+                    match t.out.send(tx.bytes) {
+                        Sent::Room => {}
+                        Sent::Full => self.coord.set_tunnel_full(tx.tunnel, true),
+                        Sent::Overflow => overflowed.push(tx.tunnel),
+                    }
                 }
+            }
+            for t in overflowed {
+                self.tunnel_lost(t, "the SNAPT stopped reading the tunnel");
             }
             while let Some(ev) = self.coord.poll_event() {
                 moved = true;

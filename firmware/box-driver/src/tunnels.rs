@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use relay_io::connect::Egress;
 use relay_io::io::{spawn_reader, spawn_writer};
+use relay_io::out::TunnelOut;
 use session::TunnelId;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
@@ -110,8 +111,16 @@ impl BoxDriver {
         );
         let (rd, wr) = tokio::io::split(tunnel.io);
         let (wtx, wrx) = mpsc::unbounded_channel();
-        let (t1, t2) = (self.tx.clone(), self.tx.clone());
-        spawn_writer(wr, wrx, |_| {}, |_| {}, span.clone());
+        let (t1, t2, t3) = (self.tx.clone(), self.tx.clone(), self.tx.clone());
+        spawn_writer(
+            wr,
+            wrx,
+            move |n| {
+                let _ = t3.send(Input::TunnelWritten { tunnel: id, n });
+            },
+            |_| {},
+            span.clone(),
+        );
         spawn_reader(
             rd,
             move |bytes| t1.send(Input::TunnelBytes { tunnel: id, bytes }).is_ok(),
@@ -125,7 +134,7 @@ impl BoxDriver {
             LiveTunnel {
                 site,
                 uplink,
-                tx: wtx,
+                out: TunnelOut::new(wtx),
                 tcp: tunnel.tcp,
             },
         );

@@ -67,6 +67,16 @@ pub fn tune(s: &TcpStream) {
     let _ = s.set_nodelay(true);
 }
 
+/// A tunnel's TCP socket options: [`tune`], and a bounded unsent queue
+/// ([`crate::out::TUNNEL_NOTSENT_LOWAT`]) so that what a keystroke finds
+/// ahead of it in the kernel is what is in flight, not a buffer of seconds.
+pub fn tune_tunnel(s: &TcpStream) {
+    tune(s);
+    if let Err(e) = crate::transport::set_notsent_lowat(s, crate::out::TUNNEL_NOTSENT_LOWAT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
+}
+
 /// Connects a TCP socket to `address` (`host:port`) over `egress`; also
 /// returns the address it resolved to.
 pub async fn connect_tcp(
@@ -96,7 +106,7 @@ pub async fn connect_tcp(
         sock.bind(SocketAddr::new(src, 0)).map_err(tcp_err)?;
     }
     let tcp = sock.connect(addr).await.map_err(tcp_err)?;
-    tune(&tcp);
+    tune_tunnel(&tcp);
     Ok((tcp, addr))
 }
 

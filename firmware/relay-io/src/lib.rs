@@ -7,6 +7,7 @@
 //!   takes the bytes.
 //! * [`udp`]: datagram sockets, and the flows of the phones' UDP
 //!   conversations with their ages (ended like a NAT's mappings).
+//! * [`out`]: the driver's end of a tunnel writer, held to a byte budget.
 //! * [`connect`]: a TCP connection bound to one uplink, then TLS; a probe.
 //!
 //! Every protocol decision is the session core's (`session`).
@@ -15,5 +16,6 @@
 pub mod connect;
 pub mod io;
 pub mod locals;
+pub mod out;
 pub mod transport;
 pub mod udp;

@@ -4,8 +4,11 @@
 //! segments are still acknowledged is never declared dead merely because
 //! its peer's application is slow.
 //!
-//! The one `getsockopt` call is the only unsafe code of the workspace's
-//! runtime crates; neither nix nor socket2 offers `TCP_INFO`, and the
+//! Also where a tunnel socket's unsent queue is bounded
+//! (`TCP_NOTSENT_LOWAT`).
+//!
+//! These socket-option calls are the only unsafe code of the workspace's
+//! runtime crates; neither nix nor socket2 offers either option, and the
 //! crates that do generate bindings with bindgen at build time (libclang in
 //! the image build).
 
@@ -64,6 +67,51 @@ pub fn tcp_info(fd: impl AsFd) -> std::io::Result<TcpInfo> {
     })
 }
 
+/// Sets `TCP_NOTSENT_LOWAT` on the socket behind `fd`: the kernel reports
+/// it writable, and takes more bytes, only while less than `bytes` wait
+/// unsent — the socket buffer holds what is in flight, not a queue.
+#[allow(unsafe_code)]
+pub fn set_notsent_lowat(fd: impl AsFd, bytes: u32) -> std::io::Result<()> {
+    let value = bytes as libc::c_int;
+    // SAFETY: `fd` is a borrowed descriptor valid for the call; the value
+    // is a `c_int` passed by pointer with its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `TCP_NOTSENT_LOWAT` of the socket behind `fd`.
+#[allow(unsafe_code)]
+pub fn notsent_lowat(fd: impl AsFd) -> std::io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as in `tcp_info`: a borrowed descriptor, a `c_int` of `len`
+    // bytes the kernel writes at most `len` bytes into.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u32::try_from(value).unwrap_or(0))
+}
+
 /// A tunnel's TCP socket kept for `TCP_INFO` (a duplicate descriptor: drop
 /// it with the tunnel, or the socket outlives it).
 #[derive(Debug)]
@@ -109,6 +157,18 @@ mod tests {
             "{i:?}"
         );
         assert!(i.since_last_ack < Duration::from_secs(5), "{i:?}");
+    }
+
+    #[tokio::test]
+    async fn the_unsent_low_water_mark_is_set_on_the_socket() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        set_notsent_lowat(&c, 16 * 1024).unwrap();
+        assert_eq!(notsent_lowat(&c).unwrap(), 16 * 1024);
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(set_notsent_lowat(&f, 1).is_err());
     }
 
     #[test]

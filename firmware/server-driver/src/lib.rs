@@ -25,9 +25,10 @@ use control::{Call, Reply, Request};
 use daemon::accept::{AcceptStats, spawn_accept_loop};
 use daemon::watchdog::TURN_EVERY;
 use daemon::{Drain, Lifecycle};
-use relay_io::connect::tune;
+use relay_io::connect::tune_tunnel;
 use relay_io::io::{WriteCmd, spawn_reader, spawn_writer};
 use relay_io::locals::{LocalEvent, Locals, Sink};
+use relay_io::out::{Sent, TunnelOut};
 use relay_io::udp::{FlowAge, spawn_receiver};
 
 type Key = (BoxId, StreamId);
@@ -45,6 +46,11 @@ enum Input {
     },
     TunnelLost {
         tunnel: TunnelId,
+    },
+    /// The tunnel's writer wrote `n` bytes.
+    TunnelWritten {
+        tunnel: TunnelId,
+        n: usize,
     },
     TargetConnected {
         key: Key,
@@ -76,7 +82,7 @@ struct ServerFlow {
 }
 
 struct STunnel {
-    tx: mpsc::UnboundedSender<WriteCmd>,
+    out: TunnelOut,
     identity: BoxId,
     serial: String,
 }
@@ -232,7 +238,7 @@ impl ServerDriver {
                 if door.tx.is_closed() {
                     return false;
                 }
-                tune(&tcp);
+                tune_tunnel(&tcp);
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().clone());
                 tokio::spawn(authenticate(tcp, peer, acceptor, door.clone()));
                 true
@@ -348,7 +354,7 @@ impl ServerDriver {
                 self.tunnels.insert(
                     tunnel,
                     STunnel {
-                        tx,
+                        out: TunnelOut::new(tx),
                         identity,
                         serial,
                     },
@@ -358,6 +364,13 @@ impl ServerDriver {
             Input::TunnelLost { tunnel } => {
                 self.tunnels.remove(&tunnel);
                 self.server.handle_tunnel_lost(tunnel, now());
+            }
+            Input::TunnelWritten { tunnel, n } => {
+                if let Some(t) = self.tunnels.get_mut(&tunnel)
+                    && t.out.written(n)
+                {
+                    self.server.set_tunnel_full(tunnel, false);
+                }
             }
             Input::TargetConnected { key, result } => match result {
                 Ok(stream) if self.locals.contains(&key) => self.locals.attach(key, stream),
@@ -479,8 +492,19 @@ impl ServerDriver {
             let mut moved = false;
             while let Some(tx) = self.server.poll_transmit() {
                 moved = true;
-                if let Some(t) = self.tunnels.get(&tx.tunnel) {
-                    let _ = t.tx.send(WriteCmd::Data(tx.bytes));
+                let Some(t) = self.tunnels.get_mut(&tx.tunnel) else {
+                    continue;
+                };
+                match t.out.send(tx.bytes) {
+                    Sent::Room => {}
+                    Sent::Full => self.server.set_tunnel_full(tx.tunnel, true),
+                    Sent::Overflow => {
+                        // The box does not read what it asked for (PINGs,
+                        // say): give the tunnel up before it grows us.
+                        warn!(box_id = %t.identity, tunnel = tx.tunnel.0, "the box stopped reading its tunnel: closed");
+                        self.tunnels.remove(&tx.tunnel);
+                        self.server.handle_tunnel_lost(tx.tunnel, now());
+                    }
                 }
             }
             while let Some(ev) = self.server.poll_event() {
@@ -804,7 +828,16 @@ impl TunnelDoor {
         let span = tracing::info_span!("tunnel", box_id = %identity, tunnel = tunnel.0);
         let (rd, wr) = tokio::io::split(stream);
         let (wtx, wrx) = mpsc::unbounded_channel();
-        spawn_writer(wr, wrx, |_| {}, |_| {}, span.clone());
+        let written = self.tx.clone();
+        spawn_writer(
+            wr,
+            wrx,
+            move |n| {
+                let _ = written.send(Input::TunnelWritten { tunnel, n });
+            },
+            |_| {},
+            span.clone(),
+        );
         if self
             .tx
             .send(Input::TunnelUp {

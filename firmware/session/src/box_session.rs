@@ -319,6 +319,12 @@ impl BoxSession {
         self.standby.map(|s| s.tunnel)
     }
 
+    /// Whether `t`'s writer holds as much as it should (see
+    /// [`crate::Server::set_tunnel_full`]).
+    pub fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
+        self.core.set_tunnel_full(t, full);
+    }
+
     /// The kernel's view of tunnel `t` (`TCP_INFO`), for the dead-path rule.
     pub fn handle_transport(&mut self, t: TunnelId, sample: crate::TransportSample, now: Instant) {
         self.core.handle_transport(t, sample, now);

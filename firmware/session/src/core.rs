@@ -97,7 +97,15 @@ pub(crate) struct Core {
     /// When the peer's stream data last arrived.
     last_data_in: Option<Instant>,
     pub stats: SessionStats,
-    rr_next: u32,
+    /// Streams whose output may have changed since the last poll.
+    touched: BTreeSet<StreamId>,
+    /// Data scheduler: streams that just got data to send, served first …
+    fresh: VecDeque<StreamId>,
+    /// … then those that have been sending, round robin.
+    busy: VecDeque<StreamId>,
+    /// Tunnels whose writer holds as much as it should: no stream frames
+    /// for them until it drains.
+    full: BTreeSet<TunnelId>,
     /// The session ended: no new streams.
     pub closed: bool,
 }
@@ -123,7 +131,10 @@ impl Core {
             tunnels: BTreeMap::new(),
             events: VecDeque::new(),
             stats: SessionStats::default(),
-            rr_next: 0,
+            touched: BTreeSet::new(),
+            fresh: VecDeque::new(),
+            busy: VecDeque::new(),
+            full: BTreeSet::new(),
             closed: false,
         }
     }
@@ -160,6 +171,7 @@ impl Core {
     /// tunnel is already gone.
     pub fn detach(&mut self, t: TunnelId) {
         self.tunnels.remove(&t);
+        self.full.remove(&t);
         if self.data_tunnel == Some(t) {
             self.data_tunnel = None;
         }
@@ -176,6 +188,17 @@ impl Core {
             self.detach(t);
             self.events
                 .push_back(Event::CloseTunnel { tunnel: t, reason });
+        }
+    }
+
+    /// Whether `t`'s writer is full (it holds as many bytes as it should):
+    /// control frames still go to it, stream frames wait in the streams'
+    /// buffers, where the scheduler can still put a fresh stream first.
+    pub fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
+        if full {
+            self.full.insert(t);
+        } else {
+            self.full.remove(&t);
         }
     }
 
@@ -351,6 +374,7 @@ impl Core {
         );
         self.streams.insert(id, s);
         self.stats.streams_open = self.streams.len() as u64;
+        self.touch(id);
         Ok(id)
     }
 
@@ -392,12 +416,16 @@ impl Core {
             self.blocked.insert(id);
         }
         self.stats.bytes_buffered += n as u64;
+        if n > 0 {
+            self.touch(id);
+        }
         Ok(n)
     }
 
     pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
         let s = self.writable_stream(id)?;
         s.send.fin = Some(s.send.written());
+        self.touch(id);
         Ok(())
     }
 
@@ -424,6 +452,7 @@ impl Core {
             .get_mut(&id)
             .ok_or(StreamError::UnknownStream(id))?;
         s.recv.handle_delivered(n as u64, window);
+        self.touch(id);
         Ok(())
     }
 
@@ -454,6 +483,9 @@ impl Core {
         }
         self.resets.clear();
         self.datagrams.clear();
+        self.touched.clear();
+        self.fresh.clear();
+        self.busy.clear();
     }
 
     fn remove_stream(&mut self, id: StreamId) -> Option<Stream> {
@@ -585,6 +617,7 @@ impl Core {
                 }
                 if let Some(s) = self.streams.get_mut(&stream) {
                     s.send.peer_limit = s.send.peer_limit.max(limit);
+                    self.touch(stream);
                 }
             }
             Frame::Reset {
@@ -689,6 +722,7 @@ impl Core {
             // An empty final delivery still needs its FIN acknowledged.
             if s.recv.delivered == s.recv.received {
                 s.recv.ack_pending = true;
+                self.touched.insert(id);
             }
             self.events.push_back(Event::Finished { stream: id });
         }
@@ -711,5 +745,7 @@ fn violation(stream: StreamId, v: StreamViolation) -> Violation {
 
 mod output;
 mod resync;
+#[cfg(test)]
+mod sched_tests;
 #[cfg(test)]
 mod tests;

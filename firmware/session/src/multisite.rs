@@ -63,6 +63,15 @@ impl Coordinator {
         Some(std::mem::replace(slot, session))
     }
 
+    /// Whether tunnel `t`'s writer holds as much as it should (see
+    /// [`crate::Server::set_tunnel_full`]); told to every site, the one
+    /// holding `t` takes it.
+    pub fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
+        for s in &mut self.sites {
+            s.set_tunnel_full(t, full);
+        }
+    }
+
     /// One site's session (for its streams and status).
     pub fn site(&mut self, site: usize) -> Option<&mut BoxSession> {
         self.sites.get_mut(site)

@@ -147,6 +147,21 @@ impl Server {
         }
     }
 
+    /// Whether tunnel `t`'s writer holds as many bytes as it should (the
+    /// driver's budget): while full, stream data stays in the streams'
+    /// buffers — where a fresh stream can still go first — instead of
+    /// queueing behind the socket. Control frames still go.
+    pub fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
+        if let Some(box_id) = self.bound.get(&t).cloned() {
+            if let Some(s) = self.sessions.get_mut(&box_id) {
+                s.set_tunnel_full(t, full);
+            }
+            if !full {
+                self.dirty.insert(box_id);
+            }
+        }
+    }
+
     /// Tunnel `t` is gone (I/O error, closed by either side).
     pub fn handle_tunnel_lost(&mut self, t: TunnelId, now: Instant) {
         self.unbound.remove(&t);

@@ -153,6 +153,12 @@ impl ServerSession {
         matches!(self.phase, Phase::Released)
     }
 
+    /// Whether `t`'s writer holds as much as it should (see
+    /// [`crate::Server::set_tunnel_full`]).
+    pub(crate) fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
+        self.core.set_tunnel_full(t, full);
+    }
+
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.core.poll_transmit(TRANSMIT_BATCH)
     }

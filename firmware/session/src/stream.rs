@@ -62,6 +62,9 @@ pub enum StreamViolation {
     },
 }
 
+/// Replay-buffer capacity an emptied buffer may keep (bigger ones are freed).
+const IDLE_BUFFER_KEPT: usize = 4 * 1024;
+
 /// Sending direction of a stream.
 #[derive(Debug, Default)]
 pub(crate) struct SendHalf {
@@ -139,6 +142,11 @@ impl SendHalf {
         Some((offset, out, replayed))
     }
 
+    /// Data within the peer's credit, or the FIN, waits to be transmitted.
+    pub fn ready(&self) -> bool {
+        self.sent < self.written().min(self.peer_limit) || self.fin_due()
+    }
+
     /// A FIN should be transmitted now.
     pub fn fin_due(&self) -> bool {
         matches!(self.fin, Some(f) if self.sent == f && !self.fin_sent)
@@ -164,6 +172,11 @@ impl SendHalf {
         }
         if offset > self.acked {
             self.buf.drain(..(offset - self.acked) as usize);
+            // A stream that went quiet gives its burst's buffer back: idle
+            // streams cost their bookkeeping, not their largest window.
+            if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_KEPT {
+                self.buf = VecDeque::new();
+            }
             self.acked = offset;
             // The peer may have acknowledged bytes we are about to resend.
             self.sent = self.sent.max(offset);
@@ -318,6 +331,8 @@ pub(crate) struct Stream {
     pub dest: Option<SocketAddr>,
     /// OPEN must be (re)transmitted before anything else of this stream.
     pub open_pending: bool,
+    /// In one of the data scheduler's queues.
+    pub scheduled: bool,
     pub send: SendHalf,
     pub recv: RecvHalf,
 }
@@ -336,6 +351,7 @@ impl Stream {
             service,
             dest,
             open_pending: local,
+            scheduled: false,
             send: SendHalf::new(peer_window),
             recv: RecvHalf::new(own_window),
         }

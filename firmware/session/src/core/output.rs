@@ -1,5 +1,20 @@
 //! Scheduling of outgoing frames: control frames first (each to its own
-//! tunnel, in order), then stream frames on the data tunnel, round-robin.
+//! tunnel, in order), then on the data tunnel — unless its writer is full —
+//! the streams' OPEN / ACK / WINDOW parts, RESETs, stream data by deficit
+//! round robin, and datagrams.
+//!
+//! Nothing here walks every stream: a stream is *touched* when something
+//! may have changed what it has to send (the application wrote, the peer
+//! acknowledged or granted credit, a resynchronisation rewound it); a poll
+//! looks at the touched streams and at the scheduling queues only, so the
+//! cost of an input does not grow with the number of idle streams.
+//!
+//! The data scheduler is deficit round robin with a quantum of one DATA
+//! frame and the fq_codel idea of new flows first: a stream that gets data
+//! after having had none joins `fresh` and is served before every stream
+//! that has been sending for a while (`busy`); after its turn, a stream
+//! with more to send goes to the back of `busy`. An interactive stream
+//! therefore waits behind at most one frame of each bulk stream.
 
 use wire::{Frame, StreamId};
 
@@ -8,7 +23,7 @@ use crate::event::Transmit;
 
 impl Core {
     /// Frames to write: control frames first (each to its tunnel, in order),
-    /// then stream frames on the data tunnel, round-robin over streams.
+    /// then stream frames on the data tunnel while its writer has room.
     pub fn poll_transmit(&mut self, max_bytes: usize) -> Option<Transmit> {
         if let Some(&(t, _)) = self.control.front() {
             let mut bytes = Vec::new();
@@ -23,6 +38,9 @@ impl Core {
             return Some(Transmit { tunnel: t, bytes });
         }
         let t = self.data_tunnel?;
+        if self.full.contains(&t) {
+            return None;
+        }
         let mut out = Vec::new();
         while let Some((stream, code, reason)) = self.resets.pop_front() {
             wire::encode(
@@ -53,22 +71,22 @@ impl Core {
         }
     }
 
+    /// Something about stream `id` may have changed what it has to send.
+    pub(super) fn touch(&mut self, id: StreamId) {
+        self.touched.insert(id);
+    }
+
     fn write_stream_frames(&mut self, out: &mut Vec<u8>, max_bytes: usize) {
         let window = u64::from(self.cfg.window);
         let chunk = self.cfg.max_data_payload;
-        let ids: Vec<StreamId> = self
-            .streams
-            .range(StreamId(self.rr_next)..)
-            .chain(self.streams.range(..StreamId(self.rr_next)))
-            .map(|(id, _)| *id)
-            .collect();
-        // Control parts (OPEN, ACK, WINDOW) of every stream first: they are
-        // small and unblock the peer. In id order: the peer takes an OPEN
-        // below its highest one seen for a stream that already ended, so
-        // OPENs (also those resent after a resynchronisation) must never
-        // overtake each other.
-        let in_order: Vec<StreamId> = self.streams.keys().copied().collect();
-        for id in &in_order {
+        // Control parts (OPEN, ACK, WINDOW) of the touched streams first:
+        // they are small and unblock the peer. In id order: the peer takes
+        // an OPEN below its highest one seen for a stream that already
+        // ended, so OPENs (also those resent after a resynchronisation) must
+        // never overtake each other — every stream with an OPEN due is
+        // touched, so all of them go out here, in order.
+        let touched = std::mem::take(&mut self.touched);
+        for id in &touched {
             let Some(s) = self.streams.get_mut(id) else {
                 continue;
             };
@@ -107,46 +125,50 @@ impl Core {
                     out,
                 );
             }
-        }
-        // Then data, one chunk per stream per pass.
-        let mut progress = true;
-        while progress && out.len() < max_bytes {
-            progress = false;
-            for id in &ids {
-                if out.len() >= max_bytes {
-                    self.rr_next = id.0;
-                    break;
-                }
-                let Some(s) = self.streams.get_mut(id) else {
-                    continue;
-                };
-                if let Some((offset, payload, replayed)) = s.send.next_chunk(chunk) {
-                    self.stats.bytes_sent += payload.len() as u64;
-                    self.stats.bytes_replayed += replayed;
-                    wire::encode(
-                        &Frame::Data {
-                            stream: *id,
-                            offset,
-                            payload,
-                        },
-                        out,
-                    );
-                    progress = true;
-                }
-                if s.send.fin_due() {
-                    s.send.fin_sent = true;
-                    wire::encode(
-                        &Frame::Fin {
-                            stream: *id,
-                            offset: s.send.sent,
-                        },
-                        out,
-                    );
-                }
+            if !s.scheduled && s.send.ready() {
+                s.scheduled = true;
+                self.fresh.push_back(*id);
             }
         }
-        for id in ids {
+        for id in touched {
             self.reap(id);
+        }
+        // Then data, one frame per turn, fresh streams first.
+        while out.len() < max_bytes {
+            let Some(id) = self.fresh.pop_front().or_else(|| self.busy.pop_front()) else {
+                break;
+            };
+            // Ids of streams that ended since they were queued are skipped.
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.scheduled = false;
+            if let Some((offset, payload, replayed)) = s.send.next_chunk(chunk) {
+                self.stats.bytes_sent += payload.len() as u64;
+                self.stats.bytes_replayed += replayed;
+                wire::encode(
+                    &Frame::Data {
+                        stream: id,
+                        offset,
+                        payload,
+                    },
+                    out,
+                );
+            }
+            if s.send.fin_due() {
+                s.send.fin_sent = true;
+                wire::encode(
+                    &Frame::Fin {
+                        stream: id,
+                        offset: s.send.sent,
+                    },
+                    out,
+                );
+            }
+            if s.send.ready() {
+                s.scheduled = true;
+                self.busy.push_back(id);
+            }
         }
     }
 }

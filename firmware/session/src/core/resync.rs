@@ -87,6 +87,8 @@ impl Core {
         for s in self.streams.values_mut() {
             s.recv.ack_pending = true;
         }
+        // Every stream rewound or acknowledges again: all of them are due.
+        self.touched.extend(self.streams.keys().copied());
         Ok(())
     }
 }
