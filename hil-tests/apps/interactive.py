@@ -1,7 +1,9 @@
 """The phone's interactive stream: a 100-byte record every 20 ms, echoed by
 the far side. Writes a JSON summary: records sent and echoed intact, the
-largest gap between two echoes (the application-visible stall), and any
-damage (lost, duplicated, reordered or corrupted records).
+largest gap between two echoes (the application-visible stall), the
+round trips of the records (median and 99th percentile: what a keystroke
+feels beside a download), and any damage (lost, duplicated, reordered or
+corrupted records).
 
     interactive.py HOST PORT SECONDS OUT [mptcp]   # a TCP (or MPTCP) socket
     interactive.py - - SECONDS OUT -- CMD ARGS...  # CMD's stdin/stdout, e.g.
@@ -20,7 +22,10 @@ host, port, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.arg
 rest = sys.argv[5:]
 REC = 100
 result = {"sent": 0, "echoed": 0, "max_gap_ms": 0.0, "damaged": 0, "error": None,
-          "broken_at_s": None, "exit_code": None}
+          "broken_at_s": None, "exit_code": None, "rtt_p50_ms": None, "rtt_p99_ms": None}
+# When each record was sent, by number; round trips of the echoed ones.
+sent_at = {}
+rtts = []
 started = time.monotonic()
 
 
@@ -87,6 +92,8 @@ def reader():
                 result["damaged"] += 1
             expect = i + 1
             now = time.monotonic()
+            if i in sent_at:
+                rtts.append((now - sent_at.pop(i)) * 1000)
             if last is not None:
                 result["max_gap_ms"] = max(result["max_gap_ms"], (now - last) * 1000)
             last = now
@@ -99,6 +106,7 @@ end = time.monotonic() + seconds
 i = 0
 while time.monotonic() < end and result["error"] is None:
     try:
+        sent_at[i] = time.monotonic()
         send(record(i))
     except OSError as e:
         broke(e)
@@ -121,6 +129,10 @@ if child is not None:
         result["exit_code"] = child.wait()
     if result["exit_code"] != 0:
         broke(f"{rest[1]} exited with {result['exit_code']}")
+if rtts:
+    rtts.sort()
+    result["rtt_p50_ms"] = round(rtts[len(rtts) // 2], 2)
+    result["rtt_p99_ms"] = round(rtts[min(len(rtts) - 1, len(rtts) * 99 // 100)], 2)
 # Written whole, then renamed: the runner waits for the file to appear and
 # must never read it half-written.
 with open(out + ".tmp", "w") as f:

@@ -28,6 +28,8 @@ pub mod port {
     pub const SSH: u16 = 2222;
     /// The MPTCP echo of the baselines.
     pub const MPTCP_ECHO: u16 = 7100;
+    /// The MPTCP file server of the baselines' bulk download.
+    pub const MPTCP_WEB: u16 = 8100;
 }
 
 /// Ports the box listens on (CBoxIP), one per service.
@@ -189,14 +191,7 @@ impl PhoneApps {
         } else {
             format!("http://{c}:{}/file.bin", box_port::WEB)
         };
-        let rate = format!("{}K", (sc.download_rate_mb * 1000.0) as u64);
-        let curl = world
-            .exec("phone", "curl")
-            .args(["-sS", "--limit-rate", &rate, "-o"])
-            .arg(&me.got)
-            .arg(&url)
-            .stderr(log(dir, "curl")?)
-            .spawn()?;
+        let curl = curl_download(world, "phone", &url, &me.got, dir, sc)?;
         procs.push("curl", curl);
         let secs = sc.duration_s.to_string();
         let stream = world
@@ -274,6 +269,10 @@ pub struct StreamFigures {
     pub max_stall_ms: f64,
     /// How the connection broke, if it did.
     pub broken: Option<String>,
+    /// Round trip of the records: median and 99th percentile (ms).
+    pub rtt_p50_ms: Option<f64>,
+    /// See `rtt_p50_ms`.
+    pub rtt_p99_ms: Option<f64>,
 }
 
 impl StreamFigures {
@@ -296,6 +295,8 @@ impl StreamFigures {
             echoed: v["echoed"].as_u64().unwrap_or(0),
             corrupted: v["damaged"].as_u64().unwrap_or(0),
             max_stall_ms: v["max_gap_ms"].as_f64().unwrap_or(0.0),
+            rtt_p50_ms: v["rtt_p50_ms"].as_f64(),
+            rtt_p99_ms: v["rtt_p99_ms"].as_f64(),
             broken: match v["error"].as_str() {
                 Some(e) => Some(format!("{e} at {} s", v["broken_at_s"])),
                 None if sent == 0 => Some("nothing was sent".into()),
@@ -356,6 +357,49 @@ pub fn download(got: &Path, mib: usize) -> (u64, bool, bool) {
     let whole =
         bytes.len() == mib << 20 && Sha256::digest(&bytes) == Sha256::digest(pattern(mib << 20));
     (bytes.len() as u64, whole, prefix_ok)
+}
+
+/// Starts curl in `role` downloading `url` to `out`, rate-limited unless the
+/// scenario is a bulk one; its `-w` line (bytes, seconds) goes to
+/// `dir/curl.out` for [`download_mbit`].
+pub fn curl_download(
+    world: &Topology,
+    role: &str,
+    url: &str,
+    out: &Path,
+    dir: &Path,
+    sc: &Scenario,
+) -> anyhow::Result<std::process::Child> {
+    let mut c = world.exec(role, "curl");
+    c.args(["-sS", "-w", "%{size_download} %{time_total}\n"]);
+    if !sc.bulk {
+        c.args([
+            "--limit-rate",
+            &format!("{}K", (sc.download_rate_mb * 1000.0) as u64),
+        ]);
+    }
+    let written = std::fs::File::create(dir.join("curl.out"))?;
+    Ok(c.arg("-o")
+        .arg(out)
+        .arg(url)
+        .stdout(written)
+        .stderr(log(dir, "curl")?)
+        .spawn()?)
+}
+
+/// The download's rate (Mbit/s) from curl's `-w` line or `bulk.py`'s
+/// summary under `dir`, if it finished.
+pub fn download_mbit(dir: &Path) -> Option<f64> {
+    if let Ok(v) = std::fs::read(dir.join("bulk.json"))
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&v)
+    {
+        return v["mbit_s"].as_f64();
+    }
+    let text = std::fs::read_to_string(dir.join("curl.out")).ok()?;
+    let mut it = text.split_whitespace();
+    let bytes: f64 = it.next()?.parse().ok()?;
+    let secs: f64 = it.next()?.parse().ok()?;
+    (bytes > 0.0 && secs > 0.0).then(|| bytes * 8.0 / secs / 1e6)
 }
 
 /// After the timeline: the box is (again) connected and a new connection

@@ -128,12 +128,47 @@ pub fn baseline(
     let mut client = client;
     let stream = client.stderr(log(dir, "interactive")?).spawn()?;
     procs.push("interactive", stream);
+    // The download beside it: curl through the NAT, or an MPTCP client
+    // of an MPTCP file server (curl has no MPTCP here).
+    let got = dir.join("got.bin");
+    let download = match (sc.bulk, mode) {
+        (false, _) => None,
+        (true, Mode::PlainTcp) => {
+            let url = format!("http://{i}:{}/file.bin", port::WEB);
+            let c = crate::apps::curl_download(world, "phone", &url, &got, dir, sc)?;
+            procs.push("download", c);
+            Some("download")
+        }
+        (true, _) => {
+            let file = dir.join("www").join("file.bin");
+            let srv = world
+                .exec("internet", "python3")
+                .arg(apps.join("bulk.py"))
+                .args(["serve", i, &port::MPTCP_WEB.to_string()])
+                .arg(&file)
+                .arg("mptcp")
+                .stderr(log(dir, "mptcp-web")?)
+                .spawn()?;
+            procs.push("mptcp-web", srv);
+            std::thread::sleep(Duration::from_millis(300));
+            let c = world
+                .exec("box", "python3")
+                .arg(apps.join("bulk.py"))
+                .args(["get", i, &port::MPTCP_WEB.to_string()])
+                .arg(dir.join("bulk.json"))
+                .arg("mptcp")
+                .stderr(log(dir, "download")?)
+                .spawn()?;
+            procs.push("download", c);
+            Some("download")
+        }
+    };
     let mut events = sc.events.clone();
     events.sort_by(|a, b| a.at.total_cmp(&b.at));
     let mut notes = Vec::new();
     let start = Instant::now();
     let limit = sc.duration_s + 60.0;
-    while !summary.exists() {
+    while !summary.exists() || download.is_some_and(|d| procs.exited(d).is_none()) {
         if stop.load(Ordering::SeqCst) {
             bail!("interrupted");
         }
@@ -221,6 +256,20 @@ pub fn baseline(
         std::thread::sleep(Duration::from_millis(50));
     }
     let inter = StreamFigures::read(&summary);
+    let download_mbit = crate::apps::download_mbit(dir);
+    let (download_bytes, download_intact) = if !sc.bulk {
+        (0, true)
+    } else if mode == Mode::PlainTcp {
+        let (n, whole, _) = crate::apps::download(&got, sc.download_mib);
+        (n, whole)
+    } else {
+        let v: serde_json::Value = std::fs::read(dir.join("bulk.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let n = v["bytes"].as_u64().unwrap_or(0);
+        (n, n == (sc.download_mib as u64) << 20)
+    };
     Ok(Report {
         scenario: sc.name.clone(),
         mode,
@@ -234,8 +283,11 @@ pub fn baseline(
         broken: inter.broken.clone(),
         ssh: None,
         udp: None,
-        download_bytes: 0,
-        download_intact: true,
+        rtt_p50_ms: inter.rtt_p50_ms,
+        rtt_p99_ms: inter.rtt_p99_ms,
+        download_mbit,
+        download_bytes,
+        download_intact,
         download_corrupted: false,
         reconnected: None,
         app_errors: u64::from(inter.broken.is_some()),

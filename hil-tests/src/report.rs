@@ -73,6 +73,12 @@ pub struct Report {
     pub ssh: Option<StreamFigures>,
     /// The UDP stream (cbox runs only).
     pub udp: Option<UdpFigures>,
+    /// Round trip of the interactive records, median (ms).
+    pub rtt_p50_ms: Option<f64>,
+    /// … and 99th percentile.
+    pub rtt_p99_ms: Option<f64>,
+    /// The download's rate (Mbit/s), if it finished.
+    pub download_mbit: Option<f64>,
     /// Bytes of the download that arrived.
     pub download_bytes: u64,
     /// Download complete and intact (SHA-256).

@@ -59,6 +59,16 @@ pub struct Scenario {
     /// (others may come between).
     #[serde(default)]
     pub expect: Vec<ExpectedRecord>,
+    /// A bulk download beside the interactive stream: curl runs without a
+    /// rate limit (as fast as the links allow), the baselines download the
+    /// same file, and the report gives the records' round trips (median,
+    /// 99th percentile) and the download's rate.
+    #[serde(default)]
+    pub bulk: bool,
+    /// `compare` also runs the scenario on zero-delay links (pointless where
+    /// the links' rates are the point).
+    #[serde(default = "default_true")]
+    pub compare_zero: bool,
     /// The timeline.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,
@@ -281,15 +291,18 @@ mod tests {
 
     #[test]
     fn the_shipped_scenarios_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        // The suite's scenarios and the benchmarks' (run by `compare`).
         let mut n = 0;
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "toml") {
-                Scenario::load(&p).unwrap();
-                n += 1;
+        for sub in ["scenarios", "bench"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(sub);
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "toml") {
+                    Scenario::load(&p).unwrap();
+                    n += 1;
+                }
             }
         }
-        assert!(n >= 6, "{n} scenarios");
+        assert!(n >= 9, "{n} scenarios");
     }
 }

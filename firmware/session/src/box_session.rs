@@ -559,6 +559,17 @@ impl BoxSession {
     }
 
     fn handle_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), Violation> {
+        let frame = match frame {
+            Frame::SyncPart { streams } => return self.core.add_sync_part(t, streams),
+            Frame::AllRedirected { switch, sync } => Frame::AllRedirected {
+                switch,
+                sync: self.core.with_sync_parts(t, sync),
+            },
+            f if self.core.sync_parts_pending(t) => {
+                return Err(Violation::out_of_state(&f, "after SYNC_PART"));
+            }
+            f => f,
+        };
         if let Frame::Disconnect { code, reason } = frame {
             self.fail_session(code, &format!("server disconnected: {reason}"));
             return Ok(());
@@ -792,15 +803,16 @@ impl BoxSession {
 
     fn start_resync(&mut self, t: TunnelId, deadline: Instant, now: Instant) {
         let switch = self.take_switch_number();
-        let frame = Frame::SwitchUnexpected {
-            version: VERSION,
-            session_id: self.session_id,
-            switch,
-            box_id: self.box_id.clone(),
-            sync: self.core.sync_state(),
-        };
+        let (session_id, box_id) = (self.session_id, self.box_id.clone());
         self.core.data_tunnel = None;
-        self.core.queue(t, frame);
+        self.core
+            .queue_with_sync(t, |sync| Frame::SwitchUnexpected {
+                version: VERSION,
+                session_id,
+                switch,
+                box_id,
+                sync,
+            });
         self.core.watch(t, now);
         self.core.keepalive.stop();
         self.core.primary = None;

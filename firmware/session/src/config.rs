@@ -90,12 +90,13 @@ impl SessionConfig {
         if self.max_buffered_bytes < self.window as usize {
             return bad("max_buffered_bytes", "must be at least one window");
         }
-        // A SWITCH_UNEXPECTED lists every stream: it must fit in one frame.
-        let sync_len = 64 + HEADER_LEN + self.max_streams as usize * SYNC_ENTRY_LEN;
+        // A stream list goes out in frames of SYNC_ENTRIES_PER_FRAME entries
+        // (SYNC_PART), whatever max_streams is: one of them must fit.
+        let sync_len = 64 + HEADER_LEN + wire::SYNC_ENTRIES_PER_FRAME * SYNC_ENTRY_LEN;
         if self.max_frame_len < sync_len || self.max_frame_len > 16 * 1024 * 1024 {
             return bad(
                 "max_frame_len",
-                format!("must be between {sync_len} (a full stream list) and 16 MiB"),
+                format!("must be between {sync_len} (a part of a stream list) and 16 MiB"),
             );
         }
         if self.max_data_payload == 0
@@ -143,8 +144,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
+        // Any stream limit works with the default frame size (SYNC_PART).
         let cfg = SessionConfig {
-            max_streams: 10_000,
+            max_streams: 65_535,
+            ..Default::default()
+        };
+        cfg.validate().unwrap();
+        let cfg = SessionConfig {
+            max_frame_len: 16 * 1024,
             ..Default::default()
         };
         assert_eq!(cfg.validate().unwrap_err().field, "max_frame_len");

@@ -70,7 +70,13 @@ struct TunnelIn {
     /// Silence beyond this kills the tunnel. A make-before-break tunnel
     /// waits unwatched until it is used; a standby has a longer limit.
     silence_limit: Option<std::time::Duration>,
+    /// SYNC_PART entries received, for the SWITCH_UNEXPECTED or
+    /// ALL_REDIRECTED that follows on this tunnel.
+    sync_parts: Vec<wire::StreamSync>,
 }
+
+/// Most stream entries SYNC_PART frames of one tunnel may bring.
+pub(crate) const MAX_SYNC_ENTRIES: usize = 65_535;
 
 /// Shared engine of both roles.
 #[derive(Debug)]
@@ -147,6 +153,7 @@ impl Core {
             reader: FrameReader::default(),
             last_heard: now,
             silence_limit: None,
+            sync_parts: Vec::new(),
         });
     }
 
@@ -273,6 +280,54 @@ impl Core {
 
     pub fn queue(&mut self, t: TunnelId, frame: Frame) {
         self.control.push_back((t, frame));
+    }
+
+    /// Queues the frame `build` makes of this side's [`wire::SyncState`]
+    /// (SWITCH_UNEXPECTED, ALL_REDIRECTED); a list longer than one frame
+    /// carries goes first as SYNC_PART frames.
+    pub fn queue_with_sync(&mut self, t: TunnelId, build: impl FnOnce(wire::SyncState) -> Frame) {
+        let mut sync = self.sync_state();
+        while sync.streams.len() > wire::SYNC_ENTRIES_PER_FRAME {
+            let rest = sync.streams.split_off(wire::SYNC_ENTRIES_PER_FRAME);
+            let part = std::mem::replace(&mut sync.streams, rest);
+            self.queue(t, Frame::SyncPart { streams: part });
+        }
+        self.queue(t, build(sync));
+    }
+
+    /// Takes a SYNC_PART received on `t`.
+    pub fn add_sync_part(
+        &mut self,
+        t: TunnelId,
+        streams: Vec<wire::StreamSync>,
+    ) -> Result<(), Violation> {
+        if let Some(tin) = self.tunnels.get_mut(&t) {
+            if tin.sync_parts.len() + streams.len() > MAX_SYNC_ENTRIES {
+                return Err(Violation::TooManySyncEntries(MAX_SYNC_ENTRIES));
+            }
+            tin.sync_parts.extend(streams);
+        }
+        Ok(())
+    }
+
+    /// Whether SYNC_PART entries wait on `t` (only SWITCH_UNEXPECTED or
+    /// ALL_REDIRECTED may follow them).
+    pub fn sync_parts_pending(&self, t: TunnelId) -> bool {
+        self.tunnels
+            .get(&t)
+            .is_some_and(|tin| !tin.sync_parts.is_empty())
+    }
+
+    /// `sync` with the SYNC_PART entries received on `t` in front.
+    pub fn with_sync_parts(&mut self, t: TunnelId, mut sync: wire::SyncState) -> wire::SyncState {
+        if let Some(tin) = self.tunnels.get_mut(&t)
+            && !tin.sync_parts.is_empty()
+        {
+            let mut all = std::mem::take(&mut tin.sync_parts);
+            all.append(&mut sync.streams);
+            sync.streams = all;
+        }
+        sync
     }
 
     /// Makes `t` the probed tunnel of a new path.
@@ -747,5 +802,7 @@ mod output;
 mod resync;
 #[cfg(test)]
 mod sched_tests;
+#[cfg(test)]
+mod sync_tests;
 #[cfg(test)]
 mod tests;

@@ -67,6 +67,8 @@ struct Unbound {
     identity: BoxId,
     reader: FrameReader,
     deadline: Instant,
+    /// SYNC_PART entries ahead of a SWITCH_UNEXPECTED.
+    parts: Vec<wire::StreamSync>,
 }
 
 /// All sessions of one SNAPT.
@@ -111,6 +113,7 @@ impl Server {
                 identity,
                 reader: FrameReader::default(),
                 deadline,
+                parts: Vec::new(),
             },
         );
     }
@@ -128,12 +131,39 @@ impl Server {
             return;
         };
         u.reader.push(bytes);
-        match u.reader.next_frame(self.cfg.session.max_frame_len) {
+        // SYNC_PART frames may come ahead of a long SWITCH_UNEXPECTED.
+        let mut next = u.reader.next_frame(self.cfg.session.max_frame_len);
+        while let Ok(Some(Frame::SyncPart { streams })) = next {
+            if u.parts.len() + streams.len() > crate::core::MAX_SYNC_ENTRIES {
+                self.unbound.remove(&t);
+                let reason = format!(
+                    "SYNC_PART frames list more than {} streams",
+                    crate::core::MAX_SYNC_ENTRIES
+                );
+                return self.refuse(t, RefuseCode::UnexpectedFrame, reason);
+            }
+            u.parts.extend(streams);
+            next = u.reader.next_frame(self.cfg.session.max_frame_len);
+        }
+        match next {
             Ok(None) => {}
-            Ok(Some(frame)) => {
+            Ok(Some(mut frame)) => {
                 let rest = u.reader.take_rest();
                 let identity = u.identity.clone();
+                let parts = std::mem::take(&mut u.parts);
                 self.unbound.remove(&t);
+                match &mut frame {
+                    Frame::SwitchUnexpected { sync, .. } => {
+                        let mut all = parts;
+                        all.append(&mut sync.streams);
+                        sync.streams = all;
+                    }
+                    other if !parts.is_empty() => {
+                        let reason = format!("{} after SYNC_PART", other.frame_type().name());
+                        return self.refuse(t, RefuseCode::UnexpectedFrame, reason);
+                    }
+                    _ => {}
+                }
                 self.handle_first_frame(t, identity, frame, &rest, now);
             }
             Err(e) => {

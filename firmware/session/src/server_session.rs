@@ -330,6 +330,26 @@ impl ServerSession {
     }
 
     fn handle_frame(&mut self, t: TunnelId, frame: Frame, now: Instant) -> Result<(), Violation> {
+        let frame = match frame {
+            Frame::SyncPart { streams } => return self.core.add_sync_part(t, streams),
+            Frame::SwitchUnexpected {
+                version,
+                session_id,
+                switch,
+                box_id,
+                sync,
+            } => Frame::SwitchUnexpected {
+                version,
+                session_id,
+                switch,
+                box_id,
+                sync: self.core.with_sync_parts(t, sync),
+            },
+            f if self.core.sync_parts_pending(t) => {
+                return Err(Violation::out_of_state(&f, "after SYNC_PART"));
+            }
+            f => f,
+        };
         match frame {
             Frame::Disconnect { reason, .. } => {
                 self.release(
@@ -465,8 +485,8 @@ impl ServerSession {
             ..
         } = self.phase
         {
-            let sync = self.core.sync_state();
-            self.core.queue(new, Frame::AllRedirected { switch, sync });
+            self.core
+                .queue_with_sync(new, |sync| Frame::AllRedirected { switch, sync });
             if self.core.is_attached(old) {
                 self.draining_old = Some((old, switch));
             }
@@ -515,8 +535,8 @@ impl ServerSession {
             self.tunnel_failed(t, CloseReason::ProtocolViolation(reason), now);
             return;
         }
-        let sync = self.core.sync_state();
-        self.core.queue(t, Frame::AllRedirected { switch, sync });
+        self.core
+            .queue_with_sync(t, |sync| Frame::AllRedirected { switch, sync });
         self.complete(switch, SwitchKind::Sudden, t, now);
     }
 

@@ -50,6 +50,9 @@ pub enum Violation {
         /// What is wrong.
         violation: StreamViolation,
     },
+    /// SYNC_PART frames of one tunnel list more than 65,535 streams.
+    #[error("SYNC_PART frames list more than {0} streams")]
+    TooManySyncEntries(usize),
     /// A resynchronisation lists a stream twice.
     #[error("stream {0} listed twice in a resynchronisation")]
     ListedTwice(StreamId),

@@ -191,6 +191,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&switch.to_be_bytes());
             put_sync(out, sync);
         }
+        Frame::SyncPart { streams } => put_entries(out, streams),
         Frame::SwitchUnexpected {
             version,
             session_id,
@@ -342,6 +343,9 @@ fn decode_body(ty: FrameType, r: &mut Reader<'_>) -> Result<Frame, InvalidFrame>
             box_id: r.box_id()?,
             keepalive_ms: r.u32()?,
         },
+        FrameType::SyncPart => Frame::SyncPart {
+            streams: r.entries()?,
+        },
         FrameType::AllRedirected => Frame::AllRedirected {
             switch: r.u32()?,
             sync: r.sync()?,
@@ -383,9 +387,15 @@ fn put_addr(out: &mut Vec<u8>, addr: &Option<SocketAddr>) {
 
 fn put_sync(out: &mut Vec<u8>, sync: &SyncState) {
     out.extend_from_slice(&sync.peer_opened_seen.to_be_bytes());
-    let n = sync.streams.len().min(u16::MAX as usize);
+    put_entries(out, &sync.streams);
+}
+
+/// A count and the entries (at most 65,535: the sender splits longer lists
+/// into SYNC_PART frames of [`crate::SYNC_ENTRIES_PER_FRAME`]).
+fn put_entries(out: &mut Vec<u8>, streams: &[StreamSync]) {
+    let n = streams.len().min(u16::MAX as usize);
     out.extend_from_slice(&(n as u16).to_be_bytes());
-    for s in &sync.streams[..n] {
+    for s in &streams[..n] {
         out.extend_from_slice(&s.stream.0.to_be_bytes());
         out.extend_from_slice(&s.received.to_be_bytes());
         out.push(u8::from(s.fin_received));
@@ -462,6 +472,13 @@ impl<'a> Reader<'a> {
 
     fn sync(&mut self) -> Result<SyncState, InvalidFrame> {
         let peer_opened_seen = self.u32()?;
+        Ok(SyncState {
+            peer_opened_seen,
+            streams: self.entries()?,
+        })
+    }
+
+    fn entries(&mut self) -> Result<Vec<StreamSync>, InvalidFrame> {
         let n = self.u16()? as usize;
         // The count is checked against the bytes present before allocating.
         if self.buf.len() < n * SYNC_ENTRY_LEN {
@@ -482,10 +499,7 @@ impl<'a> Reader<'a> {
                 fin_received,
             });
         }
-        Ok(SyncState {
-            peer_opened_seen,
-            streams,
-        })
+        Ok(streams)
     }
 
     fn rest(&mut self) -> Vec<u8> {

@@ -194,6 +194,14 @@ pub enum Frame {
         /// intervals of silence).
         keepalive_ms: u32,
     },
+    /// Either way, just before a SWITCH_UNEXPECTED or ALL_REDIRECTED on the
+    /// same tunnel: more entries of its stream list, when the list is longer
+    /// than one frame carries ([`crate::SYNC_ENTRIES_PER_FRAME`]). The
+    /// receiver adds them to the list of the frame that follows.
+    SyncPart {
+        /// Entries, as in [`SyncState::streams`].
+        streams: Vec<StreamSync>,
+    },
 }
 
 /// What one side has received, sent on a new tunnel so the other side can
@@ -336,11 +344,12 @@ pub enum FrameType {
     AllRedirected = 0x27,
     SwitchUnexpected = 0x28,
     Standby = 0x29,
+    SyncPart = 0x2a,
 }
 
 impl FrameType {
     /// Every frame type, in type-byte order.
-    pub const ALL: [FrameType; 23] = [
+    pub const ALL: [FrameType; 24] = [
         FrameType::Connect,
         FrameType::ConnectAck,
         FrameType::Refused,
@@ -364,6 +373,7 @@ impl FrameType {
         FrameType::AllRedirected,
         FrameType::SwitchUnexpected,
         FrameType::Standby,
+        FrameType::SyncPart,
     ];
 
     /// Parses a type byte.
@@ -397,6 +407,7 @@ impl FrameType {
             FrameType::AllRedirected => "ALL_REDIRECTED",
             FrameType::SwitchUnexpected => "SWITCH_UNEXPECTED",
             FrameType::Standby => "STANDBY",
+            FrameType::SyncPart => "SYNC_PART",
         }
     }
 }
@@ -432,6 +443,7 @@ impl Frame {
             Frame::AllRedirected { .. } => FrameType::AllRedirected,
             Frame::SwitchUnexpected { .. } => FrameType::SwitchUnexpected,
             Frame::Standby { .. } => FrameType::Standby,
+            Frame::SyncPart { .. } => FrameType::SyncPart,
         }
     }
 }

@@ -48,3 +48,9 @@ pub const DATA_OVERHEAD: usize = HEADER_LEN + 4 + 8;
 
 /// Bytes one stream entry takes in a SWITCH_UNEXPECTED / ALL_REDIRECTED frame.
 pub const SYNC_ENTRY_LEN: usize = 4 + 8 + 1;
+
+/// Most stream entries one frame carries: a longer list goes out as
+/// SYNC_PART frames of this many entries, the rest in the SWITCH_UNEXPECTED
+/// or ALL_REDIRECTED itself (4,096 entries: 53 KiB, under the default
+/// frame limit).
+pub const SYNC_ENTRIES_PER_FRAME: usize = 4096;

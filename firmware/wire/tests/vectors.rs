@@ -161,6 +161,12 @@ fn vectors() -> Vec<(&'static str, Frame)> {
             },
         ),
         (
+            "SYNC_PART",
+            Frame::SyncPart {
+                streams: sync.streams.clone(),
+            },
+        ),
+        (
             "ALL_REDIRECTED",
             Frame::AllRedirected {
                 switch: 3,

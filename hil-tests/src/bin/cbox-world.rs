@@ -244,13 +244,28 @@ fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
     let (json_out, files) = parse_args(args)?;
     let mut all: Vec<Report> = Vec::new();
     println!(
-        "{:<18} {:<6} {:<13} {:>10} {:>9} {:>8}  outcome",
-        "scenario", "links", "carrier", "max stall", "vs cbox", "lost"
+        "{:<18} {:<6} {:<13} {:>10} {:>9} {:>8} {:>9} {:>9} {:>8}  outcome",
+        "scenario",
+        "links",
+        "carrier",
+        "max stall",
+        "vs cbox",
+        "lost",
+        "rtt p50",
+        "rtt p99",
+        "Mbit/s"
     );
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}ms"));
     for f in &files {
         let sc = Scenario::load(f)?;
-        for zero in [false, true] {
+        let links: &[bool] = if sc.compare_zero {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &zero in links {
             let mut cbox_stall = None;
+            let mut row: Vec<Report> = Vec::new();
             for mode in Mode::ALL {
                 let dir = workdir(&format!("{}-{}-{}", sc.name, mode.name(), zero));
                 let r = runner::run_mode(&sc, &dir, mode, zero, false, stop)
@@ -272,15 +287,22 @@ fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
                     None => "intact".to_string(),
                 };
                 println!(
-                    "{:<18} {:<6} {:<13} {:>8.0}ms {:>9} {:>8}  {outcome}",
+                    "{:<18} {:<6} {:<13} {:>8.0}ms {:>9} {:>8} {:>9} {:>9} {:>8}  {outcome}",
                     sc.name,
                     if zero { "zero" } else { "real" },
                     mode.name(),
                     r.max_stall_ms,
                     ratio,
-                    r.records_damaged
+                    r.records_damaged,
+                    ms(r.rtt_p50_ms),
+                    ms(r.rtt_p99_ms),
+                    r.download_mbit.map_or("-".into(), |v| format!("{v:.1}")),
                 );
+                row.push(r.clone());
                 all.push(r);
+            }
+            if sc.bulk {
+                print_bulk_ratios(&row);
             }
         }
     }
@@ -289,6 +311,33 @@ fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
         println!("report: {}", p.display());
     }
     Ok(())
+}
+
+/// cbox's keystroke round trips and download rate against each baseline
+/// of the same run (the targets: p50 within 2 ms of plain TCP, p99 within
+/// 1.2×, the download at least 0.95×).
+fn print_bulk_ratios(row: &[Report]) {
+    use hil_tests::runner::Mode;
+    let Some(c) = row.iter().find(|r| r.mode == Mode::Cbox) else {
+        return;
+    };
+    for b in row.iter().filter(|r| r.mode != Mode::Cbox) {
+        let p50 = c.rtt_p50_ms.zip(b.rtt_p50_ms).map(|(c, b)| c - b);
+        let p99 = c.rtt_p99_ms.zip(b.rtt_p99_ms).map(|(c, b)| c / b);
+        let rate = c.download_mbit.zip(b.download_mbit).map(|(c, b)| c / b);
+        println!(
+            "   cbox vs {:<13} rtt p50 {:>9}  rtt p99 {:>7}  download {:>7}{}",
+            b.mode.name(),
+            p50.map_or("-".into(), |d| format!("{d:+.1} ms")),
+            p99.map_or("-".into(), |r| format!("{r:.2}x")),
+            rate.map_or("-".into(), |r| format!("{r:.2}x")),
+            if b.broken.is_some() {
+                "  (baseline broke)"
+            } else {
+                ""
+            },
+        );
+    }
 }
 
 /// How the download ended, for the tables.

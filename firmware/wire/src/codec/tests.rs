@@ -131,6 +131,9 @@ pub(crate) fn any_frame() -> impl Strategy<Value = Frame> {
             }
         ),
         (any::<u32>(), sync()).prop_map(|(switch, sync)| Frame::AllRedirected { switch, sync }),
+        sync().prop_map(|sync| Frame::SyncPart {
+            streams: sync.streams
+        }),
         (any::<u16>(), any::<u64>(), bid(), any::<u32>()).prop_map(
             |(version, session_id, box_id, keepalive_ms)| Frame::Standby {
                 version,
