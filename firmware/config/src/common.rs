@@ -83,8 +83,11 @@ pub enum Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CipherChoice {
-    /// ChaCha20-Poly1305 first (default; fast without AES instructions).
+    /// AES-GCM first where the CPU has AES instructions, ChaCha20 where
+    /// it has not (default).
     #[default]
+    Auto,
+    /// ChaCha20-Poly1305 first (fast without AES instructions).
     Chacha20,
     /// AES-GCM first.
     Aes,
@@ -103,7 +106,7 @@ pub struct TlsSection {
     /// snaptd only: revocation list (PEM), reloaded when it changes.
     #[serde(default)]
     pub crl: Option<PathBuf>,
-    /// Cipher preference; default `chacha20`.
+    /// Cipher preference; default `auto`.
     #[serde(default)]
     pub prefer: CipherChoice,
 }

@@ -189,5 +189,9 @@ mod tests {
                 .to_string()
                 .contains("max_boxes")
         );
+        let bad = t.replace("threads = 1 ", "threads = 0 ");
+        let e = SnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("threads"), "{e}");
+        assert_eq!(SnaptConfig::parse(&p, &t).unwrap().threads, 1);
     }
 }

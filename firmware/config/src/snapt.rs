@@ -24,6 +24,8 @@ struct Raw {
     shutdown_grace_ms: u64,
     #[serde(default = "default_max_boxes")]
     max_boxes: usize,
+    #[serde(default = "default_threads")]
+    threads: usize,
     tls: TlsSection,
     #[serde(default)]
     service: Vec<RawService>,
@@ -41,6 +43,10 @@ struct Raw {
 
 fn default_grace() -> u64 {
     5000
+}
+
+fn default_threads() -> usize {
+    1
 }
 
 fn default_control() -> PathBuf {
@@ -125,6 +131,10 @@ pub struct SnaptConfig {
     pub client_service_addresses: Vec<IpAddr>,
     /// Session core limits, `max_boxes` included.
     pub server: ServerConfig,
+    /// Runtime threads: 1 (default) runs everything on one thread, which
+    /// moves a box's bytes with the fewest hand-offs; more let the tunnels'
+    /// TLS work run in parallel on a many-core host serving many boxes.
+    pub threads: usize,
     /// Destinations boxes may ask for (transparent mode); default deny.
     pub policies: Vec<BoxPolicy>,
     /// `[udp]`: idle timeouts of datagram flows.
@@ -197,6 +207,9 @@ impl SnaptConfig {
                 boxes: c.boxes.clone(),
             });
         }
+        if !(1..=256).contains(&raw.threads) {
+            return Err(invalid(path, "threads", "must be between 1 and 256"));
+        }
         if !client_services.is_empty() && raw.client_service_addresses.is_empty() {
             return Err(invalid(
                 path,
@@ -237,6 +250,7 @@ impl SnaptConfig {
                 session,
                 max_sessions: raw.max_boxes,
             },
+            threads: raw.threads,
             udp: raw.udp.build(path)?,
         })
     }

@@ -4,13 +4,16 @@
 //! what it wrote. Neither holds protocol state.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span};
 
 /// Read buffer of a tunnel: several TLS records' worth.
 pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Most bytes a tunnel writer gathers from its queue into one flush.
+const COALESCE_LIMIT: usize = 256 * 1024;
 
 /// Read buffer of a local (application) connection: one DATA frame's worth,
 /// so that 1,000 idle streams cost little memory.
@@ -25,12 +28,17 @@ where
     G: FnOnce(Option<std::io::Error>) + Send + 'static,
 {
     let task = async move {
-        let mut buf = vec![0u8; READ_CHUNK];
         let end = loop {
-            match rd.read(&mut buf).await {
+            let mut buf = Vec::with_capacity(READ_CHUNK);
+            match rd.read_buf(&mut buf).await {
                 Ok(0) => break None,
                 Ok(n) => {
-                    if !on_bytes(buf[..n].to_vec()) {
+                    // Queued for the driver: a small read keeps a small
+                    // allocation, a large one is handed over uncopied.
+                    if n < READ_CHUNK / 4 {
+                        buf.shrink_to_fit();
+                    }
+                    if !on_bytes(buf) {
                         break None;
                     }
                 }
@@ -44,23 +52,30 @@ where
 
 /// Spawns a reader with backpressure: after each chunk it waits until the
 /// driver has taken the whole chunk (the oneshot fires) before reading more.
-pub fn spawn_paced_reader<R, F, G>(mut rd: R, mut on_chunk: F, on_end: G) -> JoinHandle<()>
+///
+/// An idle connection holds no buffer: the reader waits for readability
+/// and only then allocates the chunk it reads into, which it hands over
+/// as it is (no copy).
+pub fn spawn_paced_reader<F, G>(rd: OwnedReadHalf, mut on_chunk: F, on_end: G) -> JoinHandle<()>
 where
-    R: AsyncRead + Unpin + Send + 'static,
     F: FnMut(Vec<u8>, oneshot::Sender<()>) -> bool + Send + 'static,
     G: FnOnce(Option<std::io::Error>) + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut buf = vec![0u8; LOCAL_READ_CHUNK];
         let end = loop {
-            match rd.read(&mut buf).await {
+            if let Err(e) = rd.readable().await {
+                break Some(e);
+            }
+            let mut buf = Vec::with_capacity(LOCAL_READ_CHUNK);
+            match rd.try_read_buf(&mut buf) {
                 Ok(0) => break None,
-                Ok(n) => {
+                Ok(_) => {
                     let (tx, rx) = oneshot::channel();
-                    if !on_chunk(buf[..n].to_vec(), tx) || rx.await.is_err() {
+                    if !on_chunk(buf, tx) || rx.await.is_err() {
                         break None;
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => break Some(e),
             }
         };
@@ -94,13 +109,31 @@ pub fn spawn_writer<W, F, G>(
         let end = loop {
             match rx.recv().await {
                 Some(WriteCmd::Data(b)) => {
-                    if let Err(e) = wr.write_all(&b).await {
+                    // What else is queued goes in the same flush (fewer TLS
+                    // flushes and system calls under load).
+                    let mut written = b.len();
+                    let mut result = wr.write_all(&b).await;
+                    let mut finish = false;
+                    while result.is_ok() && written < COALESCE_LIMIT && !finish {
+                        match rx.try_recv() {
+                            Ok(WriteCmd::Data(more)) => {
+                                written += more.len();
+                                result = wr.write_all(&more).await;
+                            }
+                            Ok(WriteCmd::Finish) => finish = true,
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = result {
                         break Some(e);
                     }
                     if let Err(e) = wr.flush().await {
                         break Some(e);
                     }
-                    on_written(b.len());
+                    on_written(written);
+                    if finish {
+                        let _ = wr.shutdown().await;
+                    }
                 }
                 Some(WriteCmd::Finish) => {
                     let _ = wr.shutdown().await;

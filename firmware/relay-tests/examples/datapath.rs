@@ -17,6 +17,7 @@
 //! apt-get install stunnel4          # the TLS-pair baseline (optional)
 //! cargo build --release --workspace
 //! cargo run --release -p relay-tests --example datapath
+//! DATAPATH_ONLY=idle …   # only the idle-stream and memory figures
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -278,7 +279,9 @@ async fn main() {
     );
     let mut direct = std::collections::HashMap::new();
     let mut stunnel = std::collections::HashMap::new();
-    for c in &carriers {
+    // DATAPATH_ONLY=idle skips the throughput table (for profiling).
+    let only_idle = std::env::var("DATAPATH_ONLY").is_ok_and(|v| v == "idle");
+    for c in carriers.iter().filter(|_| !only_idle) {
         for (up, streams) in [(true, 1), (false, 1), (true, 4), (false, 4)] {
             let target = match (up, streams) {
                 (true, _) => c.up,

@@ -120,6 +120,7 @@ fn now() -> Instant {
 
 fn pref(cfg: &SnaptConfig) -> CipherPreference {
     match cfg.tls.prefer {
+        config::CipherChoice::Auto => CipherPreference::Auto,
         config::CipherChoice::Chacha20 => CipherPreference::Chacha20,
         config::CipherChoice::Aes => CipherPreference::Aes,
     }

@@ -119,32 +119,55 @@ impl SendHalf {
     /// The next chunk to transmit: at most `max` bytes from `sent`, within
     /// the peer's credit. Advances `sent`. Returns the offset, the bytes, and
     /// how many of them were transmitted before (a replay).
+    #[cfg(test)]
     pub fn next_chunk(&mut self, max: usize) -> Option<(u64, Vec<u8>, u64)> {
+        let mut out = Vec::new();
+        let (_, replayed) = self.write_next_chunk(wire::StreamId(0), max, &mut out)?;
+        match wire::decode(&out, usize::MAX) {
+            Ok((
+                wire::Frame::Data {
+                    offset, payload, ..
+                },
+                _,
+            )) => Some((offset, payload, replayed)),
+            _ => None,
+        }
+    }
+
+    /// Data within the peer's credit, or the FIN, waits to be transmitted.
+    pub fn ready(&self) -> bool {
+        self.sent < self.written().min(self.peer_limit) || self.fin_due()
+    }
+
+    /// The next chunk to transmit — at most `max` bytes from `sent`, within
+    /// the peer's credit — appended as a DATA frame for `stream` to `out`
+    /// straight from the replay buffer. Advances `sent`. Returns the payload
+    /// length and how much of it was transmitted before (a replay).
+    pub fn write_next_chunk(
+        &mut self,
+        stream: wire::StreamId,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<(usize, u64)> {
         let end = self.written().min(self.peer_limit);
         if self.sent >= end {
             return None;
         }
         let len = ((end - self.sent) as usize).min(max);
         let start = (self.sent - self.acked) as usize;
-        let mut out = Vec::with_capacity(len);
         let (a, b) = self.buf.as_slices();
-        if start < a.len() {
+        let (head, tail) = if start < a.len() {
             let take = len.min(a.len() - start);
-            out.extend_from_slice(&a[start..start + take]);
-            out.extend_from_slice(&b[..len - take]);
+            (&a[start..start + take], &b[..len - take])
         } else {
-            out.extend_from_slice(&b[start - a.len()..start - a.len() + len]);
-        }
+            (&b[start - a.len()..start - a.len() + len], &b[..0])
+        };
+        wire::encode_data(stream, self.sent, head, tail, out);
         let offset = self.sent;
         self.sent += len as u64;
         let replayed = self.max_sent.min(self.sent).saturating_sub(offset);
         self.max_sent = self.max_sent.max(self.sent);
-        Some((offset, out, replayed))
-    }
-
-    /// Data within the peer's credit, or the FIN, waits to be transmitted.
-    pub fn ready(&self) -> bool {
-        self.sent < self.written().min(self.peer_limit) || self.fin_due()
+        Some((len, replayed))
     }
 
     /// A FIN should be transmitted now.

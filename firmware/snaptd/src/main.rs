@@ -26,10 +26,9 @@ struct Args {
     check: bool,
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     init_tracing("snaptd");
-    match run(Args::parse()).await {
+    match start(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -39,8 +38,24 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// The configuration first: it says how many runtime threads to start.
+fn start(args: Args) -> anyhow::Result<()> {
     let cfg = SnaptConfig::load(&args.config)?;
+    let runtime = if cfg.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
+    runtime.block_on(run(args, cfg))
+}
+
+async fn run(args: Args, cfg: SnaptConfig) -> anyhow::Result<()> {
     if args.check {
         server_driver::build_tls(&cfg).context("TLS set-up")?;
         println!(

@@ -32,11 +32,45 @@ pub enum TlsError {
 /// Which AEAD the endpoint prefers; TLS 1.3 only either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CipherPreference {
-    /// ChaCha20-Poly1305 first: fast in software (Raspberry Pi 4, no AES-NI).
+    /// AES-GCM first where this CPU has AES and carry-less multiply
+    /// instructions (x86 AES-NI, ARMv8 crypto extensions: a Pi 5),
+    /// ChaCha20-Poly1305 first where it has not (a Pi 4). The client's
+    /// order decides, so the box's own CPU chooses.
     #[default]
+    Auto,
+    /// ChaCha20-Poly1305 first: fast in software (Raspberry Pi 4, no AES-NI).
     Chacha20,
     /// AES-GCM first: for hosts with AES instructions.
     Aes,
+}
+
+impl CipherPreference {
+    /// `Auto` decided for this CPU.
+    pub fn resolve(self) -> Self {
+        match self {
+            CipherPreference::Auto if aes_in_hardware() => CipherPreference::Aes,
+            CipherPreference::Auto => CipherPreference::Chacha20,
+            other => other,
+        }
+    }
+}
+
+/// Whether this CPU has the instructions that make AES-GCM fast.
+fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
 }
 
 /// The `ring` provider with TLS 1.3 suites in the preferred order.
@@ -44,8 +78,8 @@ pub fn provider(pref: CipherPreference) -> Arc<CryptoProvider> {
     use ring_provider::cipher_suite::{
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
     };
-    let cipher_suites = match pref {
-        CipherPreference::Chacha20 => vec![
+    let cipher_suites = match pref.resolve() {
+        CipherPreference::Auto | CipherPreference::Chacha20 => vec![
             TLS13_CHACHA20_POLY1305_SHA256,
             TLS13_AES_256_GCM_SHA384,
             TLS13_AES_128_GCM_SHA256,
@@ -164,4 +198,26 @@ pub fn revoked_serials(path: &Path) -> Result<std::collections::HashSet<String>,
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod preference_tests {
+    use super::*;
+
+    #[test]
+    fn the_preferred_suite_comes_first_and_auto_follows_the_cpu() {
+        let first = |p| provider(p).cipher_suites[0].suite();
+        assert_eq!(
+            first(CipherPreference::Chacha20),
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        );
+        assert_eq!(
+            first(CipherPreference::Aes),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
+        let auto = CipherPreference::Auto.resolve();
+        assert_ne!(auto, CipherPreference::Auto);
+        assert_eq!(first(CipherPreference::Auto), first(auto));
+        assert_eq!(auto == CipherPreference::Aes, aes_in_hardware());
+    }
 }

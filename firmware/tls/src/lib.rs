@@ -5,8 +5,9 @@
 //!   certificate revocation list — into a directory with the permissions an
 //!   operator expects.
 //! * [`config`]: rustls client (box) and server (SNAPT) configurations on the
-//!   `ring` provider, TLS 1.3 only, ChaCha20-Poly1305 preferred by default
-//!   (the Pi 4 has no AES instructions), session resumption on, client
+//!   `ring` provider, TLS 1.3 only, AES-GCM first where the CPU has AES
+//!   instructions and ChaCha20-Poly1305 first where not (the Pi 4 has
+//!   none), session resumption on, client
 //!   certificates required and checked against the CA and the CRL.
 //! * [`identity`]: the box id a verified peer certificate stands for.
 //!

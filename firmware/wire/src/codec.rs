@@ -212,6 +212,21 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Appends a DATA frame whose payload is `head` then `tail` (the two halves
+/// of a ring buffer), without building the frame first: the same bytes as
+/// [`encode`] of `Frame::Data` with the joined payload.
+pub fn encode_data(stream: StreamId, offset: u64, head: &[u8], tail: &[u8], out: &mut Vec<u8>) {
+    let body = 4 + 8 + head.len() + tail.len();
+    let len = u32::try_from(1 + body).unwrap_or(u32::MAX);
+    out.reserve(HEADER_LEN + body);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(FrameType::Data as u8);
+    out.extend_from_slice(&stream.0.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(head);
+    out.extend_from_slice(tail);
+}
+
 /// Decodes the first frame in `buf`, returning it and the number of bytes it
 /// took. `max_len` bounds the length field (type byte + body).
 pub fn decode(buf: &[u8], max_len: usize) -> Result<(Frame, usize), DecodeError> {

@@ -27,7 +27,7 @@ pub mod codec;
 pub mod frame;
 pub mod ids;
 
-pub use codec::{DecodeError, InvalidFrame, decode, encode};
+pub use codec::{DecodeError, InvalidFrame, decode, encode, encode_data};
 pub use frame::{
     DisconnectCode, Frame, FrameType, RefuseCode, ResetCode, StreamKind, StreamSync, SyncState,
 };

@@ -143,17 +143,9 @@ impl Core {
                 continue;
             };
             s.scheduled = false;
-            if let Some((offset, payload, replayed)) = s.send.next_chunk(chunk) {
-                self.stats.bytes_sent += payload.len() as u64;
+            if let Some((len, replayed)) = s.send.write_next_chunk(id, chunk, out) {
+                self.stats.bytes_sent += len as u64;
                 self.stats.bytes_replayed += replayed;
-                wire::encode(
-                    &Frame::Data {
-                        stream: id,
-                        offset,
-                        payload,
-                    },
-                    out,
-                );
             }
             if s.send.fin_due() {
                 s.send.fin_sent = true;

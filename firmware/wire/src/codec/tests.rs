@@ -288,3 +288,22 @@ fn long_reasons_are_cut_at_a_character_boundary() {
     };
     assert_eq!(reason, "é".repeat(127));
 }
+
+proptest! {
+    #[test]
+    fn data_from_two_halves_encodes_as_the_joined_frame(
+        stream in any::<u32>(),
+        offset in any::<u64>(),
+        head in prop::collection::vec(any::<u8>(), 0..300),
+        tail in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let stream = crate::StreamId(stream);
+        let mut joined = head.clone();
+        joined.extend_from_slice(&tail);
+        let mut want = Vec::new();
+        encode(&Frame::Data { stream, offset, payload: joined }, &mut want);
+        let mut got = vec![9];
+        crate::encode_data(stream, offset, &head, &tail, &mut got);
+        prop_assert_eq!(&got[1..], &want[..]);
+    }
+}
