@@ -495,10 +495,9 @@ impl BoxDriver {
                 self.tunnel_lost(tunnel, "the tunnel failed (connection closed or reset)");
             }
             Input::TunnelWritten { tunnel, n } => {
-                if let Some(t) = self.tunnels.get_mut(&tunnel)
-                    && t.out.written(n)
-                {
-                    self.coord.set_tunnel_full(tunnel, false);
+                if let Some(t) = self.tunnels.get_mut(&tunnel) {
+                    t.out.written(n);
+                    self.coord.set_tunnel_room(t.site, tunnel, t.out.room());
                 }
             }
             Input::Control((req, reply)) => self.control(req, reply),
@@ -564,8 +563,9 @@ impl BoxDriver {
                 moved = true;
                 if let Some(t) = self.tunnels.get_mut(&tx.tunnel) {
                     match t.out.send(tx.bytes) {
-                        Sent::Room => {}
-                        Sent::Full => self.coord.set_tunnel_full(tx.tunnel, true),
+                        Sent::Room | Sent::Full => {
+                            self.coord.set_tunnel_room(t.site, tx.tunnel, t.out.room());
+                        }
                         Sent::Overflow => overflowed.push(tx.tunnel),
                     }
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use relay_io::connect::Egress;
 use relay_io::io::{spawn_reader, spawn_writer};
-use relay_io::out::TunnelOut;
+use relay_io::out::{TUNNEL_NOTSENT_LOWAT, TunnelOut};
 use session::TunnelId;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
@@ -112,9 +112,14 @@ impl BoxDriver {
         let (rd, wr) = tokio::io::split(tunnel.io);
         let (wtx, wrx) = mpsc::unbounded_channel();
         let (t1, t2, t3) = (self.tx.clone(), self.tx.clone(), self.tx.clone());
+        let gate = tunnel
+            .tcp
+            .as_ref()
+            .and_then(|w| w.gate(TUNNEL_NOTSENT_LOWAT).ok());
         spawn_writer(
             wr,
             wrx,
+            gate,
             move |n| {
                 let _ = t3.send(Input::TunnelWritten { tunnel: id, n });
             },

@@ -164,6 +164,16 @@ impl BoxDriver {
             return;
         }
         self.sync_active();
+        // The sessions' own traffic loads the active uplink: its round trips
+        // then hold our own queue (see decision::Observation::Loaded).
+        let active = self.up.task.active();
+        let busy = self.coord.site(0).is_some_and(|s| s.busy());
+        for u in 0..self.cfg.uplinks.len() {
+            let loaded = busy && active == Some(u);
+            self.up
+                .task
+                .observe(Observation::Loaded { uplink: u, loaded }, t);
+        }
         if let (Some(u), Some(s)) = (self.up.task.active(), self.coord.site(0)) {
             let p = s.path_stats();
             let tunnel = s.active_tunnel();

@@ -72,6 +72,12 @@ impl Health {
     }
 }
 
+/// How far back a loaded uplink's lowest round trip is looked for.
+pub const LOADED_WINDOW: Duration = Duration::from_secs(5);
+
+/// Round-trip samples an entry keeps.
+pub const RECENT_SAMPLES: usize = 16;
+
 /// One row of the lookup table.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -89,6 +95,14 @@ pub struct Entry {
     /// sample (a SYN retransmitted, a burst of queueing) is not a slow
     /// path; two in a row are. None until two samples arrived.
     pub rtt_confirmed: Option<Duration>,
+    /// The box's own traffic loads the uplink: its round trips include the
+    /// box's own queue, which comes and goes with the transfer's congestion
+    /// control; the warning then judges the lowest sample of the last
+    /// [`LOADED_WINDOW`] (a path that got slower is slow in all of them).
+    pub loaded: bool,
+    /// Recent round-trip samples (time, value), newest last, at most
+    /// [`RECENT_SAMPLES`].
+    pub recent: std::collections::VecDeque<(Instant, Duration)>,
     /// Smoothed share of keepalives/probes lost, 0..1.
     pub loss: f64,
     /// When the last path sample arrived.
@@ -113,6 +127,8 @@ impl Entry {
             signal_dbm: None,
             rtt: None,
             rtt_confirmed: None,
+            loaded: false,
+            recent: std::collections::VecDeque::new(),
             loss: 0.0,
             sampled_at: None,
             health: Health::Down,
@@ -174,15 +190,30 @@ impl Entry {
                 );
             }
             if let Some(r) = self.rtt_confirmed {
+                let warn_rtt = if self.loaded {
+                    self.recent
+                        .iter()
+                        .filter(|(t, _)| now.saturating_duration_since(*t) <= LOADED_WINDOW)
+                        .map(|(_, r)| *r)
+                        .min()
+                        .unwrap_or(r)
+                } else {
+                    r
+                };
                 if r >= p.rtt_critical {
                     worse(
                         Health::Critical,
                         format!("rtt {} ms ≥ {}", r.as_millis(), p.rtt_critical.as_millis()),
                     );
-                } else if r >= p.rtt_warning {
+                } else if warn_rtt >= p.rtt_warning {
+                    let how = if self.loaded { "loaded, lowest " } else { "" };
                     worse(
                         Health::Warning,
-                        format!("rtt {} ms ≥ {}", r.as_millis(), p.rtt_warning.as_millis()),
+                        format!(
+                            "rtt {how}{} ms ≥ {}",
+                            warn_rtt.as_millis(),
+                            p.rtt_warning.as_millis()
+                        ),
                     );
                 }
             }

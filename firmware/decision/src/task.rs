@@ -46,6 +46,16 @@ pub enum Observation {
         /// Of those, unanswered.
         lost: u32,
     },
+    /// Whether the box's own traffic fills this uplink now (a download, an
+    /// upload): its round trips then include the box's own queue, and a
+    /// box must not flee its own download. While loaded, round trips count
+    /// against the critical threshold only (loss and signal as ever).
+    Loaded {
+        /// Uplink index.
+        uplink: usize,
+        /// Loaded or not.
+        loaded: bool,
+    },
     /// The box's sessions now run over this uplink (`None`: over none).
     Active {
         /// Uplink index.
@@ -249,6 +259,7 @@ impl DecisionTask {
                     if e.link_up != up {
                         e.rtt = None;
                         e.rtt_confirmed = None;
+                        e.recent.clear();
                         e.loss = 0.0;
                         e.sampled_at = None;
                         // Its address and routes settle a moment after
@@ -268,6 +279,11 @@ impl DecisionTask {
             Observation::Signal { uplink, dbm } => {
                 if let Some(e) = self.table.get_mut(uplink) {
                     e.signal_dbm = dbm;
+                }
+            }
+            Observation::Loaded { uplink, loaded } => {
+                if let Some(e) = self.table.get_mut(uplink) {
+                    e.loaded = loaded;
                 }
             }
             Observation::Path {
@@ -296,6 +312,10 @@ impl DecisionTask {
                     if let Some(r) = rtt {
                         e.rtt_confirmed = e.rtt.map(|prev| prev.min(r));
                         e.rtt = Some(r);
+                        if e.recent.len() >= crate::table::RECENT_SAMPLES {
+                            e.recent.pop_front();
+                        }
+                        e.recent.push_back((now, r));
                     }
                     e.sampled_at = Some(now);
                 }

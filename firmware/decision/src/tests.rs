@@ -540,3 +540,39 @@ fn one_slow_sample_is_not_a_slow_path() {
     let d = w.task.poll_decision();
     assert!(matches!(d, Some(Decision::Sudden { to: LTE, .. })), "{d:?}");
 }
+
+#[test]
+fn a_box_does_not_flee_the_queue_of_its_own_download() {
+    // The box's own download loads Wi-Fi: its round trips swing between
+    // the path's and the queue's (120..300 ms): no switch.
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    w.observe(Observation::Loaded {
+        uplink: WIFI,
+        loaded: true,
+    });
+    let swinging = |u: usize, t: f64| {
+        if u == WIFI {
+            let rtt = if (t * 10.0) as u64 % 3 == 0 { 120 } else { 300 };
+            Some((Some(rtt), 4, 0))
+        } else {
+            healthy(u, t)
+        }
+    };
+    w.run_until(20.0, swinging);
+    assert!(w.switches().is_empty(), "{:?}", w.switches());
+    // A path that got slower is slow in every sample: a switch, once the
+    // window has seen no faster one.
+    w.run_until(40.0, degraded(WIFI, 300, 0));
+    let first = w.switches().first().copied();
+    assert!(
+        matches!(first, Some((t, _, LTE)) if (24.0..30.0).contains(&t)),
+        "{first:?}"
+    );
+    // Without the load the same round trips are a reason at once.
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    w.run_until(10.0, degraded(WIFI, 300, 0));
+    let first = w.switches().first().copied();
+    assert!(matches!(first, Some((t, _, LTE)) if t < 4.0), "{first:?}");
+}

@@ -93,10 +93,13 @@ pub enum WriteCmd {
 }
 
 /// Spawns a writer; `on_written(n)` after each chunk, `on_end(err)` when the
-/// channel closes or writing fails. It runs in `span` (a tunnel's).
+/// channel closes or writing fails. It runs in `span` (a tunnel's). With a
+/// `gate` (a tunnel's TCP socket), each chunk waits until little enough is
+/// unsent in the socket.
 pub fn spawn_writer<W, F, G>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
+    gate: Option<crate::transport::SendGate>,
     mut on_written: F,
     on_end: G,
     span: Span,
@@ -111,12 +114,24 @@ pub fn spawn_writer<W, F, G>(
                 Some(WriteCmd::Data(b)) => {
                     // What else is queued goes in the same flush (fewer TLS
                     // flushes and system calls under load).
+                    if let Some(g) = &gate {
+                        g.ready().await;
+                    }
                     let mut written = b.len();
                     let mut result = wr.write_all(&b).await;
                     let mut finish = false;
                     while result.is_ok() && written < COALESCE_LIMIT && !finish {
                         match rx.try_recv() {
                             Ok(WriteCmd::Data(more)) => {
+                                // Out with what is written so far before
+                                // the gate waits on the socket.
+                                if let Some(g) = &gate {
+                                    result = wr.flush().await;
+                                    if result.is_err() {
+                                        break;
+                                    }
+                                    g.ready().await;
+                                }
                                 written += more.len();
                                 result = wr.write_all(&more).await;
                             }

@@ -19,8 +19,8 @@ use crate::io::WriteCmd;
 /// Least and most bytes a tunnel writer may hold before stream data waits
 /// in the session. In between, the budget is what the tunnel drains in
 /// [`BUDGET_TIME`] at the rate it was last seen draining: on a 5 Mbit/s
-/// uplink the floor (about 26 ms of data), on a gigabit path the ceiling.
-pub const BUDGET_FLOOR: usize = 16 * 1024;
+/// uplink the floor (about 7 ms of data), on a gigabit path the ceiling.
+pub const BUDGET_FLOOR: usize = 4 * 1024;
 /// See [`BUDGET_FLOOR`].
 pub const BUDGET_CEILING: usize = 256 * 1024;
 /// See [`BUDGET_FLOOR`]: what a keystroke may find queued ahead of it in
@@ -37,7 +37,7 @@ pub const TUNNEL_HARD_LIMIT: usize = 1024 * 1024;
 /// `TCP_NOTSENT_LOWAT` of tunnel sockets: the kernel takes more only once
 /// less than this is waiting to be sent, so the socket buffer is not a
 /// queue of seconds on a slow uplink.
-pub const TUNNEL_NOTSENT_LOWAT: u32 = 16 * 1024;
+pub const TUNNEL_NOTSENT_LOWAT: u32 = 4 * 1024;
 
 /// What handing bytes to the writer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,11 @@ impl TunnelOut {
     /// At or over the budget.
     pub fn is_full(&self) -> bool {
         self.queued >= self.budget
+    }
+
+    /// Bytes the writer may still take within its budget.
+    pub fn room(&self) -> usize {
+        self.budget.saturating_sub(self.queued)
     }
 
     /// Bytes handed to the writer and not yet written.

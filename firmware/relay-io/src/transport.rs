@@ -30,6 +30,9 @@ pub struct TcpInfo {
     pub retransmits: u8,
     /// Retransmissions over the connection's life.
     pub total_retrans: u32,
+    /// Bytes in the socket not yet sent (waiting for the congestion window
+    /// or pacing).
+    pub notsent: u32,
 }
 
 /// Reads `TCP_INFO` of the socket behind `fd`.
@@ -64,6 +67,7 @@ pub fn tcp_info(fd: impl AsFd) -> std::io::Result<TcpInfo> {
         unacked: i.tcpi_unacked,
         retransmits: i.tcpi_retransmits,
         total_retrans: i.tcpi_total_retrans,
+        notsent: i.tcpi_notsent_bytes,
     })
 }
 
@@ -127,7 +131,60 @@ impl TcpWatch {
     pub fn sample(&self) -> std::io::Result<TcpInfo> {
         tcp_info(&self.0)
     }
+
+    /// A [`SendGate`] on the same socket.
+    pub fn gate(&self, limit: u32) -> std::io::Result<SendGate> {
+        SendGate::new(&self.0, limit)
+    }
 }
+
+/// Holds a tunnel's writer back while more than `limit` bytes wait unsent
+/// in its socket.
+///
+/// `TCP_NOTSENT_LOWAT` alone does not bound them: the kernel checks it only
+/// when it starts a new buffer, and appends up to a whole GSO-sized one
+/// (about 64 KiB: 100 ms at 5 Mbit/s) beyond it. The gate reads the unsent
+/// count (`TCP_INFO`) before each write and waits for the socket's
+/// writability (which the low-water mark signals) — or 2 ms at most, then
+/// looks again.
+#[derive(Debug)]
+pub struct SendGate {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+    limit: u32,
+}
+
+impl SendGate {
+    /// A gate on the socket behind `fd` (a duplicate descriptor is kept).
+    #[allow(unsafe_code)]
+    pub fn new(fd: impl AsFd, limit: u32) -> std::io::Result<Self> {
+        let own = fd.as_fd().try_clone_to_owned()?;
+        // SAFETY: the descriptor is our own duplicate, owned by the AsyncFd
+        // and closed only when it is dropped, after its registration.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(own, tokio::io::Interest::WRITABLE)?
+        };
+        Ok(Self { fd, limit })
+    }
+
+    /// Returns once at most `limit` bytes wait unsent (or the socket
+    /// cannot say).
+    pub async fn ready(&self) {
+        loop {
+            match tcp_info(self.fd.get_ref()) {
+                Ok(i) if i.notsent > self.limit => {}
+                _ => return,
+            }
+            let wait = tokio::time::timeout(GATE_RECHECK, self.fd.writable()).await;
+            if let Ok(Ok(mut guard)) = wait {
+                // Writable by the kernel's measure; unsent by ours decides.
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+/// How long the gate waits for a writability edge before it looks again.
+const GATE_RECHECK: Duration = Duration::from_millis(2);
 
 #[cfg(test)]
 mod tests {
@@ -169,6 +226,40 @@ mod tests {
         assert_eq!(notsent_lowat(&c).unwrap(), 16 * 1024);
         let f = std::fs::File::open("/dev/null").unwrap();
         assert!(set_notsent_lowat(&f, 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_gate_holds_while_bytes_wait_unsent_and_opens_when_they_leave() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut far, _) = l.accept().await.unwrap();
+        let gate = SendGate::new(&c, 4096).unwrap();
+        gate.ready().await;
+        // The far end does not read: its window fills, then our socket.
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0usize;
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(100), c.write(&chunk)).await
+        {
+            sent += n;
+        }
+        assert!(tcp_info(&c).unwrap().notsent > 4096);
+        let held = tokio::time::timeout(Duration::from_millis(50), gate.ready()).await;
+        assert!(held.is_err(), "the gate must hold while bytes wait unsent");
+        // The far end reads everything: the gate opens.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut got = 0;
+            while got < sent {
+                got += far.read(&mut buf).await.unwrap();
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), gate.ready())
+            .await
+            .unwrap();
+        reader.await.unwrap();
     }
 
     #[test]

@@ -367,10 +367,9 @@ impl ServerDriver {
                 self.server.handle_tunnel_lost(tunnel, now());
             }
             Input::TunnelWritten { tunnel, n } => {
-                if let Some(t) = self.tunnels.get_mut(&tunnel)
-                    && t.out.written(n)
-                {
-                    self.server.set_tunnel_full(tunnel, false);
+                if let Some(t) = self.tunnels.get_mut(&tunnel) {
+                    t.out.written(n);
+                    self.server.set_tunnel_room(tunnel, t.out.room());
                 }
             }
             Input::TargetConnected { key, result } => match result {
@@ -497,8 +496,9 @@ impl ServerDriver {
                     continue;
                 };
                 match t.out.send(tx.bytes) {
-                    Sent::Room => {}
-                    Sent::Full => self.server.set_tunnel_full(tx.tunnel, true),
+                    Sent::Room | Sent::Full => {
+                        self.server.set_tunnel_room(tx.tunnel, t.out.room());
+                    }
                     Sent::Overflow => {
                         // The box does not read what it asked for (PINGs,
                         // say): give the tunnel up before it grows us.
@@ -786,6 +786,7 @@ async fn authenticate(
         debug!(%peer, "probe: connected and closed before TLS");
         return;
     }
+    let gate = relay_io::transport::SendGate::new(&tcp, relay_io::out::TUNNEL_NOTSENT_LOWAT).ok();
     let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -807,7 +808,7 @@ async fn authenticate(
     };
     let serial = peer_serial(conn.peer_certificates()).unwrap_or_default();
     debug!(%peer, box_id = %identity, "tunnel authenticated");
-    door.enter(stream, identity, serial);
+    door.enter(stream, identity, serial, gate);
 }
 
 /// Where an authenticated tunnel enters the driver (the TLS acceptor's
@@ -821,7 +822,16 @@ pub struct TunnelDoor {
 impl TunnelDoor {
     /// Hands the driver `stream`, authenticated as `identity` by the
     /// certificate with `serial`; false once the driver is gone.
-    pub fn enter<S>(&self, stream: S, identity: BoxId, serial: String) -> bool
+    ///
+    /// `gate` holds the writer back while the tunnel's TCP socket has more
+    /// than a little unsent (see [`relay_io::transport::SendGate`]).
+    pub fn enter<S>(
+        &self,
+        stream: S,
+        identity: BoxId,
+        serial: String,
+        gate: Option<relay_io::transport::SendGate>,
+    ) -> bool
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -833,6 +843,7 @@ impl TunnelDoor {
         spawn_writer(
             wr,
             wrx,
+            gate,
             move |n| {
                 let _ = written.send(Input::TunnelWritten { tunnel, n });
             },

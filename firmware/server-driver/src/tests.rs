@@ -34,7 +34,7 @@ impl BoxEnd {
     /// A new tunnel through `door`, handed to the session.
     fn connect(&mut self, door: &TunnelDoor) {
         let (near, far) = tokio::io::duplex(1 << 20);
-        assert!(door.enter(far, BoxId::new("box-1").unwrap(), "01".into()));
+        assert!(door.enter(far, BoxId::new("box-1").unwrap(), "01".into(), None));
         let t = TunnelId(self.next);
         self.next += 1;
         if let Some((old, _)) = self.pipe.take() {

@@ -319,10 +319,16 @@ impl BoxSession {
         self.standby.map(|s| s.tunnel)
     }
 
-    /// Whether `t`'s writer holds as much as it should (see
-    /// [`crate::Server::set_tunnel_full`]).
-    pub fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
-        self.core.set_tunnel_full(t, full);
+    /// Data is moving on the active path (ours unacknowledged, or the
+    /// server's arriving): its round trips include the session's own queue.
+    pub fn busy(&self) -> bool {
+        self.core.busy()
+    }
+
+    /// Bytes `t`'s writer may still take (see
+    /// [`crate::Server::set_tunnel_room`]).
+    pub fn set_tunnel_room(&mut self, t: TunnelId, room: usize) {
+        self.core.set_tunnel_room(t, room);
     }
 
     /// The kernel's view of tunnel `t` (`TCP_INFO`), for the dead-path rule.

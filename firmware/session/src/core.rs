@@ -109,9 +109,10 @@ pub(crate) struct Core {
     fresh: VecDeque<StreamId>,
     /// … then those that have been sending, round robin.
     busy: VecDeque<StreamId>,
-    /// Tunnels whose writer holds as much as it should: no stream frames
-    /// for them until it drains.
-    full: BTreeSet<TunnelId>,
+    /// Bytes each tunnel's writer may still take (its budget less what it
+    /// holds); a tunnel not listed takes any amount. Stream frames never
+    /// go beyond it (by more than one small frame).
+    room: BTreeMap<TunnelId, usize>,
     /// The session ended: no new streams.
     pub closed: bool,
 }
@@ -140,7 +141,7 @@ impl Core {
             touched: BTreeSet::new(),
             fresh: VecDeque::new(),
             busy: VecDeque::new(),
-            full: BTreeSet::new(),
+            room: BTreeMap::new(),
             closed: false,
         }
     }
@@ -178,7 +179,7 @@ impl Core {
     /// tunnel is already gone.
     pub fn detach(&mut self, t: TunnelId) {
         self.tunnels.remove(&t);
-        self.full.remove(&t);
+        self.room.remove(&t);
         if self.data_tunnel == Some(t) {
             self.data_tunnel = None;
         }
@@ -198,15 +199,11 @@ impl Core {
         }
     }
 
-    /// Whether `t`'s writer is full (it holds as many bytes as it should):
-    /// control frames still go to it, stream frames wait in the streams'
-    /// buffers, where the scheduler can still put a fresh stream first.
-    pub fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
-        if full {
-            self.full.insert(t);
-        } else {
-            self.full.remove(&t);
-        }
+    /// How many bytes `t`'s writer may still take: stream frames beyond it
+    /// wait in the streams' buffers, where the scheduler can still put a
+    /// fresh stream first; at 0 only control frames go.
+    pub fn set_tunnel_room(&mut self, t: TunnelId, room: usize) {
+        self.room.insert(t, room);
     }
 
     /// When bytes last arrived on `t`.
@@ -354,15 +351,26 @@ impl Core {
         }
         let t = self.primary?;
         let tin = self.tunnels.get(&t)?;
-        let sending = self
-            .last_data_in
-            .is_some_and(|d| d + self.cfg.keepalive >= tin.last_heard);
         Some(Inputs {
             last_heard: tin.last_heard,
-            busy: self.stats.bytes_buffered > 0 || sending,
+            busy: self.busy(),
             srtt: self.keepalive.stats.srtt,
             floor: self.cfg.dead_path_floor,
         })
+    }
+
+    /// Data is moving on the primary path: ours waits for its
+    /// acknowledgement, or the peer's was arriving when the tunnel was
+    /// last heard.
+    pub fn busy(&self) -> bool {
+        let sending = self
+            .primary
+            .and_then(|t| self.tunnels.get(&t))
+            .is_some_and(|tin| {
+                self.last_data_in
+                    .is_some_and(|d| d + self.cfg.keepalive >= tin.last_heard)
+            });
+        self.stats.bytes_buffered > 0 || sending
     }
 
     /// Runs the dead-path rule at `now`: sends a fast probe if one is due;

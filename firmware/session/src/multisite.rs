@@ -63,12 +63,11 @@ impl Coordinator {
         Some(std::mem::replace(slot, session))
     }
 
-    /// Whether tunnel `t`'s writer holds as much as it should (see
-    /// [`crate::Server::set_tunnel_full`]); told to every site, the one
-    /// holding `t` takes it.
-    pub fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
-        for s in &mut self.sites {
-            s.set_tunnel_full(t, full);
+    /// Bytes tunnel `t`'s writer may still take (see
+    /// [`crate::Server::set_tunnel_room`]); told to the site holding `t`.
+    pub fn set_tunnel_room(&mut self, site: usize, t: TunnelId, room: usize) {
+        if let Some(s) = self.sites.get_mut(site) {
+            s.set_tunnel_room(t, room);
         }
     }
 

@@ -177,16 +177,16 @@ impl Server {
         }
     }
 
-    /// Whether tunnel `t`'s writer holds as many bytes as it should (the
-    /// driver's budget): while full, stream data stays in the streams'
-    /// buffers — where a fresh stream can still go first — instead of
-    /// queueing behind the socket. Control frames still go.
-    pub fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
+    /// How many more bytes tunnel `t`'s writer may take (the driver's
+    /// budget less what the writer holds): stream data beyond it stays in
+    /// the streams' buffers — where a fresh stream can still go first —
+    /// instead of queueing behind the socket. Control frames still go.
+    pub fn set_tunnel_room(&mut self, t: TunnelId, room: usize) {
         if let Some(box_id) = self.bound.get(&t).cloned() {
             if let Some(s) = self.sessions.get_mut(&box_id) {
-                s.set_tunnel_full(t, full);
+                s.set_tunnel_room(t, room);
             }
-            if !full {
+            if room > 0 {
                 self.dirty.insert(box_id);
             }
         }

@@ -153,10 +153,10 @@ impl ServerSession {
         matches!(self.phase, Phase::Released)
     }
 
-    /// Whether `t`'s writer holds as much as it should (see
-    /// [`crate::Server::set_tunnel_full`]).
-    pub(crate) fn set_tunnel_full(&mut self, t: TunnelId, full: bool) {
-        self.core.set_tunnel_full(t, full);
+    /// Bytes `t`'s writer may still take (see
+    /// [`crate::Server::set_tunnel_room`]).
+    pub(crate) fn set_tunnel_room(&mut self, t: TunnelId, room: usize) {
+        self.core.set_tunnel_room(t, room);
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {

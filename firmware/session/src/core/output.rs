@@ -1,5 +1,6 @@
 //! Scheduling of outgoing frames: control frames first (each to its own
-//! tunnel, in order), then on the data tunnel — unless its writer is full —
+//! tunnel, in order), then on the data tunnel — as far as its writer has
+//! room —
 //! the streams' OPEN / ACK / WINDOW parts, RESETs, stream data by deficit
 //! round robin, and datagrams.
 //!
@@ -21,6 +22,9 @@ use wire::{Frame, StreamId};
 use super::Core;
 use crate::event::Transmit;
 
+/// The smallest DATA payload the scheduler cuts when room is short.
+const MIN_CHUNK: usize = 1024;
+
 impl Core {
     /// Frames to write: control frames first (each to its tunnel, in order),
     /// then stream frames on the data tunnel while its writer has room.
@@ -38,9 +42,11 @@ impl Core {
             return Some(Transmit { tunnel: t, bytes });
         }
         let t = self.data_tunnel?;
-        if self.full.contains(&t) {
+        let room = self.room.get(&t).copied().unwrap_or(usize::MAX);
+        if room == 0 {
             return None;
         }
+        let max_bytes = max_bytes.min(room);
         let mut out = Vec::new();
         while let Some((stream, code, reason)) = self.resets.pop_front() {
             wire::encode(
@@ -52,15 +58,13 @@ impl Core {
                 &mut out,
             );
         }
-        self.write_stream_frames(&mut out, max_bytes);
-        while out.len() < max_bytes {
-            let Some((flow, payload)) = self.datagrams.pop_front() else {
-                break;
-            };
-            if self.streams.get(&flow).is_some_and(|s| !s.open_pending) {
-                wire::encode(&Frame::Datagram { flow, payload }, &mut out);
-            }
-        }
+        self.write_stream_controls(&mut out);
+        // Datagrams (small, late is useless) before stream data, but in at
+        // most half the room while streams wait: a UDP flood cannot starve
+        // them. Then the data, then more datagrams if room is left.
+        self.write_datagrams(&mut out, max_bytes / 2);
+        self.write_stream_data(&mut out, max_bytes);
+        self.write_datagrams(&mut out, max_bytes);
         if out.is_empty() {
             None
         } else {
@@ -76,9 +80,21 @@ impl Core {
         self.touched.insert(id);
     }
 
-    fn write_stream_frames(&mut self, out: &mut Vec<u8>, max_bytes: usize) {
+    /// Datagrams while `out` is shorter than `limit` (the first always).
+    fn write_datagrams(&mut self, out: &mut Vec<u8>, limit: usize) {
+        while out.len() < limit.max(1) {
+            let Some((flow, payload)) = self.datagrams.pop_front() else {
+                break;
+            };
+            // Its OPEN went out with the stream controls before.
+            if self.streams.get(&flow).is_some_and(|s| !s.open_pending) {
+                wire::encode(&Frame::Datagram { flow, payload }, out);
+            }
+        }
+    }
+
+    fn write_stream_controls(&mut self, out: &mut Vec<u8>) {
         let window = u64::from(self.cfg.window);
-        let chunk = self.cfg.max_data_payload;
         // Control parts (OPEN, ACK, WINDOW) of the touched streams first:
         // they are small and unblock the peer. In id order: the peer takes
         // an OPEN below its highest one seen for a stream that already
@@ -133,7 +149,13 @@ impl Core {
         for id in touched {
             self.reap(id);
         }
-        // Then data, one frame per turn, fresh streams first.
+    }
+
+    /// Stream data, one frame per turn, fresh streams first.
+    fn write_stream_data(&mut self, out: &mut Vec<u8>, max_bytes: usize) {
+        // Frames no bigger than the room: on a slow uplink the writer's
+        // budget is a few KiB, and a keystroke waits behind at most that.
+        let chunk = self.cfg.max_data_payload.min(max_bytes.max(MIN_CHUNK));
         while out.len() < max_bytes {
             let Some(id) = self.fresh.pop_front().or_else(|| self.busy.pop_front()) else {
                 break;

@@ -67,14 +67,14 @@ fn a_keystroke_goes_before_the_rest_of_a_download() {
     assert_eq!(c.send(bulk, &chunk).unwrap(), 1 << 20);
     let first = c.poll_transmit(64 * 1024).unwrap();
     assert!(first.bytes.len() < 80 * 1024);
-    c.set_tunnel_full(T, true);
+    c.set_tunnel_room(T, 0);
     assert!(
         c.poll_transmit(64 * 1024).is_none(),
         "a full writer gets no data"
     );
     // A keystroke arrives meanwhile; the writer drains.
     c.send(keys, b"k").unwrap();
-    c.set_tunnel_full(T, false);
+    c.set_tunnel_room(T, usize::MAX);
     let next = drain(&mut c, 16 * 1024 + 64);
     let order = data_streams(&next);
     assert_eq!(order.first(), Some(&keys), "{order:?}");
@@ -125,4 +125,48 @@ fn opens_go_out_in_id_order_before_any_data() {
     let first_data = frames.iter().position(|f| matches!(f, Frame::Data { .. }));
     let last_open = frames.iter().rposition(|f| matches!(f, Frame::Open { .. }));
     assert!(last_open < first_data);
+}
+
+#[test]
+fn a_writer_with_little_room_gets_frames_no_bigger_than_its_room() {
+    let mut c = core();
+    let bulk = open(&mut c);
+    drain(&mut c, 64 * 1024);
+    c.send(bulk, &vec![1u8; 256 * 1024]).unwrap();
+    c.set_tunnel_room(T, 5_000);
+    let tx = c.poll_transmit(64 * 1024).unwrap();
+    assert!(tx.bytes.len() <= 5_000 + 1024 + 64, "{}", tx.bytes.len());
+    let (f, _) = wire::decode(&tx.bytes, 1 << 20).unwrap();
+    assert!(matches!(f, Frame::Data { ref payload, .. } if payload.len() <= 5_000));
+    c.set_tunnel_room(T, 0);
+    assert!(c.poll_transmit(64 * 1024).is_none());
+}
+
+#[test]
+fn datagrams_go_before_bulk_data_but_never_starve_it() {
+    let mut c = core();
+    let bulk = open(&mut c);
+    let flow = c
+        .open_stream(StreamKind::Datagram, ServiceName::new("dns").unwrap(), None)
+        .unwrap();
+    drain(&mut c, 64 * 1024);
+    c.send(bulk, &vec![1u8; 256 * 1024]).unwrap();
+    for _ in 0..200 {
+        c.send_datagram(flow, vec![9u8; 100]).unwrap();
+    }
+    c.set_tunnel_room(T, 8_000);
+    let tx = c.poll_transmit(64 * 1024).unwrap();
+    let mut at = 0;
+    let (mut dgram, mut data) = (0, 0);
+    while at < tx.bytes.len() {
+        let (f, n) = wire::decode(&tx.bytes[at..], 1 << 20).unwrap();
+        match f {
+            Frame::Datagram { .. } => dgram += n,
+            Frame::Data { .. } => data += n,
+            _ => {}
+        }
+        at += n;
+    }
+    assert!(dgram > 0 && data > 0, "datagrams {dgram}, data {data}");
+    assert!(dgram <= 4_000 + 200, "datagrams take at most half: {dgram}");
 }
