@@ -553,7 +553,11 @@ fn a_box_does_not_flee_the_queue_of_its_own_download() {
     });
     let swinging = |u: usize, t: f64| {
         if u == WIFI {
-            let rtt = if ((t * 10.0) as u64).is_multiple_of(3) { 120 } else { 300 };
+            let rtt = if ((t * 10.0) as u64).is_multiple_of(3) {
+                120
+            } else {
+                300
+            };
             Some((Some(rtt), 4, 0))
         } else {
             healthy(u, t)
