@@ -33,6 +33,16 @@ pub struct TcpInfo {
     /// Bytes in the socket not yet sent (waiting for the congestion window
     /// or pacing).
     pub notsent: u32,
+    /// The rate the kernel paces the connection at (bytes per second; 0
+    /// or `u64::MAX` when it does not know).
+    pub pacing_rate: u64,
+    /// The rate its last acknowledged data was delivered at (bytes per
+    /// second; 0 before any).
+    pub delivery_rate: u64,
+    /// The smallest round trip seen (the path without queues).
+    pub min_rtt: Duration,
+    /// The segment size the connection sends.
+    pub snd_mss: u32,
 }
 
 /// Reads `TCP_INFO` of the socket behind `fd`.
@@ -68,6 +78,10 @@ pub fn tcp_info(fd: impl AsFd) -> std::io::Result<TcpInfo> {
         retransmits: i.tcpi_retransmits,
         total_retrans: i.tcpi_total_retrans,
         notsent: i.tcpi_notsent_bytes,
+        pacing_rate: i.tcpi_pacing_rate,
+        delivery_rate: i.tcpi_delivery_rate,
+        min_rtt: Duration::from_micros(u64::from(i.tcpi_min_rtt)),
+        snd_mss: i.tcpi_snd_mss,
     })
 }
 
@@ -138,58 +152,272 @@ impl TcpWatch {
     }
 }
 
-/// Holds a tunnel's writer back while more than `limit` bytes wait unsent
-/// in its socket.
+/// The congestion control of the socket behind `fd` (`TCP_CONGESTION`).
+#[allow(unsafe_code)]
+pub fn congestion_control(fd: impl AsFd) -> std::io::Result<String> {
+    let mut name = [0u8; 16];
+    let mut len = name.len() as libc::socklen_t;
+    // SAFETY: `name` is a buffer of `len` bytes; the kernel writes at most
+    // `len` bytes into it and stores the length it wrote in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_CONGESTION,
+            name.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let name = &name[..(len as usize).min(name.len())];
+    let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// The path's bottleneck bandwidth as BBR estimates it (bytes per second;
+/// the largest recent delivery rate, which an application-limited sender
+/// does not pull down), from `TCP_CC_INFO` of a socket running BBR.
+#[allow(unsafe_code)]
+pub fn bbr_bandwidth(fd: impl AsFd) -> std::io::Result<u64> {
+    // struct tcp_bbr_info (linux/inet_diag.h): bw_lo, bw_hi, min_rtt,
+    // pacing_gain, cwnd_gain; the kernel writes the largest of the
+    // congestion controls' info structs that fits.
+    let mut info = [0u32; 5];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a buffer of `len` bytes; the kernel writes at most
+    // `len` bytes into it and stores the length it wrote in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_CC_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if (len as usize) < std::mem::size_of_val(&info) {
+        return Err(std::io::Error::other("TCP_CC_INFO is not BBR's"));
+    }
+    Ok(u64::from(info[0]) | (u64::from(info[1]) << 32))
+}
+
+/// Holds a tunnel's writer back while its socket holds more than the path
+/// needs: more than [`GATE_TIME`] of data unsent (`floor` bytes at least),
+/// or more than [`INFLIGHT_GAIN`] round trips of data in flight and unsent.
 ///
-/// `TCP_NOTSENT_LOWAT` alone does not bound them: the kernel checks it only
-/// when it starts a new buffer, and appends up to a whole GSO-sized one
-/// (about 64 KiB: 100 ms at 5 Mbit/s) beyond it. The gate reads the unsent
-/// count (`TCP_INFO`) before each write and waits for the socket's
-/// writability (which the low-water mark signals) — or 2 ms at most, then
-/// looks again.
+/// `TCP_NOTSENT_LOWAT` alone does not bound the unsent bytes: the kernel
+/// checks it only when it starts a new buffer, and appends up to a whole
+/// GSO-sized one (about 64 KiB: 100 ms at 5 Mbit/s) beyond it. Nor does
+/// the congestion control bound the bytes in flight to the path's
+/// bandwidth-delay product: BBR's gain and its allowance for aggregated
+/// acknowledgements keep two to four of them in flight, a standing queue
+/// at the bottleneck that every keystroke in the tunnel waits behind (a
+/// separate TCP connection waits behind the same queue only once). The
+/// gate reads `TCP_INFO` (unsent, unacknowledged, the delivery and pacing
+/// rates, the smallest round trip) before each write, keeps the socket's
+/// low-water mark at its unsent limit, and waits for the writability that
+/// mark signals or for the time the excess takes to leave (2 ms at most),
+/// then looks again.
 #[derive(Debug)]
 pub struct SendGate {
     fd: tokio::io::unix::AsyncFd<OwnedFd>,
+    floor: u32,
+    lowat: std::sync::atomic::AtomicU32,
+    /// Whether the socket runs BBR (whose bandwidth estimate caps the
+    /// bytes in flight).
+    bbr: bool,
+}
+
+/// What the gate lets wait unsent, in time at the path's rate.
+pub const GATE_TIME: Duration = Duration::from_millis(2);
+
+/// What the gate lets be in flight and unsent, in smallest round trips at
+/// the path's rate (plus [`GATE_TIME`]): room for the rate to grow by half
+/// a round trip, a standing queue of half the path's round trip at most.
+pub const INFLIGHT_GAIN: f64 = 1.5;
+
+/// The most the gate lets wait unsent, whatever the rate.
+const GATE_CEILING: u32 = 256 * 1024;
+
+/// The gate always lets this many segments be in flight (TCP's initial
+/// window), whatever it measured.
+const INFLIGHT_FLOOR_SEGMENTS: u64 = 10;
+
+/// The longest the gate waits before it looks again.
+const GATE_RECHECK: Duration = Duration::from_millis(2);
+
+/// What one reading of `TCP_INFO` lets the writer do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Verdict {
+    /// The unsent limit (what the low-water mark follows).
     limit: u32,
+    /// `None`: write; else look again after this long.
+    wait: Option<Duration>,
+}
+
+/// The gate's rule, apart from the socket: `bw` is BBR's bottleneck
+/// bandwidth when the socket runs BBR.
+fn verdict(i: &TcpInfo, bw: Option<u64>, floor: u32) -> Verdict {
+    let known = |r: u64| (r != 0 && r != u64::MAX).then_some(r);
+    // What the path delivers: BBR's filtered estimate, or else the last
+    // delivery rate (the pacing rate runs ahead of it while the congestion
+    // control probes for more).
+    let rate = match (
+        bw.and_then(known),
+        known(i.delivery_rate),
+        known(i.pacing_rate),
+    ) {
+        (Some(b), _, _) => Some(b),
+        (None, Some(d), Some(p)) => Some(d.min(p)),
+        (None, d, p) => d.or(p),
+    };
+    let Some(rate) = rate else {
+        let wait = (i.notsent > floor).then_some(GATE_RECHECK);
+        return Verdict { limit: floor, wait };
+    };
+    let bytes_in = |t: Duration| rate as f64 * t.as_secs_f64();
+    let limit = u32::try_from(bytes_in(GATE_TIME) as u64)
+        .unwrap_or(GATE_CEILING)
+        .clamp(floor, GATE_CEILING);
+    let mut excess = u64::from(i.notsent.saturating_sub(limit));
+    // Bytes in flight only against a filtered estimate: a cap from the
+    // last delivery rate would feed on itself (less in flight, a lower
+    // rate, a smaller cap).
+    if bw.is_some() && !i.min_rtt.is_zero() {
+        let mss = u64::from(i.snd_mss.max(536));
+        let cap = (bytes_in(i.min_rtt.mul_f64(INFLIGHT_GAIN) + GATE_TIME) as u64)
+            .max(INFLIGHT_FLOOR_SEGMENTS * mss)
+            .max(u64::from(limit));
+        let held = u64::from(i.unacked) * mss + u64::from(i.notsent);
+        excess = excess.max(held.saturating_sub(cap));
+    }
+    let wait = (excess > 0).then(|| {
+        Duration::from_secs_f64(excess as f64 / rate as f64)
+            .clamp(Duration::from_micros(200), GATE_RECHECK)
+    });
+    Verdict { limit, wait }
 }
 
 impl SendGate {
-    /// A gate on the socket behind `fd` (a duplicate descriptor is kept).
+    /// A gate on the socket behind `fd` (a duplicate descriptor is kept)
+    /// that lets at least `floor` bytes wait unsent.
     #[allow(unsafe_code)]
-    pub fn new(fd: impl AsFd, limit: u32) -> std::io::Result<Self> {
+    pub fn new(fd: impl AsFd, floor: u32) -> std::io::Result<Self> {
         let own = fd.as_fd().try_clone_to_owned()?;
         // SAFETY: the descriptor is our own duplicate, owned by the AsyncFd
         // and closed only when it is dropped, after its registration.
         let fd = unsafe {
             tokio::io::unix::AsyncFd::register_with_interest(own, tokio::io::Interest::WRITABLE)?
         };
-        Ok(Self { fd, limit })
+        let bbr = congestion_control(fd.get_ref()).is_ok_and(|cc| cc == "bbr");
+        Ok(Self {
+            fd,
+            floor,
+            lowat: std::sync::atomic::AtomicU32::new(0),
+            bbr,
+        })
     }
 
-    /// Returns once at most `limit` bytes wait unsent (or the socket
-    /// cannot say).
+    /// Returns once little enough waits in the socket (or it cannot say).
     pub async fn ready(&self) {
+        use std::sync::atomic::Ordering;
         loop {
-            match tcp_info(self.fd.get_ref()) {
-                Ok(i) if i.notsent > self.limit => {}
-                _ => return,
+            let Ok(i) = tcp_info(self.fd.get_ref()) else {
+                return;
+            };
+            let bw = self
+                .bbr
+                .then(|| bbr_bandwidth(self.fd.get_ref()).ok())
+                .flatten();
+            let v = verdict(&i, bw, self.floor);
+            // The writability edge comes at the low-water mark: keep it at
+            // the limit (a system call only when the limit moved by a quarter).
+            let lowat = self.lowat.load(Ordering::Relaxed);
+            if lowat.abs_diff(v.limit) > lowat / 4
+                && set_notsent_lowat(self.fd.get_ref(), v.limit).is_ok()
+            {
+                self.lowat.store(v.limit, Ordering::Relaxed);
             }
-            let wait = tokio::time::timeout(GATE_RECHECK, self.fd.writable()).await;
-            if let Ok(Ok(mut guard)) = wait {
-                // Writable by the kernel's measure; unsent by ours decides.
+            let Some(wait) = v.wait else {
+                return;
+            };
+            if let Ok(Ok(mut guard)) = tokio::time::timeout(wait, self.fd.writable()).await {
+                // Writable by the kernel's measure; ours decides.
                 guard.clear_ready();
             }
         }
     }
 }
 
-/// How long the gate waits for a writability edge before it looks again.
-const GATE_RECHECK: Duration = Duration::from_millis(2);
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A reading of a tunnel on a 50 Mbit/s path with a 10 ms round trip.
+    fn reading(unacked: u32, notsent: u32) -> TcpInfo {
+        TcpInfo {
+            rtt: Duration::from_millis(40),
+            since_last_ack: Duration::ZERO,
+            since_last_data: Duration::ZERO,
+            unacked,
+            retransmits: 0,
+            total_retrans: 0,
+            notsent,
+            pacing_rate: 18_000_000,
+            delivery_rate: 6_250_000,
+            min_rtt: Duration::from_millis(10),
+            snd_mss: 1448,
+        }
+    }
+
+    #[test]
+    fn the_gate_holds_the_writer_at_a_queue_of_its_own() {
+        let bw = Some(6_250_000);
+        // 2 ms at 6.25 MB/s: 12.5 kB may wait unsent.
+        let quiet = verdict(&reading(20, 0), bw, 4096);
+        assert_eq!(quiet.limit, 12_500);
+        assert_eq!(quiet.wait, None);
+        // 40 ms of data in flight (BBR still in its start-up gain) on a
+        // 10 ms path: held, about as long as the excess takes to leave.
+        let queued = verdict(&reading(190, 0), bw, 4096);
+        assert!(queued.wait.is_some_and(|w| w >= Duration::from_millis(1)));
+        // Within 1.5 round trips and 2 ms: goes.
+        assert_eq!(verdict(&reading(60, 4000), bw, 4096).wait, None);
+        // Unsent beyond the limit: held even with little in flight.
+        assert!(verdict(&reading(1, 40_000), bw, 4096).wait.is_some());
+    }
+
+    #[test]
+    fn without_a_filtered_estimate_only_the_unsent_bytes_count() {
+        // Without BBR's bandwidth the delivery rate sets the unsent limit,
+        // but no cap on bytes in flight (it would feed on itself).
+        let v = verdict(&reading(190, 0), None, 4096);
+        assert_eq!(
+            v,
+            Verdict {
+                limit: 12_500,
+                wait: None
+            }
+        );
+        // Nothing measured yet: the floor.
+        let mut fresh = reading(1, 5000);
+        fresh.pacing_rate = 0;
+        fresh.delivery_rate = 0;
+        let v = verdict(&fresh, None, 4096);
+        assert_eq!(
+            v,
+            Verdict {
+                limit: 4096,
+                wait: Some(GATE_RECHECK)
+            }
+        );
+    }
 
     #[tokio::test]
     async fn a_live_connection_reports_its_round_trip_and_acknowledgements() {
