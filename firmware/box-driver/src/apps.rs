@@ -21,7 +21,9 @@ impl BoxDriver {
                 debug!(service = %name, %peer, stream = %sid, "phone connected");
                 self.locals.attach((site, sid), stream);
             }
-            Err(e) => warn!(service = %name, %peer, error = %e, "refusing phone connection"),
+            Err(e) => {
+                daemon::warn_throttled!(service = %name, %peer, error = %e, "refusing phone connection")
+            }
         }
     }
 
@@ -99,7 +101,7 @@ impl BoxDriver {
                         (site, flow)
                     }
                     Err(e) => {
-                        warn!(service = %name, %peer, error = %e, "datagram dropped: no flow");
+                        daemon::warn_throttled!(service = %name, %peer, error = %e, "datagram dropped: no flow");
                         return;
                     }
                 }

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::debug;
 use wire::{ServiceName, StreamKind};
 
 use super::{BoxDriver, Input, OsEvent, now};
@@ -39,7 +39,9 @@ impl BoxDriver {
                 debug!(%peer, %dest, stream = %sid, "transparent connection");
                 self.locals.attach((site, sid), stream);
             }
-            Err(e) => warn!(%peer, %dest, error = %e, "refusing transparent connection"),
+            Err(e) => {
+                daemon::warn_throttled!(%peer, %dest, error = %e, "refusing transparent connection")
+            }
         }
     }
 
@@ -69,14 +71,14 @@ impl BoxDriver {
                 let sock = match transparent_udp::reply_socket(dest, peer) {
                     Ok(s) => s,
                     Err(e) => {
-                        warn!(%peer, %dest, error = %e, "transparent datagram dropped: no reply socket");
+                        daemon::warn_throttled!(%peer, %dest, error = %e, "transparent datagram dropped: no reply socket");
                         return;
                     }
                 };
                 let flow = match self.open_stream(site, StreamKind::Datagram, svc, Some(dest)) {
                     Ok(f) => f,
                     Err(e) => {
-                        warn!(%peer, %dest, error = %e, "transparent datagram dropped: no flow");
+                        daemon::warn_throttled!(%peer, %dest, error = %e, "transparent datagram dropped: no flow");
                         return;
                     }
                 };

@@ -55,6 +55,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let tls =
         client_config(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key, pref).context("TLS set-up")?;
+    if let Some(why) = daemon::control_socket::unusable(&cfg.control_socket) {
+        anyhow::bail!("control_socket: {why}");
+    }
     if args.check {
         println!(
             "{}: ok ({} SNAPT, {} uplinks, {} services)",

@@ -13,6 +13,8 @@ pub use crate::watchdog::Heartbeat;
 pub mod accept;
 pub mod backoff;
 pub mod control_socket;
+pub mod log_throttle;
+pub mod memory;
 pub mod watchdog;
 
 use tracing_subscriber::EnvFilter;
@@ -93,6 +95,7 @@ where
     Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 {
     let heartbeat = Heartbeat::new();
+    let _trimmer = crate::memory::spawn_trimmer();
     let control_loop = crate::control_socket::serve(control, calls)?;
     heartbeat.watch_task("control socket", control_loop);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();

@@ -376,7 +376,7 @@ impl ServerDriver {
                 Ok(stream) if self.locals.contains(&key) => self.locals.attach(key, stream),
                 Ok(_) => {}
                 Err(e) => {
-                    warn!(box_id = %key.0, stream = %key.1, error = %e, "service unreachable");
+                    daemon::warn_throttled!(box_id = %key.0, stream = %key.1, error = %e, "service unreachable");
                     self.locals.remove(&key);
                     if let Some(s) = self.server.session_mut(&key.0) {
                         let _ = s.streams().reset(key.1, ResetCode::ConnectFailed, &e);
@@ -399,10 +399,10 @@ impl ServerDriver {
                         self.locals.attach((box_id, sid), stream);
                     }
                     Some(Err(e)) => {
-                        warn!(%box_id, %service, %peer, error = %e, "client service refused")
+                        daemon::warn_throttled!(%box_id, %service, %peer, error = %e, "client service refused")
                     }
                     None => {
-                        warn!(%box_id, %service, %peer, "client service refused: the box is not connected")
+                        daemon::warn_throttled!(%box_id, %service, %peer, "client service refused: the box is not connected")
                     }
                 }
             }
@@ -586,7 +586,7 @@ impl ServerDriver {
         dest: Option<SocketAddr>,
     ) {
         let refuse = |this: &mut Self, code: ResetCode, reason: String| {
-            warn!(box_id = %b, %stream, %service, %reason, "stream refused");
+            daemon::warn_throttled!(box_id = %b, %stream, %service, %reason, "stream refused");
             if let Some(s) = this.server.session_mut(&b) {
                 let _ = s.streams().reset(stream, code, &reason);
             }
@@ -703,7 +703,7 @@ impl ServerDriver {
                 );
             }
             Err(reason) => {
-                warn!(box_id = %b, %flow, %service, %reason, "datagram flow refused");
+                daemon::warn_throttled!(box_id = %b, %flow, %service, %reason, "datagram flow refused");
                 if let Some(s) = self.server.session_mut(&b) {
                     let _ = s.streams().reset(flow, ResetCode::ConnectFailed, &reason);
                 }
@@ -790,11 +790,11 @@ async fn authenticate(
     let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            warn!(%peer, error = %e, "TLS handshake refused");
+            daemon::warn_throttled!(%peer, error = %e, "TLS handshake refused");
             return;
         }
         Err(_) => {
-            warn!(%peer, "TLS handshake timed out");
+            daemon::warn_throttled!(%peer, "TLS handshake timed out");
             return;
         }
     };
@@ -802,7 +802,7 @@ async fn authenticate(
     let identity = match peer_box_id(conn.peer_certificates()) {
         Ok(id) => id,
         Err(e) => {
-            warn!(%peer, error = %e, "certificate names no box");
+            daemon::warn_throttled!(%peer, error = %e, "certificate names no box");
             return;
         }
     };

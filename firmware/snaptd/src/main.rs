@@ -56,6 +56,9 @@ fn start(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args, cfg: SnaptConfig) -> anyhow::Result<()> {
+    if let Some(why) = daemon::control_socket::unusable(&cfg.control_socket) {
+        anyhow::bail!("control_socket: {why}");
+    }
     if args.check {
         server_driver::build_tls(&cfg).context("TLS set-up")?;
         println!(
