@@ -67,15 +67,26 @@ pub fn tune(s: &TcpStream) {
     let _ = s.set_nodelay(true);
 }
 
-/// A tunnel's TCP socket options: [`tune`], and a bounded unsent queue
+/// A tunnel's TCP socket options: [`tune`], a bounded unsent queue
 /// ([`crate::out::TUNNEL_NOTSENT_LOWAT`]) so that what a keystroke finds
-/// ahead of it in the kernel is what is in flight, not a buffer of seconds.
+/// ahead of it in the kernel is what is in flight, not a buffer of seconds,
+/// and TCP keep-alive ([`TUNNEL_KEEPALIVE`]: a socket whose peer vanished
+/// is closed even where no session timer watches it, e.g. a tunnel not yet
+/// part of a session).
 pub fn tune_tunnel(s: &TcpStream) {
     tune(s);
     if let Err(e) = crate::transport::set_notsent_lowat(s, crate::out::TUNNEL_NOTSENT_LOWAT) {
         tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
     }
+    let (idle, interval, count) = TUNNEL_KEEPALIVE;
+    if let Err(e) = crate::transport::set_keepalive(s, idle, interval, count) {
+        tracing::debug!(error = %e, "TCP keep-alive not set");
+    }
 }
+
+/// A tunnel socket's TCP keep-alive: idle time, probe interval, probes.
+pub const TUNNEL_KEEPALIVE: (Duration, Duration, u32) =
+    (Duration::from_secs(30), Duration::from_secs(10), 3);
 
 /// Connects a TCP socket to `address` (`host:port`) over `egress`; also
 /// returns the address it resolved to.

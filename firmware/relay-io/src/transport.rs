@@ -12,7 +12,7 @@
 //! crates that do generate bindings with bindgen at build time (libclang in
 //! the image build).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 /// What `TCP_INFO` says of a connection.
@@ -83,6 +83,54 @@ pub fn tcp_info(fd: impl AsFd) -> std::io::Result<TcpInfo> {
         min_rtt: Duration::from_micros(u64::from(i.tcpi_min_rtt)),
         snd_mss: i.tcpi_snd_mss,
     })
+}
+
+/// Sets one integer option of the socket behind `fd`.
+#[allow(unsafe_code)]
+fn set_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: `fd` is a borrowed descriptor valid for the call; the value
+    // is a `c_int` passed by pointer with its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// TCP keep-alive on the socket behind `fd`: the first probe after `idle`
+/// without traffic, then every `interval`, and the connection given up
+/// after `count` unanswered — so a tunnel whose peer vanished without a
+/// word (and that nothing else closes) gives its descriptor back.
+pub fn set_keepalive(
+    fd: impl AsFd,
+    idle: Duration,
+    interval: Duration,
+    count: u32,
+) -> std::io::Result<()> {
+    let fd = fd.as_fd();
+    let secs = |d: Duration| libc::c_int::try_from(d.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set_int(fd, libc::SOL_TCP, libc::TCP_KEEPIDLE, secs(idle))?;
+    set_int(fd, libc::SOL_TCP, libc::TCP_KEEPINTVL, secs(interval))?;
+    set_int(
+        fd,
+        libc::SOL_TCP,
+        libc::TCP_KEEPCNT,
+        libc::c_int::try_from(count).unwrap_or(libc::c_int::MAX),
+    )
 }
 
 /// Sets `TCP_NOTSENT_LOWAT` on the socket behind `fd`: the kernel reports

@@ -47,6 +47,12 @@ enum Input {
     TunnelLost {
         tunnel: TunnelId,
     },
+    /// The tunnel's reader, ended with the tunnel (its read half holds the
+    /// socket open until then).
+    TunnelReader {
+        tunnel: TunnelId,
+        reader: AbortHandle,
+    },
     /// The tunnel's writer wrote `n` bytes.
     TunnelWritten {
         tunnel: TunnelId,
@@ -85,6 +91,17 @@ struct STunnel {
     out: TunnelOut,
     identity: BoxId,
     serial: String,
+    /// Aborted when the tunnel is dropped, so a closed or refused tunnel
+    /// gives its socket back at once, not when the peer closes.
+    reader: Option<AbortHandle>,
+}
+
+impl Drop for STunnel {
+    fn drop(&mut self) {
+        if let Some(r) = &self.reader {
+            r.abort();
+        }
+    }
 }
 
 /// The server daemon's core loop.
@@ -96,6 +113,10 @@ pub struct ServerDriver {
     tls: watch::Sender<Arc<rustls::ServerConfig>>,
     tunnels: HashMap<TunnelId, STunnel>,
     locals: Locals<Key>,
+    /// Connects toward services in flight (aborted when their stream is
+    /// reset first), and each box's budget of them.
+    connecting: HashMap<Key, AbortHandle>,
+    admission: admission::ConnectAdmission,
     /// Connected UDP sockets of datagram flows, toward the real services.
     flows: HashMap<Key, ServerFlow>,
     started: Instant,
@@ -157,6 +178,8 @@ impl ServerDriver {
             tls,
             tunnels: HashMap::new(),
             locals: Locals::new(sink),
+            connecting: HashMap::new(),
+            admission: admission::ConnectAdmission::default(),
             flows: HashMap::new(),
             started: Instant::now(),
             accept_stats: AcceptStats::default(),
@@ -358,9 +381,14 @@ impl ServerDriver {
                         out: TunnelOut::new(tx),
                         identity,
                         serial,
+                        reader: None,
                     },
                 );
             }
+            Input::TunnelReader { tunnel, reader } => match self.tunnels.get_mut(&tunnel) {
+                Some(t) => t.reader = Some(reader),
+                None => reader.abort(),
+            },
             Input::TunnelBytes { tunnel, bytes } => self.server.handle_input(tunnel, &bytes, now()),
             Input::TunnelLost { tunnel } => {
                 self.tunnels.remove(&tunnel);
@@ -372,17 +400,14 @@ impl ServerDriver {
                     self.server.set_tunnel_room(tunnel, t.out.room());
                 }
             }
-            Input::TargetConnected { key, result } => match result {
-                Ok(stream) if self.locals.contains(&key) => self.locals.attach(key, stream),
-                Ok(_) => {}
-                Err(e) => {
-                    daemon::warn_throttled!(box_id = %key.0, stream = %key.1, error = %e, "service unreachable");
-                    self.locals.remove(&key);
-                    if let Some(s) = self.server.session_mut(&key.0) {
-                        let _ = s.streams().reset(key.1, ResetCode::ConnectFailed, &e);
-                    }
-                }
-            },
+            // A connect whose stream was reset meanwhile was aborted and
+            // its budget given back; a late result of it is dropped.
+            Input::TargetConnected { key, .. } if !self.connecting.contains_key(&key) => {}
+            Input::TargetConnected { key, result } => {
+                self.connecting.remove(&key);
+                self.admission.done(&key.0);
+                self.target_connected(key, result);
+            }
             Input::ClientAccepted {
                 box_id,
                 service,
@@ -548,6 +573,10 @@ impl ServerDriver {
                 if let Some(f) = self.flows.remove(&key) {
                     f.recv.abort();
                 }
+                if let Some(c) = self.connecting.remove(&key) {
+                    c.abort();
+                    self.admission.done(&key.0);
+                }
             }
             Event::StreamClosed { stream } => self.locals.remove(&(b, stream)),
             Event::Writable { stream } => self.push_pending(&(b, stream)),
@@ -566,6 +595,16 @@ impl ServerDriver {
                     }
                     keep
                 });
+                let admission = &mut self.admission;
+                self.connecting.retain(|(x, _), c| {
+                    let keep = *x != b;
+                    if !keep {
+                        c.abort();
+                        admission.done(x);
+                    }
+                    keep
+                });
+                self.admission.forget(&b);
             }
             Event::Datagram { flow, bytes } => {
                 if let Some(f) = self.flows.get_mut(&(b, flow)) {
@@ -636,12 +675,38 @@ impl ServerDriver {
         self.connect_target(b, stream, target);
     }
 
-    /// Connects stream `stream` of box `b` to `target` (`host:port`).
+    /// A connect toward a service ended: the stream gets its connection,
+    /// or is reset.
+    fn target_connected(&mut self, key: Key, result: Result<TcpStream, String>) {
+        match result {
+            Ok(stream) if self.locals.contains(&key) => self.locals.attach(key, stream),
+            Ok(_) => {}
+            Err(e) => {
+                daemon::warn_throttled!(box_id = %key.0, stream = %key.1, error = %e, "service unreachable");
+                self.locals.remove(&key);
+                if let Some(s) = self.server.session_mut(&key.0) {
+                    let _ = s.streams().reset(key.1, ResetCode::ConnectFailed, &e);
+                }
+            }
+        }
+    }
+
+    /// Connects stream `stream` of box `b` to `target` (`host:port`),
+    /// within the box's connect budget.
     fn connect_target(&mut self, b: BoxId, stream: StreamId, target: String) {
+        if let Err(why) = self.admission.admit(&b, now()) {
+            daemon::warn_throttled!(box_id = %b, %stream, %why, "stream refused");
+            if let Some(s) = self.server.session_mut(&b) {
+                let _ = s.streams().reset(stream, ResetCode::TooManyStreams, &why);
+            }
+            return;
+        }
         let key = (b, stream);
         self.locals.reserve(key.clone());
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        let task_key = key.clone();
+        let task = tokio::spawn(async move {
+            let key = task_key;
             let result =
                 match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&target))
                     .await
@@ -652,6 +717,7 @@ impl ServerDriver {
                 };
             let _ = tx.send(Input::TargetConnected { key, result });
         });
+        self.connecting.insert(key, task.abort_handle());
     }
 
     /// A datagram flow: a UDP socket connected to `target` (the service's,
@@ -738,6 +804,7 @@ impl ServerDriver {
                     "uptime_s": self.started.elapsed().as_secs(),
                     "tunnels": self.tunnels.len(),
                     "accept_errors": self.accept_stats.errors(),
+                    "connects_refused": self.admission.refused(),
                     "datagram_flows": self.flows.len(),
                     "boxes": boxes,
                 }))
@@ -863,17 +930,20 @@ impl TunnelDoor {
             return false;
         }
         let (t1, t2) = (self.tx.clone(), self.tx.clone());
-        spawn_reader(
+        let reader = spawn_reader(
             rd,
             move |bytes| t1.send(Input::TunnelBytes { tunnel, bytes }).is_ok(),
             move |_| {
                 let _ = t2.send(Input::TunnelLost { tunnel });
             },
             span,
-        );
-        true
+        )
+        .abort_handle();
+        self.tx.send(Input::TunnelReader { tunnel, reader }).is_ok()
     }
 }
+
+mod admission;
 
 #[cfg(test)]
 mod tests;
