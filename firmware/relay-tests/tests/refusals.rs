@@ -444,3 +444,60 @@ async fn connected_raw(bed: &Bed, id: &str, snapt: SocketAddr) -> Raw {
     ));
     raw
 }
+
+// ---- issue 14, D5: revocation fails closed ----------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_tunnel_authenticated_before_the_revocation_opens_no_session() {
+    let w = world("revoked-spare", 10).await;
+    w.bed.pki(&["box", "box-5"]);
+    let pki = w.bed.path("pki");
+    // A tunnel authenticated now, used only after the revocation.
+    let mut spare = Raw::connect(&pki, "box-5", w.snapt).await.unwrap();
+    w.bed.pki(&["revoke", "box-5"]);
+    wait_until(
+        Duration::from_secs(10),
+        "snaptd to reload the revocation list",
+        || w.bed.log("snaptd").contains("revocation list reloaded"),
+    );
+    let connect = Frame::Connect {
+        version: VERSION,
+        window: 65536,
+        keepalive_ms: 200,
+        incarnation: 1,
+        box_id: BoxId::new("box-5").unwrap(),
+    };
+    // The write may already fail: the tunnel is gone.
+    let _ = spare.send(&connect).await;
+    let answer = spare.recv(Duration::from_secs(3)).await;
+    assert!(
+        !matches!(answer, Some(Frame::ConnectAck { .. })),
+        "a revoked certificate's spare tunnel got a session: {answer:?}"
+    );
+    let boxes = snapt_ctl(&w.snapt_ctl, &["status"]).unwrap()["boxes"].clone();
+    assert!(
+        boxes
+            .as_array()
+            .is_some_and(|b| b.iter().all(|x| x["box_id"] != "box-5")),
+        "{boxes}"
+    );
+    box1_still_works(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_revocation_list_is_an_error_not_an_empty_one() {
+    let mut bed = Bed::new("crl-missing");
+    std::fs::remove_file(bed.path("pki/crl.pem")).unwrap();
+    let port = free_port();
+    let conf = format!(
+        "listen = \"127.0.0.1:{port}\"\ncontrol_socket = \"{}\"\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/snapt.pem\"\nkey = \"{p}/servers/snapt.key\"\ncrl = \"{p}/crl.pem\"\n",
+        bed.path("s.sock").display(),
+        p = bed.path("pki").display()
+    );
+    let i = bed.start("snaptd", "snaptd", &conf);
+    wait_until(Duration::from_secs(10), "snaptd to refuse to start", || {
+        bed.daemons[i].exited()
+    });
+    let log = bed.log("snaptd");
+    assert!(log.contains("crl.pem"), "the error names no file:\n{log}");
+}

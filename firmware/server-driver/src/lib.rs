@@ -117,6 +117,9 @@ pub struct ServerDriver {
     /// reset first), and each box's budget of them.
     connecting: HashMap<Key, AbortHandle>,
     admission: admission::ConnectAdmission,
+    /// Serials of revoked box certificates (the CRL as last loaded): a
+    /// tunnel that carries one is closed, whenever it was authenticated.
+    revoked: HashSet<String>,
     /// Connected UDP sockets of datagram flows, toward the real services.
     flows: HashMap<Key, ServerFlow>,
     started: Instant,
@@ -165,6 +168,10 @@ impl ServerDriver {
         seed: u64,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let tls_cfg = build_tls(&cfg)?;
+        let revoked = match &cfg.tls.crl {
+            Some(crl) => revoked_serials(crl)?,
+            None => HashSet::new(),
+        };
         let server = Server::new(cfg.server.clone(), seed)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let sink_tx = tx.clone();
@@ -180,6 +187,7 @@ impl ServerDriver {
             locals: Locals::new(sink),
             connecting: HashMap::new(),
             admission: admission::ConnectAdmission::default(),
+            revoked,
             flows: HashMap::new(),
             started: Instant::now(),
             accept_stats: AcceptStats::default(),
@@ -373,6 +381,12 @@ impl ServerDriver {
                 serial,
                 tx,
             } => {
+                if self.revoked.contains(&serial) {
+                    // Authenticated under a CRL older than the one loaded
+                    // since: dropped unheard (its reader ends with it).
+                    daemon::warn_throttled!(box_id = %identity, tunnel = tunnel.0, "tunnel of a revoked certificate closed");
+                    return;
+                }
                 self.server
                     .handle_tunnel_up(tunnel, identity.clone(), now());
                 self.tunnels.insert(
@@ -475,6 +489,21 @@ impl ServerDriver {
                     self.server
                         .disconnect(&b, DisconnectCode::Requested, "certificate revoked");
                 }
+                self.flush();
+                // Every tunnel of a revoked certificate, in a session or
+                // spare (a standby, one between sessions): closed, so none
+                // can open a session later.
+                let spare: Vec<TunnelId> = self
+                    .tunnels
+                    .iter()
+                    .filter(|(_, t)| serials.contains(&t.serial))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for t in spare {
+                    self.tunnels.remove(&t);
+                    self.server.handle_tunnel_lost(t, now());
+                }
+                self.revoked = serials;
             }
         }
     }

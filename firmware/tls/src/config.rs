@@ -120,15 +120,21 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, e))
 }
 
-/// Every CRL in a PEM file (an absent file means none revoked).
+/// Every CRL in a PEM file. Revocation fails closed: a configured file
+/// that is absent, or holds no CRL, is an error (`cboxctl pki init` writes
+/// a signed, empty one), never "nothing revoked".
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
     let crls: Result<Vec<_>, _> = CertificateRevocationListDer::pem_file_iter(path)
         .map_err(|e| file_err(path, e))?
         .collect();
-    crls.map_err(|e| file_err(path, e))
+    let crls = crls.map_err(|e| file_err(path, e))?;
+    if crls.is_empty() {
+        return Err(file_err(
+            path,
+            "holds no revocation list (X509 CRL); a configured CRL must be one, even with nothing revoked",
+        ));
+    }
+    Ok(crls)
 }
 
 fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
@@ -156,7 +162,7 @@ pub fn client_config(
 }
 
 /// The SNAPT side: requires a client certificate issued by `ca` and not
-/// revoked by the CRLs in `crl` (if the file exists).
+/// revoked by the CRLs in `crl` (which must exist when configured).
 pub fn server_config(
     ca: &Path,
     cert: &Path,
