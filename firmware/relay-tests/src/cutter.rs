@@ -1,6 +1,7 @@
 //! A TCP relay put between cnaptd and snaptd that can break the path the way
 //! real uplinks break: reset every connection at once (RST, both ends learn
-//! at once), or blackhole it (bytes silently vanish, nobody learns anything).
+//! at once), or blackhole it (bytes silently vanish, nobody learns anything);
+//! or make it slow (a rate toward the server, as a thin uplink).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub struct Cutter {
     pub addr: SocketAddr,
     kill: broadcast::Sender<()>,
     blackhole: Arc<AtomicBool>,
+    /// Bytes a second toward the server (0: as fast as it goes).
+    rate: Arc<AtomicU64>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicU64>,
 }
@@ -31,6 +34,7 @@ impl Cutter {
             addr,
             kill,
             blackhole: Arc::new(AtomicBool::new(false)),
+            rate: Arc::new(AtomicU64::new(0)),
             accepted: Arc::new(AtomicU64::new(0)),
         };
         let me = c.clone();
@@ -58,6 +62,12 @@ impl Cutter {
         self.blackhole.store(on, Ordering::SeqCst);
     }
 
+    /// Relays toward the server at most `bytes_per_sec` (0: no limit); what
+    /// it cannot take waits in the box's socket, as on a thin uplink.
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        self.rate.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
     async fn pipe(&self, a: TcpStream, b: TcpStream) {
         let _ = a.set_nodelay(true);
         let _ = b.set_nodelay(true);
@@ -70,7 +80,13 @@ impl Cutter {
             tokio::select! {
                 r = ar.read(&mut abuf) => match r {
                     Ok(0) | Err(_) => { let _ = bw.shutdown().await; break; }
-                    Ok(n) => if !self.blackhole.load(Ordering::SeqCst) && bw.write_all(&abuf[..n]).await.is_err() { break },
+                    Ok(n) => {
+                        if !self.blackhole.load(Ordering::SeqCst) && bw.write_all(&abuf[..n]).await.is_err() { break }
+                        let rate = self.rate.load(Ordering::SeqCst);
+                        if rate > 0 {
+                            tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                        }
+                    }
                 },
                 r = br.read(&mut bbuf) => match r {
                     Ok(0) | Err(_) => { let _ = aw.shutdown().await; break; }

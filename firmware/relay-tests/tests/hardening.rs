@@ -372,3 +372,82 @@ async fn both_daemons_feed_the_systemd_watchdog_from_their_work_loops() {
         "{pings} watchdog pings in 2 s from two daemons"
     );
 }
+
+// ---- D3: datagrams faster than the uplink ----------------------------------
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_faster_than_the_uplink_is_dropped_counted_and_bounded() {
+    let sink = relay_tests::apps::udp_echo_server().await;
+    let echo = relay_tests::apps::echo_server().await;
+    let mut bed = Bed::new("d3-flood");
+    let port = free_port();
+    bed.snaptd(
+        "snaptd",
+        port,
+        "",
+        &format!(
+            "[[service]]\nname = \"call\"\ntarget = \"{sink}\"\nprotocol = \"udp\"\n[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n"
+        ),
+    );
+    // A 2 Mbit/s uplink.
+    let cutter =
+        relay_tests::cutter::Cutter::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    cutter.set_rate(250_000);
+    let (cport, eport) = (free_port(), free_port());
+    let control = bed.cnaptd(
+        "box-1",
+        &format!(
+            "[[snapt]]\nname = \"main\"\naddress = \"{}\"\nserver_name = \"127.0.0.1\"\n[[uplink]]\nname = \"a\"\n[[service]]\nname = \"call\"\nlisten = \"127.0.0.1:{cport}\"\nprotocol = \"udp\"\n[[service]]\nname = \"echo\"\nlisten = \"127.0.0.1:{eport}\"\n",
+            cutter.addr
+        ),
+    );
+    wait_established(&control);
+    let pid = bed.daemons[1].pid();
+    let before = rss_kib(pid);
+    // A "video call" at far more than 2 Mbit/s for 4 s.
+    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to: SocketAddr = format!("127.0.0.1:{cport}").parse().unwrap();
+    let payload = vec![7u8; 1200];
+    let started = std::time::Instant::now();
+    let (mut sent, mut peak) = (0u64, before);
+    while started.elapsed() < Duration::from_secs(4) {
+        for _ in 0..200 {
+            if phone.send_to(&payload, to).await.is_ok() {
+                sent += 1;
+            }
+        }
+        peak = peak.max(rss_kib(pid));
+        tokio::task::yield_now().await;
+    }
+    let st = ctl(&control, &["status"]).unwrap();
+    let dropped = st["sites"][0]["datagrams_dropped"].as_u64().unwrap_or(0);
+    println!(
+        "{sent} datagrams ({} MB) in 4 s over a 2 Mbit/s uplink: {dropped} dropped and counted; cnaptd RSS {before} KiB before, peak {peak} KiB",
+        sent * 1200 / 1_000_000
+    );
+    assert!(dropped > 0, "no drop counted: {st}");
+    assert!(
+        peak < before + 32 * 1024,
+        "cnaptd grew from {before} KiB to {peak} KiB"
+    );
+    // The session lived through it, and TCP still goes.
+    cutter.set_rate(0);
+    assert_eq!(
+        ctl(&control, &["status"]).unwrap()["sites"][0]["state"],
+        "Established"
+    );
+    let svc: SocketAddr = format!("127.0.0.1:{eport}").parse().unwrap();
+    let t = relay_tests::apps::echo_transfer(svc, 5, 64 * 1024, 4096, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("TCP after the flood: {e}"));
+    assert_eq!(t.bytes, 64 * 1024);
+}

@@ -22,8 +22,10 @@ pub struct SessionConfig {
     pub max_frame_len: usize,
     /// Largest DATA payload sent. Default 16 KiB.
     pub max_data_payload: usize,
-    /// Datagrams queued while no tunnel carries data (a transition, or no
-    /// uplink); the oldest is dropped beyond it and counted. Default 256.
+    /// Datagrams queued for the tunnel (none carries data, or the one that
+    /// does has no room: a phone sending faster than the uplink); the
+    /// oldest is dropped beyond it, or beyond 256 KiB of payload, and
+    /// counted. Default 256.
     pub max_queued_datagrams: usize,
     /// Interval between PINGs on the active tunnel. Default 1 s.
     pub keepalive: Duration,

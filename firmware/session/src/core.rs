@@ -18,6 +18,10 @@ use crate::keepalive::{Keepalive, PathStats};
 use crate::liveness::{Inputs, Liveness, TransportSample, Verdict};
 use crate::reader::FrameReader;
 use crate::stream::{Stream, StreamViolation};
+
+/// The most datagram payload queued for the tunnel (besides the count,
+/// `max_queued_datagrams`): 256 full-size datagrams would be 16 MiB.
+pub const MAX_QUEUED_DATAGRAM_BYTES: usize = 256 * 1024;
 use crate::violation::Violation;
 
 /// Why an application-side stream operation was refused.
@@ -94,6 +98,8 @@ pub(crate) struct Core {
     control: VecDeque<(TunnelId, Frame)>,
     resets: VecDeque<(StreamId, ResetCode, String)>,
     datagrams: VecDeque<(StreamId, Vec<u8>)>,
+    /// Payload bytes in `datagrams`.
+    datagram_bytes: usize,
     blocked: BTreeSet<StreamId>,
     tunnels: BTreeMap<TunnelId, TunnelIn>,
     pub events: VecDeque<Event>,
@@ -134,6 +140,7 @@ impl Core {
             control: VecDeque::new(),
             resets: VecDeque::new(),
             datagrams: VecDeque::new(),
+            datagram_bytes: 0,
             blocked: BTreeSet::new(),
             tunnels: BTreeMap::new(),
             events: VecDeque::new(),
@@ -525,10 +532,20 @@ impl Core {
             Some(s) if s.kind != StreamKind::Datagram => return Err(StreamError::WrongKind(flow)),
             Some(_) => {}
         }
-        if self.datagrams.len() >= self.cfg.max_queued_datagrams {
-            self.datagrams.pop_front();
+        // Bounded in count and in bytes, whatever the tunnel's state: a
+        // phone sending faster than the uplink loses its oldest datagrams
+        // (as a router's queue would), counted, and nothing else waits.
+        while self.datagrams.len() >= self.cfg.max_queued_datagrams
+            || (self.datagram_bytes + bytes.len() > MAX_QUEUED_DATAGRAM_BYTES
+                && !self.datagrams.is_empty())
+        {
+            let Some((_, old)) = self.datagrams.pop_front() else {
+                break;
+            };
+            self.datagram_bytes -= old.len();
             self.stats.datagrams_dropped += 1;
         }
+        self.datagram_bytes += bytes.len();
         self.datagrams.push_back((flow, bytes));
         Ok(())
     }
@@ -546,6 +563,7 @@ impl Core {
         }
         self.resets.clear();
         self.datagrams.clear();
+        self.datagram_bytes = 0;
         self.touched.clear();
         self.fresh.clear();
         self.busy.clear();

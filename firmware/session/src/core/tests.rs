@@ -212,6 +212,29 @@ fn datagrams_queued_without_a_tunnel_are_bounded_and_dropped_oldest_first() {
 }
 
 #[test]
+fn datagrams_faster_than_the_uplink_are_bounded_in_bytes_and_counted() {
+    let mut p = Pair::new(cfg(), 10);
+    let flow =
+        p.bx.streams()
+            .open(StreamKind::Datagram, svc(), None)
+            .unwrap();
+    // Nothing drains (no tunnel): 100 near-full-size datagrams, 6 MB, of
+    // which 256 KiB stay queued — fewer than the count bound would allow.
+    for i in 0..100u8 {
+        p.bx.streams().send_datagram(flow, vec![i; 60_000]).unwrap();
+    }
+    let kept = crate::core::MAX_QUEUED_DATAGRAM_BYTES / 60_000;
+    assert_eq!(p.bx.stats().datagrams_dropped, 100 - kept as u64);
+    let t = p.tunnel("box-a");
+    p.bx.switch_to(t, p.now).unwrap();
+    p.pump();
+    let got = p.server_datagrams();
+    assert_eq!(got.len(), kept);
+    // The newest ones, in order.
+    assert_eq!(got.last().map(|d| d[0]), Some(99));
+}
+
+#[test]
 fn datagrams_are_never_replayed_after_a_sudden_switch() {
     let mut p = Pair::connected();
     let flow =
