@@ -224,11 +224,22 @@ pub fn congestion_control(fd: impl AsFd) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
-/// The path's bottleneck bandwidth as BBR estimates it (bytes per second;
-/// the largest recent delivery rate, which an application-limited sender
-/// does not pull down), from `TCP_CC_INFO` of a socket running BBR.
+/// What BBR knows of the path (`TCP_CC_INFO` of a socket running BBR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BbrPath {
+    /// The bottleneck bandwidth (bytes per second): the largest recent
+    /// delivery rate, which an application-limited sender does not pull
+    /// down.
+    pub bw: u64,
+    /// The path's round trip without queues, as BBR keeps it: the
+    /// smallest of the last 10 s (`TCP_INFO`'s smallest is of the last
+    /// 5 minutes, and a path that got slower keeps it long after).
+    pub min_rtt: Duration,
+}
+
+/// What BBR knows of the path of the socket behind `fd`.
 #[allow(unsafe_code)]
-pub fn bbr_bandwidth(fd: impl AsFd) -> std::io::Result<u64> {
+pub fn bbr_path(fd: impl AsFd) -> std::io::Result<BbrPath> {
     // struct tcp_bbr_info (linux/inet_diag.h): bw_lo, bw_hi, min_rtt,
     // pacing_gain, cwnd_gain; the kernel writes the largest of the
     // congestion controls' info structs that fits.
@@ -251,7 +262,10 @@ pub fn bbr_bandwidth(fd: impl AsFd) -> std::io::Result<u64> {
     if (len as usize) < std::mem::size_of_val(&info) {
         return Err(std::io::Error::other("TCP_CC_INFO is not BBR's"));
     }
-    Ok(u64::from(info[0]) | (u64::from(info[1]) << 32))
+    Ok(BbrPath {
+        bw: u64::from(info[0]) | (u64::from(info[1]) << 32),
+        min_rtt: Duration::from_micros(u64::from(info[2])),
+    })
 }
 
 /// Holds a tunnel's writer back while its socket holds more than the path
@@ -267,7 +281,8 @@ pub fn bbr_bandwidth(fd: impl AsFd) -> std::io::Result<u64> {
 /// at the bottleneck that every keystroke in the tunnel waits behind (a
 /// separate TCP connection waits behind the same queue only once). The
 /// gate reads `TCP_INFO` (unsent, unacknowledged, the delivery and pacing
-/// rates, the smallest round trip) before each write, keeps the socket's
+/// rates) and BBR's bandwidth and round-trip estimates (`TCP_CC_INFO`; the
+/// bytes in flight are capped only under BBR) before each write, keeps the socket's
 /// low-water mark at its unsent limit, and waits for the writability that
 /// mark signals or for the time the excess takes to leave (2 ms at most),
 /// then looks again.
@@ -308,9 +323,10 @@ struct Verdict {
     wait: Option<Duration>,
 }
 
-/// The gate's rule, apart from the socket: `bw` is BBR's bottleneck
-/// bandwidth when the socket runs BBR.
-fn verdict(i: &TcpInfo, bw: Option<u64>, floor: u32) -> Verdict {
+/// The gate's rule, apart from the socket: `bbr` is what BBR knows of the
+/// path when the socket runs BBR.
+fn verdict(i: &TcpInfo, bbr: Option<BbrPath>, floor: u32) -> Verdict {
+    let bw = bbr.map(|b| b.bw);
     let known = |r: u64| (r != 0 && r != u64::MAX).then_some(r);
     // What the path delivers: BBR's filtered estimate, or else the last
     // delivery rate (the pacing rate runs ahead of it while the congestion
@@ -336,9 +352,9 @@ fn verdict(i: &TcpInfo, bw: Option<u64>, floor: u32) -> Verdict {
     // Bytes in flight only against a filtered estimate: a cap from the
     // last delivery rate would feed on itself (less in flight, a lower
     // rate, a smaller cap).
-    if bw.is_some() && !i.min_rtt.is_zero() {
+    if let Some(min_rtt) = bbr.map(|b| b.min_rtt).filter(|r| !r.is_zero()) {
         let mss = u64::from(i.snd_mss.max(536));
-        let cap = (bytes_in(i.min_rtt.mul_f64(INFLIGHT_GAIN) + GATE_TIME) as u64)
+        let cap = (bytes_in(min_rtt.mul_f64(INFLIGHT_GAIN) + GATE_TIME) as u64)
             .max(INFLIGHT_FLOOR_SEGMENTS * mss)
             .max(u64::from(limit));
         let held = u64::from(i.unacked) * mss + u64::from(i.notsent);
@@ -378,11 +394,8 @@ impl SendGate {
             let Ok(i) = tcp_info(self.fd.get_ref()) else {
                 return;
             };
-            let bw = self
-                .bbr
-                .then(|| bbr_bandwidth(self.fd.get_ref()).ok())
-                .flatten();
-            let v = verdict(&i, bw, self.floor);
+            let bbr = self.bbr.then(|| bbr_path(self.fd.get_ref()).ok()).flatten();
+            let v = verdict(&i, bbr, self.floor);
             // The writability edge comes at the low-water mark: keep it at
             // the limit (a system call only when the limit moved by a quarter).
             let lowat = self.lowat.load(Ordering::Relaxed);
@@ -426,7 +439,10 @@ mod tests {
 
     #[test]
     fn the_gate_holds_the_writer_at_a_queue_of_its_own() {
-        let bw = Some(6_250_000);
+        let bw = Some(BbrPath {
+            bw: 6_250_000,
+            min_rtt: Duration::from_millis(10),
+        });
         // 2 ms at 6.25 MB/s: 12.5 kB may wait unsent.
         let quiet = verdict(&reading(20, 0), bw, 4096);
         assert_eq!(quiet.limit, 12_500);
@@ -439,6 +455,20 @@ mod tests {
         assert_eq!(verdict(&reading(60, 4000), bw, 4096).wait, None);
         // Unsent beyond the limit: held even with little in flight.
         assert!(verdict(&reading(1, 40_000), bw, 4096).wait.is_some());
+    }
+
+    #[test]
+    fn the_round_trip_is_bbrs_recent_one_not_the_connections_smallest() {
+        // The tunnel was set up on a 10 ms path that has become an 80 ms
+        // one (TCP_INFO's minimum remembers 5 minutes, BBR's 10 s): 80 kB
+        // in flight at 625 kB/s is less than 1.5 of BBR's round trips.
+        let mut i = reading(50, 0);
+        i.min_rtt = Duration::from_millis(11);
+        let bbr = Some(BbrPath {
+            bw: 625_000,
+            min_rtt: Duration::from_millis(80),
+        });
+        assert_eq!(verdict(&i, bbr, 4096).wait, None);
     }
 
     #[test]
