@@ -10,13 +10,13 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 use wire::{ResetCode, StreamId, StreamKind};
 
-use super::{BoxDriver, Input, Key};
+use super::{BoxDriver, Input, Key, shares};
 
 impl BoxDriver {
     pub(super) fn accepted(&mut self, service: usize, stream: TcpStream, peer: SocketAddr) {
         let svc = &self.cfg.services[service];
         let (site, name) = (svc.snapt, svc.name.clone());
-        match self.open_stream(site, StreamKind::Stream, name.clone(), None) {
+        match self.open_stream(site, peer.ip(), StreamKind::Stream, name.clone(), None) {
             Ok(sid) => {
                 debug!(service = %name, %peer, stream = %sid, "phone connected");
                 self.locals.attach((site, sid), stream);
@@ -27,16 +27,29 @@ impl BoxDriver {
         }
     }
 
-    /// Opens a stream or flow on `site`'s session; when its stream table is
-    /// full, first ends the least recently used datagram flow that never
+    /// Opens a stream or flow for `phone` on `site`'s session: refused
+    /// when the phone holds its share of the table already; when the table
+    /// is full, first ends the least recently used datagram flow that never
     /// went on after an answer (a NAT's early drop). A refusal is counted.
     pub(super) fn open_stream(
         &mut self,
         site: usize,
+        phone: std::net::IpAddr,
         kind: StreamKind,
         service: wire::ServiceName,
         dest: Option<SocketAddr>,
     ) -> Result<StreamId, session::StreamError> {
+        let max = self.cfg.session.max_streams as usize;
+        let coord = &mut self.coord;
+        let over_share = self.shares.full(site, phone, max, |id| {
+            coord.site(site).is_some_and(|s| s.streams().is_open(id))
+        });
+        if over_share {
+            self.counters.connections_refused += 1;
+            return Err(session::StreamError::PhoneShare {
+                share: shares::PhoneShares::cap(max),
+            });
+        }
         let full = self
             .coord
             .site(site)
@@ -50,8 +63,9 @@ impl BoxDriver {
             Some(s) => s.streams().open(kind, service, dest),
             None => Err(session::StreamError::SessionClosed),
         };
-        if r.is_err() {
-            self.counters.connections_refused += 1;
+        match r {
+            Ok(id) => self.shares.record((site, id), phone),
+            Err(_) => self.counters.connections_refused += 1,
         }
         r
     }
@@ -93,7 +107,7 @@ impl BoxDriver {
                     return;
                 };
                 let name = svc.name.clone();
-                match self.open_stream(site, StreamKind::Datagram, name.clone(), None) {
+                match self.open_stream(site, peer.ip(), StreamKind::Datagram, name.clone(), None) {
                     Ok(flow) => {
                         debug!(service = %name, %peer, %flow, "datagram flow opened");
                         self.flows

@@ -131,6 +131,12 @@ impl BoxDriver {
                 warn!(site, ?code, %reason, "SNAPT refused us");
                 self.sites[site].last_error =
                     Some(format!("refused by the SNAPT ({code:?}): {reason}"));
+                if code == wire::RefuseCode::UnknownSession {
+                    // The SNAPT answers but no longer knows the session (it
+                    // restarted): the new session starts from the base wait,
+                    // not after the back-off its outage built up.
+                    self.sites[site].backoff.reset();
+                }
                 self.schedule_retry(site);
             }
             Event::SessionClosed { code, reason } => {

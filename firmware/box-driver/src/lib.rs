@@ -45,6 +45,7 @@ mod commands;
 mod events;
 pub mod net;
 mod radios;
+mod shares;
 mod switching;
 mod transparent;
 mod tunnels;
@@ -202,6 +203,8 @@ pub struct BoxDriver {
     sites: Vec<Site>,
     locals: Locals<Key>,
     flows: BoxFlows,
+    /// Which phone holds which stream (a phone's share of the table).
+    shares: shares::PhoneShares,
     udp: HashMap<usize, Arc<UdpSocket>>,
     pending_switch: Option<PendingSwitch>,
     switch_started: HashMap<usize, SwitchStart>,
@@ -282,6 +285,7 @@ impl BoxDriver {
             sites,
             locals: Locals::new(sink),
             flows: BoxFlows::default(),
+            shares: shares::PhoneShares::default(),
             udp: HashMap::new(),
             pending_switch: None,
             switch_started: HashMap::new(),

@@ -34,7 +34,7 @@ impl BoxDriver {
         let Ok(svc) = ServiceName::new(SERVICE) else {
             return;
         };
-        match self.open_stream(site, StreamKind::Stream, svc, Some(dest)) {
+        match self.open_stream(site, peer.ip(), StreamKind::Stream, svc, Some(dest)) {
             Ok(sid) => {
                 debug!(%peer, %dest, stream = %sid, "transparent connection");
                 self.locals.attach((site, sid), stream);
@@ -75,7 +75,13 @@ impl BoxDriver {
                         return;
                     }
                 };
-                let flow = match self.open_stream(site, StreamKind::Datagram, svc, Some(dest)) {
+                let flow = match self.open_stream(
+                    site,
+                    peer.ip(),
+                    StreamKind::Datagram,
+                    svc,
+                    Some(dest),
+                ) {
                     Ok(f) => f,
                     Err(e) => {
                         daemon::warn_throttled!(%peer, %dest, error = %e, "transparent datagram dropped: no flow");

@@ -65,6 +65,34 @@ mod tests {
     }
 
     #[test]
+    fn no_rule_opens_the_relay_host_link_local_or_another_boxs_client_services() {
+        let (p, t) = doc("snapt.toml");
+        // A box allowed everything.
+        let t = t.replace(
+            r#"allow = ["198.18.0.0/16:80", "198.18.0.0/16:443"]"#,
+            r#"allow = ["0.0.0.0/0", "[::/0]"]"#,
+        );
+        let s = SnaptConfig::parse(&p, &t).unwrap();
+        let reach = |d: &str| s.allows("box-7", &d.parse().unwrap());
+        assert!(reach("198.18.4.4:22"), "the rule itself works");
+        for denied in [
+            "127.0.0.1:6379",
+            "127.0.0.53:53",
+            "[::1]:22",
+            "0.0.0.0:80",
+            "169.254.169.254:80",
+            "[fe80::1]:80",
+            "224.0.0.251:5353",
+            "255.255.255.255:67",
+            "198.18.9.9:4433",
+            "198.18.200.2:9000",
+        ] {
+            assert!(!reach(denied), "{denied} must stay out of reach");
+            assert!(s.always_denied(&denied.parse().unwrap()).is_some());
+        }
+    }
+
+    #[test]
     fn the_image_default_config_is_valid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../yocto-layer/meta-cbox/recipes-cbox/cbox/files/cnapt.toml");

@@ -142,9 +142,38 @@ pub struct SnaptConfig {
 }
 
 impl SnaptConfig {
-    /// Whether `box_id` may have the SNAPT connect to `dest`.
+    /// Whether `box_id` may have the SNAPT connect to `dest`: never to
+    /// what [`Self::always_denied`] names, whatever the rules; else as
+    /// the rules say (default deny).
     pub fn allows(&self, box_id: &str, dest: &SocketAddr) -> bool {
-        crate::policy::allows(&self.policies, box_id, dest)
+        self.always_denied(dest).is_none() && crate::policy::allows(&self.policies, box_id, dest)
+    }
+
+    /// Why `dest` is out of every box's reach whatever the policy allows
+    /// (a rule like `0.0.0.0/0` must not open them): the relay host itself
+    /// (loopback, unspecified, its tunnel listener), link-local and
+    /// multicast or broadcast addresses, and the addresses and ports where
+    /// it listens for the boxes' client services (one box must not reach
+    /// another box's phones).
+    pub fn always_denied(&self, dest: &SocketAddr) -> Option<&'static str> {
+        let ip = dest.ip();
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if ip.is_loopback() || ip.is_unspecified() {
+            Some("the relay host itself")
+        } else if link_local || ip.is_multicast() {
+            Some("a link-local, broadcast or multicast address")
+        } else if ip == self.listen.ip()
+            || (self.listen.ip().is_unspecified() && dest.port() == self.listen.port())
+        {
+            Some("the relay's tunnel listener")
+        } else if self.client_service_addresses.contains(&ip) {
+            Some("a box's client-service address")
+        } else {
+            None
+        }
     }
 
     /// Reads and validates `path`, including that the TLS files exist.

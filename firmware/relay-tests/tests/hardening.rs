@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use relay_tests::apps::{download, download_server};
-use relay_tests::bed::{Bed, ctl, free_port, wait_established};
+use relay_tests::bed::{Bed, ctl, free_port, wait_established, wait_until};
 
 /// A box with one SNAPT on `port` and `body` appended.
 fn box_conf(port: u16, body: &str) -> String {
@@ -450,4 +450,88 @@ async fn udp_faster_than_the_uplink_is_dropped_counted_and_bounded() {
         .await
         .unwrap_or_else(|e| panic!("TCP after the flood: {e}"));
     assert_eq!(t.bytes, 64 * 1024);
+}
+
+// ---- D13: fair shares per phone; a relay restart costs about a second ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_phone_with_hundreds_of_idle_connections_leaves_room_for_the_others() {
+    let echo = relay_tests::apps::echo_server().await;
+    let mut bed = Bed::new("d13-share");
+    let port = free_port();
+    bed.snaptd(
+        "snaptd",
+        port,
+        "",
+        &format!("[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n"),
+    );
+    let eport = free_port();
+    let control = bed.cnaptd(
+        "box-1",
+        &box_conf(
+            port,
+            &format!("[[service]]\nname = \"echo\"\nlisten = \"127.0.0.1:{eport}\"\n"),
+        ),
+    );
+    wait_established(&control);
+    let svc: SocketAddr = format!("127.0.0.1:{eport}").parse().unwrap();
+    // Phone A (127.0.0.2) opens 300 connections and keeps them idle.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(s.connect(svc).await.unwrap());
+    }
+    let share = 256 * 3 / 4;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = ctl(&control, &["status"]).unwrap();
+        let refused = st["counters"]["connections_refused"].as_u64().unwrap_or(0);
+        if refused >= (300 - share) as u64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "phone A's connections beyond its share were not refused: {}, streams {}",
+            st["counters"],
+            st["sites"][0]["streams"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let streams = ctl(&control, &["status"]).unwrap()["sites"][0]["streams"].clone();
+    assert_eq!(
+        streams, share,
+        "phone A holds its share, no more: {streams} streams"
+    );
+    // Phone B (127.0.0.1) still gets through.
+    let t = relay_tests::apps::echo_transfer(svc, 9, 64 * 1024, 4096, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("phone B refused while A holds 300 connections: {e}"));
+    assert_eq!(t.bytes, 64 * 1024);
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_relay_restart_the_new_session_follows_the_refused_resumption_at_once() {
+    let mut bed = Bed::new("d13-restart");
+    let port = free_port();
+    bed.snaptd("snaptd", port, "", "");
+    let control = bed.cnaptd("box-1", &box_conf(port, ""));
+    wait_established(&control);
+    // The relay dies (no DISCONNECT) and stays away long enough for the
+    // box's reconnection back-off to grow to seconds.
+    bed.daemons.remove(0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    bed.snaptd("snaptd-2", port, "", "");
+    wait_until(Duration::from_secs(15), "the box to try to resume", || {
+        bed.log("box-1").contains("UnknownSession")
+    });
+    let refused = std::time::Instant::now();
+    wait_established(&control);
+    let gap = refused.elapsed();
+    println!("refused resumption -> new session: {gap:?}");
+    assert!(
+        gap < Duration::from_secs(2),
+        "the new session waited {gap:?} after the refused resumption"
+    );
 }

@@ -45,6 +45,13 @@ pub enum StreamError {
     /// Stream ids are exhausted (2^31 streams opened in one session).
     #[error("stream ids exhausted")]
     IdsExhausted,
+    /// The phone already holds its share of the box's stream table (the
+    /// box's driver refuses before the session is asked).
+    #[error("this phone already holds {share} streams, its share of the box's table")]
+    PhoneShare {
+        /// Streams one phone may hold.
+        share: usize,
+    },
 }
 
 /// Counters of one session, for status reports.
@@ -548,6 +555,11 @@ impl Core {
         self.datagram_bytes += bytes.len();
         self.datagrams.push_back((flow, bytes));
         Ok(())
+    }
+
+    /// Whether `id` is in the stream table.
+    pub fn has_stream(&self, id: StreamId) -> bool {
+        self.streams.contains_key(&id)
     }
 
     /// Resets every stream (the session ended), telling the driver.

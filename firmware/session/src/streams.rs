@@ -66,4 +66,9 @@ impl Streams<'_> {
     pub fn count(&self) -> usize {
         self.0.stream_count()
     }
+
+    /// Whether `stream` is open (not yet closed or reset).
+    pub fn is_open(&self, stream: StreamId) -> bool {
+        self.0.has_stream(stream)
+    }
 }

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::command::{self, Command, CommandReply};
+use crate::command::{Command, CommandReply};
+use crate::command_gate::{Admitted, CommandGate};
 use crate::outbox::Outbox;
 use crate::topics::{TopicError, Topics};
 use daemon::backoff::{Backoff, random};
@@ -61,19 +62,34 @@ async fn ask(calls: &mpsc::UnboundedSender<Call>, req: Request, limit: Duration)
     }
 }
 
-/// Carries out one command message and publishes the reply.
+/// The box's clock, Unix seconds.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Carries out one command message the gate let through (or answers its
+/// refusal) and publishes the reply.
 async fn command(
     client: AsyncClient,
     calls: mpsc::UnboundedSender<Call>,
     reply_topic: String,
-    payload: Vec<u8>,
+    admitted: Result<Admitted, CommandReply>,
 ) {
-    let reply = match command::parse(&payload) {
+    let reply = match admitted {
         Err(r) => {
-            warn!(error = ?r.error, "MQTT command refused");
+            warn!(id = %r.id, error = ?r.error, "MQTT command refused");
             r
         }
-        Ok((id, cmd)) => {
+        Ok(Admitted {
+            id,
+            cmd,
+            age_unchecked,
+        }) => {
+            if age_unchecked {
+                warn!(%id, "MQTT command taken without an age check: the box's clock is not set");
+            }
             info!(%id, command = ?cmd, "MQTT command");
             let req = match cmd {
                 Command::Switch(uplink) => Request::Switch { uplink },
@@ -142,6 +158,7 @@ pub async fn run(cfg: MqttConfig, calls: mpsc::UnboundedSender<Call>) -> Result<
     opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(cfg.tls.clone())));
     let (client, mut events) = AsyncClient::new(opts, 64);
     let mut outbox = Outbox::new(cfg.status_period, cfg.queue_limit);
+    let mut gate = CommandGate::default();
     let mut backoff = Backoff::new(cfg.backoff_base, Duration::from_secs(60));
     let mut connected = false;
     let mut retry_at: Option<Instant> = None;
@@ -166,7 +183,8 @@ pub async fn run(cfg: MqttConfig, calls: mpsc::UnboundedSender<Call>) -> Result<
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if p.topic == topics.cmd {
-                        tokio::spawn(command(client.clone(), calls.clone(), topics.reply.clone(), p.payload.to_vec()));
+                        let admitted = gate.admit(p.retain, &p.payload, unix_now());
+                        tokio::spawn(command(client.clone(), calls.clone(), topics.reply.clone(), admitted));
                     } else {
                         debug!(topic = %p.topic, "MQTT message on a topic not ours; ignored");
                     }

@@ -13,6 +13,7 @@
 //! daemon does and needs nothing from it beyond its control handle.
 
 pub mod command;
+pub mod command_gate;
 pub mod outbox;
 pub mod topics;
 
