@@ -20,6 +20,7 @@ pub mod radio;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod stranger;
 mod timeline;
 pub mod topology;
 pub mod wifi_world;

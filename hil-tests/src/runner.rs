@@ -203,6 +203,16 @@ pub fn run_mode(
     } else {
         true
     };
+    let guarded = match crate::stranger::probe(&world) {
+        Ok(note) => {
+            notes.push(note);
+            true
+        }
+        Err(e) => {
+            notes.push(format!("{e:#}"));
+            false
+        }
+    };
     let same_history = match crate::fleet::same_history(&world, dir, box_sock, &mqtt_events) {
         Ok(note) => {
             notes.push(note);
@@ -282,6 +292,7 @@ pub fn run_mode(
             && reconnected
             && same_history
             && refused
+            && guarded
             && in_range
             && failed_steps == 0
             && (survived || !sc.streams_survive),

@@ -21,7 +21,7 @@ use crate::linkmon::LinkEvent;
 use crate::pan::PanHandle;
 use crate::routing::{Change, Planner};
 use crate::wifi::{WifiCommand, WifiEvent};
-use crate::{linkmon, modem_port, routing, transparent, transparent_udp, wifi};
+use crate::{guard, linkmon, modem_port, routing, transparent, transparent_udp, wifi};
 
 /// Largest datagram diverted (the largest UDP payload).
 const MAX_DATAGRAM: usize = 65_507;
@@ -93,6 +93,8 @@ pub struct Adapters {
     routing: Option<JoinHandle<()>>,
     /// Transparent mode is installed (with UDP or not).
     transparent: Option<bool>,
+    /// The guard of the PAN-side listeners is installed.
+    guard: bool,
 }
 
 impl Adapters {
@@ -106,6 +108,7 @@ impl Adapters {
             }),
             ..Adapters::default()
         };
+        a.start_guard(cfg);
         a.start_transparent(cfg, &sink, accept).await;
         if let Some(p) = &cfg.pan
             && let Some(c) = a.commands.as_mut()
@@ -131,6 +134,11 @@ impl Adapters {
     /// Stops everything: transparent mode's rules and routes removed,
     /// policy routing removed (at most 2 s), the tasks ended.
     pub async fn stop(mut self) {
+        if self.guard
+            && let Err(e) = transparent::apply(&guard::teardown())
+        {
+            warn!(error = %e, "guard of the PAN-side listeners not removed");
+        }
         if let Some(udp) = self.transparent.take() {
             if let Err(e) = transparent::apply(&transparent::teardown()) {
                 warn!(error = %e, "transparent mode: redirect not removed");
@@ -272,6 +280,34 @@ impl Adapters {
                 })
                 .abort_handle(),
             );
+        }
+    }
+
+    /// The rule that keeps strangers on the uplinks' networks away from
+    /// the PAN-side listeners (see [`guard`]).
+    fn start_guard(&mut self, cfg: &CnaptConfig) {
+        let uplinks: Vec<String> = cfg
+            .uplinks
+            .iter()
+            .filter_map(|u| u.interface.clone())
+            .collect();
+        let mut listeners: Vec<SocketAddr> = cfg.services.iter().map(|s| s.listen).collect();
+        listeners.extend(cfg.web.as_ref().map(|w| w.listen));
+        listeners.extend(cfg.transparent.as_ref().map(|t| t.listen));
+        let Some(rules) = guard::ruleset(&uplinks, &listeners) else {
+            info!(
+                "no uplink interface named: the PAN-side listeners are guarded by their addresses only"
+            );
+            return;
+        };
+        match transparent::apply(&rules) {
+            Ok(()) => {
+                self.guard = true;
+                info!(uplinks = ?uplinks, "PAN-side listeners closed to the uplinks' networks");
+            }
+            Err(e) => {
+                warn!(error = %e, "PAN-side listeners NOT closed to the uplinks' networks (nftables)")
+            }
         }
     }
 

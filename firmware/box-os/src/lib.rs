@@ -9,6 +9,8 @@
 //!   Bluetooth NAP (BlueZ over D-Bus).
 //! * [`transparent`] and [`transparent_udp`]: the nftables rules, routes
 //!   and sockets of transparent mode.
+//! * [`guard`]: the nftables rule that closes the PAN-side listeners to
+//!   the uplinks' networks.
 //! * [`front_panel`]: the LEDs and button on the GPIO character device.
 //!
 //! [`adapters`] starts the ones a configuration asks for, outside the box
@@ -18,6 +20,7 @@
 
 pub mod adapters;
 pub mod front_panel;
+pub mod guard;
 pub mod linkmon;
 pub mod modem_port;
 pub mod pan;
