@@ -40,10 +40,15 @@ impl BoxDriver {
         dest: Option<SocketAddr>,
     ) -> Result<StreamId, session::StreamError> {
         let max = self.cfg.session.max_streams as usize;
-        let coord = &mut self.coord;
-        let over_share = self.shares.full(site, phone, max, |id| {
-            coord.site(site).is_some_and(|s| s.streams().is_open(id))
-        });
+        let mut over_share = self.phone_at_share(site, phone, max);
+        if over_share && let Some(key) = self.flows.evictable_of(site, phone) {
+            // The phone makes room among its own one-shot flows first (a
+            // stub resolver's queries), as the table does below.
+            debug!(site, flow = %key.1, %phone, "phone at its share: its idle datagram flow ended for room");
+            self.end_flow(key, "ended to make room for a new stream of the same phone");
+            self.counters.flows_evicted += 1;
+            over_share = self.phone_at_share(site, phone, max);
+        }
         if over_share {
             self.counters.connections_refused += 1;
             return Err(session::StreamError::PhoneShare {
@@ -68,6 +73,14 @@ impl BoxDriver {
             Err(_) => self.counters.connections_refused += 1,
         }
         r
+    }
+
+    /// Whether `phone` holds its share of `site`'s table of `max`.
+    fn phone_at_share(&mut self, site: usize, phone: std::net::IpAddr, max: usize) -> bool {
+        let coord = &mut self.coord;
+        self.shares.full(site, phone, max, |id| {
+            coord.site(site).is_some_and(|s| s.streams().is_open(id))
+        })
     }
 
     /// Ends datagram flow `key` here and at the SNAPT.

@@ -209,9 +209,23 @@ impl BoxFlows {
     /// least recently used one that never went on after an answer (a
     /// conversation that did is never cut for room).
     pub fn evictable(&self, site: usize) -> Option<(usize, StreamId)> {
+        self.evictable_where(site, |_| true)
+    }
+
+    /// As [`Self::evictable`], among the flows of the client at `ip` (a
+    /// phone at its share of the table makes room among its own).
+    pub fn evictable_of(&self, site: usize, ip: std::net::IpAddr) -> Option<(usize, StreamId)> {
+        self.evictable_where(site, |e| e.peer.ip() == ip)
+    }
+
+    fn evictable_where(
+        &self,
+        site: usize,
+        pick: impl Fn(&FlowEnd) -> bool,
+    ) -> Option<(usize, StreamId)> {
         self.by_flow
             .iter()
-            .filter(|((s, _), e)| *s == site && !e.age.assured())
+            .filter(|((s, _), e)| *s == site && !e.age.assured() && pick(e))
             .min_by_key(|(_, e)| e.age.last_used())
             .map(|(k, _)| *k)
     }

@@ -24,34 +24,11 @@ use std::time::{Duration, Instant};
 use relay_tests::apps::{echo_server, echo_transfer};
 use relay_tests::bed::{Bed, ctl, free_port, wait_established};
 use relay_tests::cutter::Cutter;
+use relay_tests::procinfo::{cpu_seconds, peak_rss_mib, rss_mib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const GB: f64 = 1e9;
-
-/// CPU seconds (user + system) used so far by `pid`.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Resident set size of `pid` in MiB (and its peak).
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
-}
 
 /// A sink: reads everything, reports the byte count when the sender is done.
 async fn sink() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u64>) {
@@ -85,7 +62,10 @@ async fn transfer(
     done: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
     pids: &[String],
 ) -> (f64, f64) {
-    let cpu0: f64 = pids.iter().map(|p| cpu_seconds(p)).sum();
+    let cpu0: f64 = pids
+        .iter()
+        .map(|p| cpu_seconds(p.parse().unwrap_or(0)))
+        .sum();
     let start = Instant::now();
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.set_nodelay(true).unwrap();
@@ -100,7 +80,10 @@ async fn transfer(
     let got = done.recv().await.unwrap();
     assert_eq!(got, bytes, "sink got {got} of {bytes}");
     let secs = start.elapsed().as_secs_f64();
-    let cpu1: f64 = pids.iter().map(|p| cpu_seconds(p)).sum();
+    let cpu1: f64 = pids
+        .iter()
+        .map(|p| cpu_seconds(p.parse().unwrap_or(0)))
+        .sum();
     (secs, cpu1 - cpu0)
 }
 
@@ -146,8 +129,8 @@ async fn main() {
     let echo_svc: SocketAddr = format!("127.0.0.1:{le}").parse().unwrap();
     let sink_svc: SocketAddr = format!("127.0.0.1:{ls}").parse().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (snapt_idle, _) = rss_mib(snaptd_pid);
-    let (cnapt_idle, _) = rss_mib(cnaptd_pid);
+    let snapt_idle = rss_mib(snaptd_pid);
+    let cnapt_idle = rss_mib(cnaptd_pid);
 
     // --- throughput and CPU per GB -------------------------------------------
     let bytes: u64 = 1 << 30;
@@ -237,8 +220,8 @@ async fn main() {
     }
     let open = ctl(&control, &["status"]).unwrap()["sites"][0]["streams"].clone();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (snapt_1k, snapt_peak) = rss_mib(snaptd_pid);
-    let (cnapt_1k, cnapt_peak) = rss_mib(cnaptd_pid);
+    let (snapt_1k, snapt_peak) = (rss_mib(snaptd_pid), peak_rss_mib(snaptd_pid));
+    let (cnapt_1k, cnapt_peak) = (rss_mib(cnaptd_pid), peak_rss_mib(cnaptd_pid));
     println!("\n== memory (RSS, MiB) ==");
     println!(
         "{:<10} {:>8} {:>18} {:>10}",

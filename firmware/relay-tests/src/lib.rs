@@ -2,7 +2,8 @@
 //! `cboxctl`, free ports, daemons started from config files (killed by pid
 //! when the bed is dropped, also on panic), application servers, and a TCP
 //! cutter between cnaptd and snaptd that resets or silently blackholes
-//! tunnels. Used by `tests/` and by the `bench` example.
+//! tunnels, and what a daemon costs (`/proc`). Used by `tests/` and by the
+//! examples (`bench`, `datapath`, `abuse`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,4 +15,5 @@
 pub mod apps;
 pub mod bed;
 pub mod cutter;
+pub mod procinfo;
 pub mod raw;

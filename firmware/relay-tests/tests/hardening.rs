@@ -376,12 +376,7 @@ async fn both_daemons_feed_the_systemd_watchdog_from_their_work_loops() {
 // ---- D3: datagrams faster than the uplink ----------------------------------
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    (relay_tests::procinfo::rss_mib(pid) * 1024.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

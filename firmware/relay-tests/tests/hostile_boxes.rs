@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use relay_tests::bed::{Bed, free_port, snapt_ctl, wait_until};
+use relay_tests::procinfo;
 use relay_tests::raw::Raw;
 use wire::{BoxId, Frame, ResetCode, ServiceName, StreamId, StreamKind, VERSION};
 
@@ -72,19 +73,11 @@ impl Relay {
     }
 
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        procinfo::fds(self.pid())
     }
 
     fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        (procinfo::rss_mib(self.pid()) * 1024.0) as u64
     }
 
     /// A raw tunnel of `id` with a session (CONNECT answered).
