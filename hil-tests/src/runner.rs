@@ -88,6 +88,12 @@ pub fn run_mode(
         None
     };
     let phone = PhoneApps::start(&world, dir, sc, &mut procs)?;
+    let crowd = match &sc.crowd {
+        Some(spec) => Some(crate::crowd::Crowd::start(
+            &world, dir, sc, spec, &mut procs,
+        )?),
+        None => None,
+    };
 
     let mut events = sc.events.clone();
     events.sort_by(|a, b| a.at.total_cmp(&b.at));
@@ -233,6 +239,12 @@ pub fn run_mode(
     let site = &st["sites"][0];
     let (cnaptd_cpu_s, cnaptd_peak_rss_mib) = procs::figures(procs.pid("cnaptd"));
     let (snaptd_cpu_s, snaptd_peak_rss_mib) = procs::figures(procs.pid("snaptd"));
+    if let (Some(c), Some(spec)) = (&crowd, &sc.crowd) {
+        let (n, problems) = c.check(spec, &st, (cnaptd_peak_rss_mib, snaptd_peak_rss_mib));
+        notes.extend(n);
+        failed_steps += problems.len() as u32;
+        notes.extend(problems);
+    }
     let curl_ok = procs.exited("curl").is_some_and(|c| c.success());
     let inter = StreamFigures::read(&phone.interactive);
     let ssh = StreamFigures::read(&phone.ssh);

@@ -69,9 +69,27 @@ pub struct Scenario {
     /// the links' rates are the point).
     #[serde(default = "default_true")]
     pub compare_zero: bool,
+    /// A day of other phones beside the scenario's applications (needs
+    /// `pan_dhcp`): see [`crate::crowd`].
+    #[serde(default)]
+    pub crowd: Option<CrowdSpec>,
     /// The timeline.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,
+}
+
+/// What the crowd does and what it must see.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrowdSpec {
+    /// The video-call-like UDP stream's rate, Mbit/s.
+    pub video_mbit: f64,
+    /// Connections the laptop opens and leaves idle.
+    pub idle_connections: usize,
+    /// cnaptd's resident memory must stay below this, MiB.
+    pub cnaptd_max_mib: f64,
+    /// snaptd's, MiB.
+    pub snaptd_max_mib: f64,
 }
 
 /// A handover record a scenario expects.
@@ -273,6 +291,12 @@ impl Scenario {
         let s: Scenario = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         if s.duration_s <= 0.0 {
             bail!("{}: duration_s must be positive", path.display());
+        }
+        if s.crowd.is_some() && !s.pan_dhcp {
+            bail!(
+                "{}: crowd needs pan_dhcp = true (the laptop is one of the crowd)",
+                path.display()
+            );
         }
         if let Some(e) = s.events.iter().find(|e| e.at < 0.0 || e.at > s.duration_s) {
             bail!(

@@ -33,8 +33,34 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn main() -> anyhow::Result<()> {
+const USAGE: &str = "usage: cbox-world demo | run [--json FILE] SCENARIO.toml… | compare [--json FILE] SCENARIO.toml… | soak [--handovers N] [--seed S] | clean
+
+  demo      the box doing live handovers, with a live view (the README's main job)
+  run       scenarios of the test suite (hil-tests/scenarios/*.toml), pass/fail each
+  compare   scenarios for cbox and the baselines (plain TCP, MPTCP …), figures as ratios
+  soak      hours of handovers compressed: --handovers N (default 1000), --seed S
+  clean     removes namespaces and directories left by an interrupted run";
+
+fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() || args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return if args.is_empty() {
+            std::process::ExitCode::from(2)
+        } else {
+            std::process::ExitCode::SUCCESS
+        };
+    }
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cbox-world: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the simulated world needs root (network namespaces): run with sudo");
     }
@@ -54,9 +80,8 @@ fn main() -> anyhow::Result<()> {
         Some("run") => suite(&args[1..], &stop),
         Some("compare") => compare(&args[1..], &stop),
         Some("soak") => soak(&args[1..], &stop),
-        _ => bail!(
-            "usage: cbox-world demo | run [--json FILE] SCENARIO.toml… | compare [--json FILE] SCENARIO.toml… | soak [--handovers N] [--seed S] | clean"
-        ),
+        Some(other) => bail!("no command {other:?}\n{USAGE}"),
+        None => bail!("{USAGE}"),
     }
 }
 
