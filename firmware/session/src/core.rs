@@ -104,9 +104,7 @@ pub(crate) struct Core {
     pub primary: Option<TunnelId>,
     control: VecDeque<(TunnelId, Frame)>,
     resets: VecDeque<(StreamId, ResetCode, String)>,
-    datagrams: VecDeque<(StreamId, Vec<u8>)>,
-    /// Payload bytes in `datagrams`.
-    datagram_bytes: usize,
+    datagrams: datagrams::DatagramQueue,
     blocked: BTreeSet<StreamId>,
     tunnels: BTreeMap<TunnelId, TunnelIn>,
     pub events: VecDeque<Event>,
@@ -146,8 +144,7 @@ impl Core {
             primary: None,
             control: VecDeque::new(),
             resets: VecDeque::new(),
-            datagrams: VecDeque::new(),
-            datagram_bytes: 0,
+            datagrams: datagrams::DatagramQueue::default(),
             blocked: BTreeSet::new(),
             tunnels: BTreeMap::new(),
             events: VecDeque::new(),
@@ -540,20 +537,14 @@ impl Core {
             Some(_) => {}
         }
         // Bounded in count and in bytes, whatever the tunnel's state: a
-        // phone sending faster than the uplink loses its oldest datagrams
-        // (as a router's queue would), counted, and nothing else waits.
-        while self.datagrams.len() >= self.cfg.max_queued_datagrams
-            || (self.datagram_bytes + bytes.len() > MAX_QUEUED_DATAGRAM_BYTES
-                && !self.datagrams.is_empty())
-        {
-            let Some((_, old)) = self.datagrams.pop_front() else {
-                break;
-            };
-            self.datagram_bytes -= old.len();
-            self.stats.datagrams_dropped += 1;
-        }
-        self.datagram_bytes += bytes.len();
-        self.datagrams.push_back((flow, bytes));
+        // flow sending faster than the uplink loses its own oldest
+        // datagrams (counted), the others keep theirs, nothing else waits.
+        self.stats.datagrams_dropped += self.datagrams.push(
+            flow,
+            bytes,
+            self.cfg.max_queued_datagrams,
+            MAX_QUEUED_DATAGRAM_BYTES,
+        );
         Ok(())
     }
 
@@ -575,7 +566,6 @@ impl Core {
         }
         self.resets.clear();
         self.datagrams.clear();
-        self.datagram_bytes = 0;
         self.touched.clear();
         self.fresh.clear();
         self.busy.clear();
@@ -836,6 +826,7 @@ fn violation(stream: StreamId, v: StreamViolation) -> Violation {
     }
 }
 
+mod datagrams;
 mod output;
 mod resync;
 #[cfg(test)]

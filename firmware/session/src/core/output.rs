@@ -86,7 +86,6 @@ impl Core {
             let Some((flow, payload)) = self.datagrams.pop_front() else {
                 break;
             };
-            self.datagram_bytes -= payload.len();
             // Its OPEN went out with the stream controls before.
             if self.streams.get(&flow).is_some_and(|s| !s.open_pending) {
                 wire::encode(&Frame::Datagram { flow, payload }, out);
