@@ -240,6 +240,12 @@ impl ServerDriver {
                     self.server.handle_timeout(now());
                 }
                 _ = turn.tick() => self.sweep_flows(),
+                _ = async {
+                    match self.admission.next_wake(now()) {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.start_ready_connects(),
                 _ = &mut shutdown, if !drain.started() => {
                     heartbeat.stopping();
                     info!(open = self.locals.len(), grace = ?self.cfg.shutdown_grace, "draining before shutdown");
@@ -420,6 +426,7 @@ impl ServerDriver {
             Input::TargetConnected { key, result } => {
                 self.connecting.remove(&key);
                 self.admission.done(&key.0);
+                self.start_ready_connects();
                 self.target_connected(key, result);
             }
             Input::ClientAccepted {
@@ -605,6 +612,9 @@ impl ServerDriver {
                 if let Some(c) = self.connecting.remove(&key) {
                     c.abort();
                     self.admission.done(&key.0);
+                    self.start_ready_connects();
+                } else {
+                    self.admission.cancel(&key.0, key.1);
                 }
             }
             Event::StreamClosed { stream } => self.locals.remove(&(b, stream)),
@@ -721,15 +731,29 @@ impl ServerDriver {
     }
 
     /// Connects stream `stream` of box `b` to `target` (`host:port`),
-    /// within the box's connect budget.
+    /// now or when the box's connect budget allows (its data waits in the
+    /// meantime).
     fn connect_target(&mut self, b: BoxId, stream: StreamId, target: String) {
-        if let Err(why) = self.admission.admit(&b, now()) {
-            daemon::warn_throttled!(box_id = %b, %stream, %why, "stream refused");
-            if let Some(s) = self.server.session_mut(&b) {
-                let _ = s.streams().reset(stream, ResetCode::TooManyStreams, &why);
+        match self.admission.request(&b, stream, target, now()) {
+            Ok(Some((stream, target))) => self.start_connect(b, stream, target),
+            Ok(None) => self.locals.reserve((b, stream)),
+            Err(why) => {
+                daemon::warn_throttled!(box_id = %b, %stream, %why, "stream refused");
+                if let Some(s) = self.server.session_mut(&b) {
+                    let _ = s.streams().reset(stream, ResetCode::TooManyStreams, &why);
+                }
             }
-            return;
         }
+    }
+
+    /// Starts the waiting connects the budgets allow now.
+    fn start_ready_connects(&mut self) {
+        for (b, (stream, target)) in self.admission.ready(now()) {
+            self.start_connect(b, stream, target);
+        }
+    }
+
+    fn start_connect(&mut self, b: BoxId, stream: StreamId, target: String) {
         let key = (b, stream);
         self.locals.reserve(key.clone());
         let tx = self.tx.clone();
@@ -834,6 +858,9 @@ impl ServerDriver {
                     "tunnels": self.tunnels.len(),
                     "accept_errors": self.accept_stats.errors(),
                     "connects_refused": self.admission.refused(),
+                    "connects_delayed": self.admission.delayed(),
+                    "connects_in_flight": self.admission.load().0,
+                    "connects_waiting": self.admission.load().1,
                     "datagram_flows": self.flows.len(),
                     "boxes": boxes,
                 }))
