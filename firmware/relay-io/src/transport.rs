@@ -294,7 +294,14 @@ pub struct SendGate {
     /// Whether the socket runs BBR (whose bandwidth estimate caps the
     /// bytes in flight).
     bbr: bool,
+    /// BBR's estimates as last read, and when: they move over round trips,
+    /// so a reading serves [`BBR_REFRESH`] of writes (one system call per
+    /// write less).
+    bbr_seen: std::sync::Mutex<Option<(std::time::Instant, BbrPath)>>,
 }
+
+/// How long a reading of BBR's estimates is used.
+const BBR_REFRESH: Duration = Duration::from_millis(5);
 
 /// What the gate lets wait unsent, in time at the path's rate.
 pub const GATE_TIME: Duration = Duration::from_millis(2);
@@ -384,7 +391,28 @@ impl SendGate {
             floor,
             lowat: std::sync::atomic::AtomicU32::new(0),
             bbr,
+            bbr_seen: std::sync::Mutex::new(None),
         })
+    }
+
+    /// BBR's estimates, read at most every [`BBR_REFRESH`].
+    fn bbr_path(&self) -> Option<BbrPath> {
+        if !self.bbr {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        let mut seen = match self.bbr_seen.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((at, path)) = *seen
+            && now.duration_since(at) < BBR_REFRESH
+        {
+            return Some(path);
+        }
+        let path = bbr_path(self.fd.get_ref()).ok();
+        *seen = path.map(|p| (now, p));
+        path
     }
 
     /// Returns once little enough waits in the socket (or it cannot say).
@@ -394,8 +422,7 @@ impl SendGate {
             let Ok(i) = tcp_info(self.fd.get_ref()) else {
                 return;
             };
-            let bbr = self.bbr.then(|| bbr_path(self.fd.get_ref()).ok()).flatten();
-            let v = verdict(&i, bbr, self.floor);
+            let v = verdict(&i, self.bbr_path(), self.floor);
             // The writability edge comes at the low-water mark: keep it at
             // the limit (a system call only when the limit moved by a quarter).
             let lowat = self.lowat.load(Ordering::Relaxed);

@@ -187,7 +187,8 @@ async fn main() {
     let mut bed = Bed::new("datapath");
     let sport = free_port();
     // Shipped defaults but for the stream limit.
-    let session = "[session]\nmax_streams = 6000\n";
+    // One client opens them all: its share (3/4 of the table) must hold 5,000.
+    let session = "[session]\nmax_streams = 7000\n";
     let services = [
         ("sink", sink),
         ("big", big),
