@@ -75,6 +75,11 @@ mod tests {
         let s = SnaptConfig::parse(&p, &t).unwrap();
         let reach = |d: &str| s.allows("box-7", &d.parse().unwrap());
         assert!(reach("198.18.4.4:22"), "the rule itself works");
+        // The tunnel listener's port only: the relay's host may serve more.
+        let mut on_host = SnaptConfig::parse(&p, &t).unwrap();
+        on_host.listen = "198.18.30.1:4433".parse().unwrap();
+        assert!(!on_host.allows("box-7", &"198.18.30.1:4433".parse().unwrap()));
+        assert!(on_host.allows("box-7", &"198.18.30.1:8000".parse().unwrap()));
         for denied in [
             "127.0.0.1:6379",
             "127.0.0.53:53",

@@ -36,6 +36,8 @@ struct Raw {
     #[serde(default)]
     policy: Vec<RawPolicy>,
     #[serde(default)]
+    policy_loopback: bool,
+    #[serde(default)]
     session: SessionSection,
     #[serde(default)]
     udp: UdpSection,
@@ -137,6 +139,9 @@ pub struct SnaptConfig {
     pub threads: usize,
     /// Destinations boxes may ask for (transparent mode); default deny.
     pub policies: Vec<BoxPolicy>,
+    /// Policy rules may reach the relay host's loopback addresses (a test
+    /// bench whose servers run on the relay's host); off by default.
+    pub policy_loopback: bool,
     /// `[udp]`: idle timeouts of datagram flows.
     pub udp: UdpTimeouts,
 }
@@ -151,7 +156,8 @@ impl SnaptConfig {
 
     /// Why `dest` is out of every box's reach whatever the policy allows
     /// (a rule like `0.0.0.0/0` must not open them): the relay host itself
-    /// (loopback, unspecified, its tunnel listener), link-local and
+    /// (loopback unless `policy_loopback`, unspecified, its tunnel
+    /// listener), link-local and
     /// multicast or broadcast addresses, and the addresses and ports where
     /// it listens for the boxes' client services (one box must not reach
     /// another box's phones).
@@ -161,11 +167,11 @@ impl SnaptConfig {
             IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
             IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
         };
-        if ip.is_loopback() || ip.is_unspecified() {
+        if (ip.is_loopback() && !self.policy_loopback) || ip.is_unspecified() {
             Some("the relay host itself")
         } else if link_local || ip.is_multicast() {
             Some("a link-local, broadcast or multicast address")
-        } else if ip == self.listen.ip()
+        } else if *dest == self.listen
             || (self.listen.ip().is_unspecified() && dest.port() == self.listen.port())
         {
             Some("the relay's tunnel listener")
@@ -268,6 +274,7 @@ impl SnaptConfig {
         }
         Ok(Self {
             policies,
+            policy_loopback: raw.policy_loopback,
             listen: raw.listen,
             control_socket: raw.control_socket,
             shutdown_grace: std::time::Duration::from_millis(raw.shutdown_grace_ms),

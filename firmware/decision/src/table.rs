@@ -72,8 +72,12 @@ impl Health {
     }
 }
 
-/// How far back a loaded uplink's lowest round trip is looked for.
-pub const LOADED_WINDOW: Duration = Duration::from_secs(5);
+/// How far back a loaded uplink's lowest round trip is looked for: long
+/// enough to hold a sample between the box's own bursts (its queue is
+/// bounded to half a round trip by the send gate, docs/architecture.md),
+/// short enough that a path that got slower is left while it is slow — 5 s
+/// outlasted the demo's 2.5 s fade and the box stayed on it.
+pub const LOADED_WINDOW: Duration = Duration::from_secs(2);
 
 /// Round-trip samples an entry keeps.
 pub const RECENT_SAMPLES: usize = 16;

@@ -48,8 +48,10 @@ pub enum Observation {
     },
     /// Whether the box's own traffic fills this uplink now (a download, an
     /// upload): its round trips then include the box's own queue, and a
-    /// box must not flee its own download. While loaded, round trips count
-    /// against the critical threshold only (loss and signal as ever).
+    /// box must not flee its own download. While loaded, the warning
+    /// threshold is held against the lowest round trip of the last
+    /// 2 s (`LOADED_WINDOW`); the critical one, loss and signal
+    /// as ever.
     Loaded {
         /// Uplink index.
         uplink: usize,

@@ -570,7 +570,7 @@ fn a_box_does_not_flee_the_queue_of_its_own_download() {
     w.run_until(40.0, degraded(WIFI, 300, 0));
     let first = w.switches().first().copied();
     assert!(
-        matches!(first, Some((t, _, LTE)) if (24.0..30.0).contains(&t)),
+        matches!(first, Some((t, _, LTE)) if (21.0..26.0).contains(&t)),
         "{first:?}"
     );
     // Without the load the same round trips are a reason at once.

@@ -410,10 +410,11 @@ async fn box_given_datagram_destinations_follow_the_policy_too() {
 fn policy_bed(tag: &str, allowed: SocketAddr) -> (Bed, SocketAddr) {
     let mut bed = Bed::new(tag);
     let port = free_port();
+    // The destinations are on this host's loopback (a test bench).
     bed.snaptd(
         "snaptd",
         port,
-        "",
+        "policy_loopback = true",
         &format!(
             "[[policy]]\nbox = \"box-7\"\nallow = [\"{}:{}\"]\n{SESSION}",
             allowed.ip(),

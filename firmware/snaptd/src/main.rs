@@ -59,6 +59,11 @@ async fn run(args: Args, cfg: SnaptConfig) -> anyhow::Result<()> {
     if let Some(why) = daemon::control_socket::unusable(&cfg.control_socket) {
         anyhow::bail!("control_socket: {why}");
     }
+    if cfg.policy_loopback {
+        tracing::warn!(
+            "policy_loopback = true: policy rules may reach this host's loopback addresses (a test bench setting)"
+        );
+    }
     if args.check {
         server_driver::build_tls(&cfg).context("TLS set-up")?;
         println!(
