@@ -104,6 +104,8 @@ pub struct Entry {
     /// control; the warning then judges the lowest sample of the last
     /// [`LOADED_WINDOW`] (a path that got slower is slow in all of them).
     pub loaded: bool,
+    /// When the entry was last judged less than good.
+    pub last_bad: Option<Instant>,
     /// Recent round-trip samples (time, value), newest last, at most
     /// [`RECENT_SAMPLES`].
     pub recent: std::collections::VecDeque<(Instant, Duration)>,
@@ -132,6 +134,7 @@ impl Entry {
             rtt: None,
             rtt_confirmed: None,
             loaded: false,
+            last_bad: None,
             recent: std::collections::VecDeque::new(),
             loss: 0.0,
             sampled_at: None,
@@ -233,6 +236,7 @@ impl Entry {
             self.good_since.get_or_insert(now);
         } else {
             self.good_since = None;
+            self.last_bad = Some(now);
         }
         if h != self.health {
             self.health = h;

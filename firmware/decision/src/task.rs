@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use crate::table::{Entry, Health, UplinkSpec};
 use crate::{Mode, Policy};
 
+/// An uplink judged less than good this recently when the sessions leave
+/// it counts as left for its health (held down).
+const RECENTLY_BAD: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Something the drivers saw.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
@@ -450,7 +454,13 @@ impl DecisionTask {
         let Some(e) = self.table.get_mut(old) else {
             return;
         };
-        let degraded = lost || e.health < Health::Good;
+        // Left for its health even if it looks good again by the time the
+        // switch completes (the demo's fade ended while the switch ran and
+        // the box went back 10 s later, inside the hold-down).
+        let recently_bad = e
+            .last_bad
+            .is_some_and(|t| now.saturating_duration_since(t) <= RECENTLY_BAD);
+        let degraded = lost || e.health < Health::Good || recently_bad;
         e.good_since = None;
         if lost {
             e.loss = 1.0;
