@@ -195,40 +195,12 @@ pub fn run_mode(
             }
         }
     }
-    let refused = if sc.transparent {
-        match apps::transparent_refused(&world) {
-            Ok(note) => {
-                notes.push(note);
-                true
-            }
-            Err(e) => {
-                notes.push(format!("{e:#}"));
-                false
-            }
-        }
-    } else {
-        true
-    };
-    let guarded = match crate::stranger::probe(&world) {
-        Ok(note) => {
-            notes.push(note);
-            true
-        }
-        Err(e) => {
-            notes.push(format!("{e:#}"));
-            false
-        }
-    };
-    let same_history = match crate::fleet::same_history(&world, dir, box_sock, &mqtt_events) {
-        Ok(note) => {
-            notes.push(note);
-            true
-        }
-        Err(e) => {
-            notes.push(format!("{e:#}"));
-            false
-        }
-    };
+    let refused = !sc.transparent || checked(apps::transparent_refused(&world), &mut notes);
+    let guarded = checked(crate::stranger::probe(&world), &mut notes);
+    let same_history = checked(
+        crate::fleet::same_history(&world, dir, box_sock, &mqtt_events),
+        &mut notes,
+    );
     let st = status(box_sock).unwrap_or_default();
     for check in [check_records, check_hold_down] {
         if let Err(e) = check(sc, &st, start_unix_ms) {
@@ -449,4 +421,19 @@ fn check_hold_down(sc: &Scenario, status: &serde_json::Value, t0: u64) -> Result
         }
     }
     Ok(())
+}
+
+/// A check after the timeline: its note (what it saw, or why it failed)
+/// goes to `notes`; whether it passed.
+fn checked(result: anyhow::Result<String>, notes: &mut Vec<String>) -> bool {
+    match result {
+        Ok(note) => {
+            notes.push(note);
+            true
+        }
+        Err(e) => {
+            notes.push(format!("{e:#}"));
+            false
+        }
+    }
 }
