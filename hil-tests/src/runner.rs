@@ -406,8 +406,13 @@ fn check_hold_down(sc: &Scenario, status: &serde_json::Value, t0: u64) -> Result
             continue;
         }
         let at = r["at_unix_ms"].as_u64().unwrap_or(0);
+        // A failed record did not leave the uplink (the box stayed, or the
+        // session itself ended — a relay restart — and a new one began
+        // wherever the task ranked best): no hold-down follows from it.
         let left = records[..i].iter().rev().find(|p| {
-            p["from_uplink"] == r["to_uplink"] && (p["kind"] == "sudden" || p["kind"] == "prompt")
+            p["from_uplink"] == r["to_uplink"]
+                && (p["kind"] == "sudden" || p["kind"] == "prompt")
+                && p["outcome"]["result"] != "failed"
         });
         if let Some(p) = left {
             let gone = p["at_unix_ms"].as_u64().unwrap_or(0);
