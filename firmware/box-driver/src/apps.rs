@@ -169,22 +169,30 @@ impl BoxDriver {
         kind: StreamKind,
         service: wire::ServiceName,
     ) {
+        let (protocol, label) = match kind {
+            StreamKind::Stream => (Protocol::Tcp, "TCP"),
+            StreamKind::Datagram => (Protocol::Udp, "UDP"),
+        };
         let target = self
             .cfg
             .client_services
             .iter()
-            .find(|c| c.name == service && c.protocol == Protocol::Tcp);
-        let Some(target) = target.filter(|_| kind == StreamKind::Stream) else {
+            .find(|c| c.name == service && c.protocol == protocol)
+            .map(|c| c.connect);
+        let opened = match target {
+            Some(to) if kind == StreamKind::Datagram => self.open_pushed_flow(site, stream, to),
+            Some(_) => Ok(()),
+            None => Err(format!("no {label} client service {service} on this box")),
+        };
+        if let Err(reason) = opened {
             if let Some(s) = self.coord.site(site) {
-                let _ = s.streams().reset(
-                    stream,
-                    ResetCode::ConnectFailed,
-                    &format!("no client service {service} on this box"),
-                );
+                let _ = s.streams().reset(stream, ResetCode::ConnectFailed, &reason);
             }
             return;
+        }
+        let Some(addr) = target.filter(|_| kind == StreamKind::Stream) else {
+            return;
         };
-        let addr = target.connect;
         self.locals.reserve((site, stream));
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -196,5 +204,51 @@ impl BoxDriver {
                 result,
             });
         });
+    }
+
+    /// A datagram flow the relay opened toward a UDP client service (a
+    /// server pushed): a socket of its own toward the phone's service,
+    /// whose answers go back on the flow. Datagrams from anyone but the
+    /// service are ignored.
+    fn open_pushed_flow(
+        &mut self,
+        site: usize,
+        flow: StreamId,
+        to: SocketAddr,
+    ) -> Result<(), String> {
+        let local: SocketAddr = if to.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = std::net::UdpSocket::bind(local)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(tokio::net::UdpSocket::from_std)
+            .map_err(|e| format!("client service socket: {e}"))?;
+        let sock = std::sync::Arc::new(sock);
+        let (tx, key) = (self.tx.clone(), (site, flow));
+        let recv = relay_io::udp::spawn_receiver(sock.clone(), move |from, bytes| {
+            from != to || tx.send(Input::PushedReply { key, bytes }).is_ok()
+        });
+        debug!(site, %flow, service = %to, "client service datagram flow opened");
+        self.flows.insert(
+            relay_io::udp::Target::Pushed(site, flow),
+            to,
+            key,
+            sock,
+            Some(recv),
+            super::now(),
+        );
+        Ok(())
+    }
+
+    /// The phone's service answered on a pushed flow.
+    pub(super) fn pushed_reply(&mut self, key: Key, bytes: Vec<u8>) {
+        if !self.flows.used(&key, super::now()) {
+            return;
+        }
+        if let Some(s) = self.coord.site(key.0) {
+            let _ = s.streams().send_datagram(key.1, bytes);
+        }
     }
 }

@@ -85,6 +85,11 @@ enum Input {
         key: Key,
         result: Result<TcpStream, String>,
     },
+    /// A datagram from a phone's UDP client service, on a pushed flow.
+    PushedReply {
+        key: Key,
+        bytes: Vec<u8>,
+    },
     TunnelConnected {
         site: usize,
         uplink: usize,
@@ -479,6 +484,7 @@ impl BoxDriver {
                 }
             }
             Input::ClientConnected { key, result } => self.client_connected(key, result),
+            Input::PushedReply { key, bytes } => self.pushed_reply(key, bytes),
             Input::UdpIn {
                 service,
                 peer,

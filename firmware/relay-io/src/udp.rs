@@ -56,6 +56,9 @@ pub enum Target {
     Service(usize),
     /// The original destination of a diverted datagram.
     Transparent(SocketAddr),
+    /// A UDP client service's flow, opened by the relay (a server pushed):
+    /// its site and stream.
+    Pushed(usize, StreamId),
 }
 
 /// The age and shape of one datagram flow's conversation, as a NAT keeps
@@ -184,6 +187,18 @@ impl BoxFlows {
             e.age.inbound(now);
             (e.sock.clone(), e.peer)
         })
+    }
+
+    /// A datagram in the opening direction on flow `key` (from the phone;
+    /// for a pushed flow, the phone's answer); whether the flow is open.
+    pub fn used(&mut self, key: &(usize, StreamId), now: Instant) -> bool {
+        match self.by_flow.get_mut(key) {
+            Some(e) => {
+                e.age.outbound(now);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets a flow (reset or session end).

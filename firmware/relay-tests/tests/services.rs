@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use relay_tests::apps::{echo_server, echo_transfer};
+use relay_tests::apps::{echo_server, echo_transfer, udp_echo_server};
 use relay_tests::bed::{Bed, ctl, free_port, wait_established};
 
 const SESSION: &str =
@@ -60,6 +60,104 @@ async fn a_client_service_is_pushed_from_the_server_side_to_the_phone() {
     let site = &ctl(&control, &["status"]).unwrap()["sites"][0];
     assert_eq!(site["switches"], 1);
     assert!(bed.log("snaptd").contains("client service listening"));
+}
+
+/// One server of the UDP push test: sends `n` numbered datagrams to `to`
+/// (every 5 ms) and collects the echoes; returns (sent, echoes, strangers):
+/// echoes are its own datagrams back from `to`, strangers anything else.
+async fn udp_pusher(tag: u8, to: SocketAddr, n: u32) -> (u32, u32, u32) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (mut echoes, mut strangers) = (0u32, 0u32);
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = [0u8; 2048];
+    for i in 0..n {
+        let mut msg = vec![tag; 200];
+        msg[1..5].copy_from_slice(&i.to_be_bytes());
+        sock.send_to(&msg, to).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
+        while let Ok(Ok((len, from))) =
+            tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await
+        {
+            let own =
+                from == to && len == 200 && buf[0] == tag && buf[5..200].iter().all(|b| *b == tag);
+            let idx = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            if own && idx < n && seen.insert(idx) {
+                echoes += 1;
+            } else {
+                strangers += 1;
+            }
+        }
+    }
+    // The last answers.
+    while let Ok(Ok((len, from))) =
+        tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+    {
+        let idx = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        if from == to && len == 200 && buf[0] == tag && idx < n && seen.insert(idx) {
+            echoes += 1;
+        } else {
+            strangers += 1;
+        }
+    }
+    (n, echoes, strangers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_client_service_is_pushed_from_the_server_side_to_the_phone() {
+    // The phone's UDP service (an echo on 127.0.0.1); two servers send to
+    // the box's client-service address 127.0.0.10:<port>, each on its own
+    // flow, across a planned switch; each gets its own answers, from that
+    // address, and nobody else's.
+    let phone = udp_echo_server().await;
+    let mut bed = Bed::new("push-udp");
+    let port = free_port();
+    let push_port = free_port();
+    let snapt = bed.snaptd(
+        "snaptd",
+        port,
+        "client_service_addresses = [\"127.0.0.10\"]",
+        &format!(
+            "[[client_service]]\nname = \"alerts\"\nport = {push_port}\nprotocol = \"udp\"\nboxes = [\"box-1\"]\n{SESSION}"
+        ),
+    );
+    let control = bed.cnaptd(
+        "box-1",
+        &format!(
+            "[[snapt]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"127.0.0.1\"\n\
+             [[uplink]]\nname = \"a\"\nsource = \"127.0.0.2\"\n[[uplink]]\nname = \"b\"\nsource = \"127.0.0.3\"\n\
+             [[client_service]]\nname = \"alerts\"\nconnect = \"{phone}\"\nprotocol = \"udp\"\n{SESSION}"
+        ),
+    );
+    wait_established(&control);
+    let virt: SocketAddr = format!("127.0.0.10:{push_port}").parse().unwrap();
+    let one = tokio::spawn(udp_pusher(1, virt, 400));
+    let two = tokio::spawn(udp_pusher(2, virt, 400));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flows = relay_tests::bed::snapt_ctl(&snapt, &["status"]).unwrap()["pushed_flows"].clone();
+    let c = control.clone();
+    tokio::task::spawn_blocking(move || ctl(&c, &["switch", "b"]).unwrap())
+        .await
+        .unwrap();
+    for (name, task) in [("one", one), ("two", two)] {
+        let (sent, echoes, strangers) = task.await.unwrap();
+        println!("server {name}: {sent} sent, {echoes} answered, {strangers} strangers");
+        assert_eq!(
+            strangers,
+            0,
+            "server {name} got datagrams not its own\n{}",
+            bed.log("snaptd")
+        );
+        // UDP may lose a datagram in a switch; nearly all come back.
+        assert!(
+            echoes * 100 >= sent * 95,
+            "server {name}: {echoes}/{sent}\n{}",
+            bed.log("snaptd")
+        );
+    }
+    assert_eq!(flows, 2, "one flow per server address");
+    let site = &ctl(&control, &["status"]).unwrap()["sites"][0];
+    assert_eq!(site["switches"], 1);
+    assert!(bed.log("snaptd").contains("UDP client service listening"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

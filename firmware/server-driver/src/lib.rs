@@ -29,7 +29,9 @@ use relay_io::connect::tune_tunnel;
 use relay_io::io::{WriteCmd, spawn_reader, spawn_writer};
 use relay_io::locals::{LocalEvent, Locals, Sink};
 use relay_io::out::{Sent, TunnelOut};
-use relay_io::udp::{FlowAge, spawn_receiver};
+use relay_io::udp::spawn_receiver;
+
+use flows::ServerFlows;
 
 type Key = (BoxId, StreamId);
 
@@ -73,19 +75,20 @@ enum Input {
         key: Key,
         bytes: Vec<u8>,
     },
+    /// A datagram from a server to a box's UDP client service.
+    Pushed {
+        box_id: BoxId,
+        service: ServiceName,
+        sock: Arc<UdpSocket>,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+    },
     Control(Call),
     Revoked(HashSet<String>),
 }
 
 /// How much longer than the box the SNAPT lets a quiet flow live.
 const FLOW_GRACE: Duration = Duration::from_secs(10);
-
-/// A datagram flow toward its service.
-struct ServerFlow {
-    sock: Arc<UdpSocket>,
-    recv: AbortHandle,
-    age: FlowAge,
-}
 
 struct STunnel {
     out: TunnelOut,
@@ -120,8 +123,9 @@ pub struct ServerDriver {
     /// Serials of revoked box certificates (the CRL as last loaded): a
     /// tunnel that carries one is closed, whenever it was authenticated.
     revoked: HashSet<String>,
-    /// Connected UDP sockets of datagram flows, toward the real services.
-    flows: HashMap<Key, ServerFlow>,
+    /// Datagram flows: toward the real services, and from servers to the
+    /// boxes' UDP client services.
+    flows: ServerFlows,
     started: Instant,
     /// Accept errors of the tunnel and client-service listeners.
     accept_stats: AcceptStats,
@@ -188,7 +192,7 @@ impl ServerDriver {
             connecting: HashMap::new(),
             admission: admission::ConnectAdmission::default(),
             revoked,
-            flows: HashMap::new(),
+            flows: ServerFlows::default(),
             started: Instant::now(),
             accept_stats: AcceptStats::default(),
             next_tunnel: Arc::new(AtomicU64::new(1)),
@@ -311,16 +315,29 @@ impl ServerDriver {
             .zip(self.cfg.client_service_addresses.iter().copied())
             .collect();
         for c in &self.cfg.client_services {
-            if c.protocol != Protocol::Tcp {
-                warn!(service = %c.name, "UDP client services are not relayed yet; skipped");
-                continue;
-            }
             for b in &c.boxes {
                 let (Some(ip), Ok(box_id)) = (addrs.get(b), BoxId::new(b)) else {
                     warn!(service = %c.name, box_id = %b, "no client-service address left for this box; skipped");
                     continue;
                 };
                 let addr = SocketAddr::new(*ip, c.port);
+                if c.protocol == Protocol::Udp {
+                    let sock = Arc::new(UdpSocket::bind(addr).await?);
+                    info!(service = %c.name, %box_id, %addr, "UDP client service listening");
+                    let (tx, service, s2) = (self.tx.clone(), c.name.clone(), sock.clone());
+                    let task = spawn_receiver(sock, move |peer, bytes| {
+                        tx.send(Input::Pushed {
+                            box_id: box_id.clone(),
+                            service: service.clone(),
+                            sock: s2.clone(),
+                            peer,
+                            bytes,
+                        })
+                        .is_ok()
+                    });
+                    tasks.push(task);
+                    continue;
+                }
                 let listener = TcpListener::bind(addr).await?;
                 info!(service = %c.name, %box_id, %addr, "client service listening");
                 let (tx, service) = (self.tx.clone(), c.name.clone());
@@ -475,12 +492,19 @@ impl ServerDriver {
             }
             Input::UdpOut { key, bytes } => {
                 if let Some(f) = self.flows.get_mut(&key) {
-                    f.age.inbound(now());
+                    f.heard_from_server(now());
                 }
                 if let Some(s) = self.server.session_mut(&key.0) {
                     let _ = s.streams().send_datagram(key.1, bytes);
                 }
             }
+            Input::Pushed {
+                box_id,
+                service,
+                sock,
+                peer,
+                bytes,
+            } => self.pushed_datagram(box_id, service, sock, peer, bytes),
             Input::Control((req, reply)) => {
                 let _ = reply.send(self.control(req));
             }
@@ -511,31 +535,6 @@ impl ServerDriver {
                     self.server.handle_tunnel_lost(t, now());
                 }
                 self.revoked = serials;
-            }
-        }
-    }
-
-    /// Ends the datagram flows that have been quiet for their timeout plus
-    /// [`FLOW_GRACE`] (the box is told with a RESET). The box ends quiet
-    /// flows itself, nearer the phone; this is the backstop against a box
-    /// that does not.
-    fn sweep_flows(&mut self) {
-        let t = now().checked_sub(FLOW_GRACE).unwrap_or_else(now);
-        let quiet: Vec<Key> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.age.expired(&self.cfg.udp, t))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in quiet {
-            debug!(box_id = %key.0, flow = %key.1, "idle datagram flow ended");
-            if let Some(f) = self.flows.remove(&key) {
-                f.recv.abort();
-            }
-            if let Some(s) = self.server.session_mut(&key.0) {
-                let _ = s
-                    .streams()
-                    .reset(key.1, ResetCode::ApplicationError, "idle");
             }
         }
     }
@@ -606,9 +605,7 @@ impl ServerDriver {
                 debug!(box_id = %b, %stream, ?code, %reason, "stream reset");
                 let key = (b, stream);
                 self.locals.abort(&key);
-                if let Some(f) = self.flows.remove(&key) {
-                    f.recv.abort();
-                }
+                self.flows.remove(&key);
                 if let Some(c) = self.connecting.remove(&key) {
                     c.abort();
                     self.admission.done(&key.0);
@@ -617,7 +614,10 @@ impl ServerDriver {
                     self.admission.cancel(&key.0, key.1);
                 }
             }
-            Event::StreamClosed { stream } => self.locals.remove(&(b, stream)),
+            Event::StreamClosed { stream } => {
+                self.flows.remove(&(b.clone(), stream));
+                self.locals.remove(&(b, stream))
+            }
             Event::Writable { stream } => self.push_pending(&(b, stream)),
             Event::Connected { session_id } => info!(box_id = %b, session_id, "box connected"),
             Event::SwitchStarted { kind, .. } => info!(box_id = %b, ?kind, "handover started"),
@@ -627,13 +627,7 @@ impl ServerDriver {
             Event::SessionClosed { code, reason } => {
                 info!(box_id = %b, ?code, %reason, "session released");
                 self.locals.abort_where(|(x, _)| *x == b);
-                self.flows.retain(|(x, _), f| {
-                    let keep = *x != b;
-                    if !keep {
-                        f.recv.abort();
-                    }
-                    keep
-                });
+                self.flows.remove_box(&b);
                 let admission = &mut self.admission;
                 self.connecting.retain(|(x, _), c| {
                     let keep = *x != b;
@@ -647,8 +641,8 @@ impl ServerDriver {
             }
             Event::Datagram { flow, bytes } => {
                 if let Some(f) = self.flows.get_mut(&(b, flow)) {
-                    f.age.outbound(now());
-                    relay_io::udp::send(&f.sock, bytes, None);
+                    f.heard_from_box(now());
+                    relay_io::udp::send(&f.sock, bytes, f.destination());
                 }
             }
             Event::Refused { .. } | Event::NeedTunnel | Event::CloseTunnel { .. } => {}
@@ -773,63 +767,6 @@ impl ServerDriver {
         self.connecting.insert(key, task.abort_handle());
     }
 
-    /// A datagram flow: a UDP socket connected to `target` (the service's,
-    /// or a transparent flow's destination), whose replies go back on the
-    /// flow.
-    fn open_datagram_target(
-        &mut self,
-        b: BoxId,
-        flow: StreamId,
-        service: ServiceName,
-        target: Result<SocketAddr, String>,
-    ) {
-        let sock = target.and_then(|target| {
-            let local: SocketAddr = if target.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            }
-            .parse()
-            .map_err(|_| "address".to_string())?;
-            let std_sock = std::net::UdpSocket::bind(local).map_err(|e| e.to_string())?;
-            std_sock
-                .connect(target)
-                .map_err(|e| format!("{target}: {e}"))?;
-            std_sock.set_nonblocking(true).map_err(|e| e.to_string())?;
-            UdpSocket::from_std(std_sock).map_err(|e| e.to_string())
-        });
-        match sock {
-            Ok(sock) => {
-                let sock = Arc::new(sock);
-                let tx = self.tx.clone();
-                let key = (b.clone(), flow);
-                let k2 = key.clone();
-                let recv = spawn_receiver(sock.clone(), move |_, bytes| {
-                    tx.send(Input::UdpOut {
-                        key: k2.clone(),
-                        bytes,
-                    })
-                    .is_ok()
-                });
-                debug!(box_id = %b, %flow, %service, "datagram flow opened");
-                self.flows.insert(
-                    key,
-                    ServerFlow {
-                        sock,
-                        recv,
-                        age: FlowAge::new(now()),
-                    },
-                );
-            }
-            Err(reason) => {
-                daemon::warn_throttled!(box_id = %b, %flow, %service, %reason, "datagram flow refused");
-                if let Some(s) = self.server.session_mut(&b) {
-                    let _ = s.streams().reset(flow, ResetCode::ConnectFailed, &reason);
-                }
-            }
-        }
-    }
-
     fn control(&mut self, req: Request) -> Reply {
         match req {
             Request::Status => {
@@ -862,6 +799,8 @@ impl ServerDriver {
                     "connects_in_flight": self.admission.load().0,
                     "connects_waiting": self.admission.load().1,
                     "datagram_flows": self.flows.len(),
+                    "pushed_flows": self.flows.pushed_len(),
+                    "pushed_dropped": self.flows.pushed_dropped,
                     "boxes": boxes,
                 }))
             }
@@ -1000,6 +939,8 @@ impl TunnelDoor {
 }
 
 mod admission;
+mod datagrams;
+mod flows;
 
 #[cfg(test)]
 mod tests;
