@@ -32,7 +32,7 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "protocol core is pure: no tokio in wire/session"
+step "protocol core is pure: no tokio in wire/session (and the other sans-IO crates)"
 if cargo tree -p wire -p session -p decision -p modem-at -p wpa-ctrl -p status -p panel -p pairing -e normal --prefix none --locked | grep -E '^(tokio|mio|socket2) '; then
     echo "error: the pure crates depend on an async runtime or socket crate" >&2
     exit 1
@@ -85,6 +85,11 @@ fi
 
 step "firmware image: static checks"
 ./scripts/check-image.sh
+
+step "firmware image: meta-cbox against the real Yocto wrynose layers (bitbake parse, variables, task graph)"
+# Skips with a message when neither the layers nor a local mirror of them
+# are present (docs/image.md, "Checking the layer").
+./scripts/yocto-check.sh
 
 step "browser for the status page test: selenium in a venv (PyPI)"
 SELENIUM_VERSION=4.40.0

@@ -24,12 +24,14 @@ IMAGE_INSTALL += "\
     kernel-module-cdc-mbim \
     "
 
-# A/B layout with a persistent /data (wic/cbox-rpi.wks).
+# A/B layout with a persistent /data (files/wic/cbox-rpi.wks).
 WKS_FILE = "cbox-rpi.wks"
 # The status-LED/button overlay (cbox-board) on the boot partition.
 do_image_wic[depends] += "cbox-board:do_deploy"
 IMAGE_BOOT_FILES:append = " cbox-leds.dtbo;overlays/cbox-leds.dtbo"
-IMAGE_FSTYPES:append = " wic.bz2 wic.bmap"
+# ext4: the root file system cbox-bundle puts in its RAUC bundle; wic.bz2
+# and its bmap: the card image. (The BSP's tar.bz2 and ext3 are not needed.)
+IMAGE_FSTYPES = "ext4 wic.bz2 wic.bmap"
 
 # /data must exist as a mount point on the read-only root.
 create_data_mountpoint() {

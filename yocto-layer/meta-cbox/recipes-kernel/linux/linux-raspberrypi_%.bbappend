@@ -1,6 +1,6 @@
-# Effective only with DISTRO = "cbox".
+# Effective only with DISTRO = "cbox" (override :cbox-distro).
 # What cnaptd needs from the kernel beyond the board's defconfig: nftables
 # with fib, redirect and TPROXY (transparent mode), policy routing, the PAN
 # bridge and Bluetooth's BNEP (NAP).
-FILESEXTRAPATHS:prepend:cbox := "${THISDIR}/files:"
-SRC_URI:append:cbox = " file://cbox-netfilter.cfg"
+FILESEXTRAPATHS:prepend:cbox-distro := "${THISDIR}/files:"
+SRC_URI:append:cbox-distro = " file://cbox-netfilter.cfg"
