@@ -15,11 +15,22 @@ use super::{BoxDriver, Input, Key, shares};
 impl BoxDriver {
     pub(super) fn accepted(&mut self, service: usize, stream: TcpStream, peer: SocketAddr) {
         let svc = &self.cfg.services[service];
-        let (site, name) = (svc.snapt, svc.name.clone());
-        match self.open_stream(site, peer.ip(), StreamKind::Stream, name.clone(), None) {
+        let (site, name, codec) = (svc.snapt, svc.name.clone(), svc.compress.codec());
+        match self.open_stream(
+            site,
+            peer.ip(),
+            StreamKind::Stream,
+            name.clone(),
+            None,
+            codec,
+        ) {
             Ok(sid) => {
                 debug!(service = %name, %peer, stream = %sid, "phone connected");
-                self.locals.attach((site, sid), stream);
+                let key = (site, sid);
+                match self.locals.set_codec(key, codec) {
+                    Ok(()) => self.locals.attach(key, stream),
+                    Err(e) => self.codec_failed(key, &e),
+                }
             }
             Err(e) => {
                 daemon::warn_throttled!(service = %name, %peer, error = %e, "refusing phone connection")
@@ -38,6 +49,7 @@ impl BoxDriver {
         kind: StreamKind,
         service: wire::ServiceName,
         dest: Option<SocketAddr>,
+        codec: wire::Codec,
     ) -> Result<StreamId, session::StreamError> {
         let max = self.cfg.session.max_streams as usize;
         let mut over_share = self.phone_at_share(site, phone, max);
@@ -65,7 +77,7 @@ impl BoxDriver {
             self.counters.flows_evicted += 1;
         }
         let r = match self.coord.site(site) {
-            Some(s) => s.streams().open(kind, service, dest),
+            Some(s) => s.streams().open_with_codec(kind, service, dest, codec),
             None => Err(session::StreamError::SessionClosed),
         };
         match r {
@@ -120,7 +132,14 @@ impl BoxDriver {
                     return;
                 };
                 let name = svc.name.clone();
-                match self.open_stream(site, peer.ip(), StreamKind::Datagram, name.clone(), None) {
+                match self.open_stream(
+                    site,
+                    peer.ip(),
+                    StreamKind::Datagram,
+                    name.clone(),
+                    None,
+                    wire::Codec::None,
+                ) {
                     Ok(flow) => {
                         debug!(service = %name, %peer, %flow, "datagram flow opened");
                         self.flows
@@ -136,6 +155,20 @@ impl BoxDriver {
         };
         if let Some(s) = self.coord.site(key.0) {
             let _ = s.streams().send_datagram(key.1, bytes);
+        }
+    }
+
+    /// A compressed stream that cannot be compressed or decompressed (a
+    /// corrupt record from the relay): the stream is reset, nothing else.
+    pub(super) fn codec_failed(&mut self, key: Key, e: &stream_codec::CodecError) {
+        daemon::warn_throttled!(site = key.0, stream = %key.1, error = %e, "compressed stream failed");
+        self.locals.abort(&key);
+        if let Some(s) = self.coord.site(key.0) {
+            let _ = s.streams().reset(
+                key.1,
+                ResetCode::ProtocolViolation,
+                &format!("compressed stream: {e}"),
+            );
         }
     }
 
@@ -168,6 +201,7 @@ impl BoxDriver {
         stream: StreamId,
         kind: StreamKind,
         service: wire::ServiceName,
+        codec: wire::Codec,
     ) {
         let (protocol, label) = match kind {
             StreamKind::Stream => (Protocol::Tcp, "TCP"),
@@ -178,22 +212,38 @@ impl BoxDriver {
             .client_services
             .iter()
             .find(|c| c.name == service && c.protocol == protocol)
-            .map(|c| c.connect);
+            .map(|c| (c.connect, c.compress.codec()));
         let opened = match target {
-            Some(to) if kind == StreamKind::Datagram => self.open_pushed_flow(site, stream, to),
+            Some((_, expected)) if codec != expected => Err((
+                ResetCode::CodecMismatch,
+                format!(
+                    "the relay compresses client service {service} with {codec}, this box expects {expected} (compress = in both configurations)"
+                ),
+            )),
+            Some((to, _)) if kind == StreamKind::Datagram => self
+                .open_pushed_flow(site, stream, to)
+                .map_err(|e| (ResetCode::ConnectFailed, e)),
             Some(_) => Ok(()),
-            None => Err(format!("no {label} client service {service} on this box")),
+            None => Err((
+                ResetCode::ConnectFailed,
+                format!("no {label} client service {service} on this box"),
+            )),
         };
-        if let Err(reason) = opened {
+        if let Err((code, reason)) = opened {
+            warn!(site, %stream, %service, %reason, "client service stream refused");
             if let Some(s) = self.coord.site(site) {
-                let _ = s.streams().reset(stream, ResetCode::ConnectFailed, &reason);
+                let _ = s.streams().reset(stream, code, &reason);
             }
             return;
         }
+        let target = target.map(|(to, _)| to);
         let Some(addr) = target.filter(|_| kind == StreamKind::Stream) else {
             return;
         };
         self.locals.reserve((site, stream));
+        if let Err(e) = self.locals.set_codec((site, stream), codec) {
+            return self.codec_failed((site, stream), &e);
+        }
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let result = TcpStream::connect(addr)

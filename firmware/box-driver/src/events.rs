@@ -35,15 +35,22 @@ impl BoxDriver {
         };
         match ev {
             Event::Data { stream, bytes } => {
-                self.locals.deliver((site, stream), WriteCmd::Data(bytes))
+                if let Err(e) = self.locals.deliver((site, stream), WriteCmd::Data(bytes)) {
+                    self.codec_failed((site, stream), &e);
+                }
             }
-            Event::Finished { stream } => self.locals.deliver((site, stream), WriteCmd::Finish),
+            Event::Finished { stream } => {
+                if let Err(e) = self.locals.deliver((site, stream), WriteCmd::Finish) {
+                    self.codec_failed((site, stream), &e);
+                }
+            }
             Event::StreamOpened {
                 stream,
                 kind,
                 service,
+                codec,
                 ..
-            } => self.open_client_service(site, stream, kind, service),
+            } => self.open_client_service(site, stream, kind, service, codec),
             Event::StreamReset {
                 stream,
                 code,

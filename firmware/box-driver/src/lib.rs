@@ -468,8 +468,10 @@ impl BoxDriver {
                 peer,
             } => self.accepted(service, stream, peer),
             Input::Local(LocalEvent::Data { key, bytes, ack }) => {
-                self.locals.queue(&key, bytes, ack);
-                self.push_pending(key);
+                match self.locals.queue(&key, bytes, ack) {
+                    Ok(()) => self.push_pending(key),
+                    Err(e) => self.codec_failed(key, &e),
+                }
             }
             Input::Local(LocalEvent::End { key, error }) => match error {
                 Some(e) => self.reset_local(key, &e),
@@ -478,7 +480,10 @@ impl BoxDriver {
                     self.push_pending(key);
                 }
             },
-            Input::Local(LocalEvent::Delivered { key, n }) => {
+            Input::Local(LocalEvent::Delivered { key, n, plain }) => {
+                if let Err(e) = self.locals.drained(&key, plain) {
+                    self.codec_failed(key, &e);
+                }
                 if let Some(s) = self.coord.site(key.0) {
                     let _ = s.streams().delivered(key.1, n);
                 }

@@ -34,7 +34,14 @@ impl BoxDriver {
         let Ok(svc) = ServiceName::new(SERVICE) else {
             return;
         };
-        match self.open_stream(site, peer.ip(), StreamKind::Stream, svc, Some(dest)) {
+        match self.open_stream(
+            site,
+            peer.ip(),
+            StreamKind::Stream,
+            svc,
+            Some(dest),
+            wire::Codec::None,
+        ) {
             Ok(sid) => {
                 debug!(%peer, %dest, stream = %sid, "transparent connection");
                 self.locals.attach((site, sid), stream);
@@ -81,6 +88,7 @@ impl BoxDriver {
                     StreamKind::Datagram,
                     svc,
                     Some(dest),
+                    wire::Codec::None,
                 ) {
                     Ok(f) => f,
                     Err(e) => {

@@ -9,8 +9,8 @@ use session::SessionConfig;
 use wire::{BoxId, ServiceName};
 
 use crate::common::{
-    ConfigError, Protocol, SessionSection, TlsSection, UdpSection, UdpTimeouts, invalid,
-    parse_toml, read_toml,
+    Compress, ConfigError, Protocol, SessionSection, TlsSection, UdpSection, UdpTimeouts,
+    checked_compress, invalid, parse_toml, read_toml,
 };
 use crate::uplinks::{DecisionSection, Uplink};
 
@@ -80,6 +80,8 @@ struct RawService {
     #[serde(default)]
     protocol: Protocol,
     #[serde(default)]
+    compress: Compress,
+    #[serde(default)]
     snapt: Option<String>,
 }
 
@@ -90,6 +92,8 @@ struct RawClientTarget {
     connect: SocketAddr,
     #[serde(default)]
     protocol: Protocol,
+    #[serde(default)]
+    compress: Compress,
 }
 
 /// `[[service]]`: a server service the phone reaches on the box.
@@ -101,6 +105,8 @@ pub struct BoxService {
     pub listen: SocketAddr,
     /// TCP or UDP.
     pub protocol: Protocol,
+    /// How its bytes are compressed toward the SNAPT.
+    pub compress: Compress,
     /// Index into [`CnaptConfig::snapts`].
     pub snapt: usize,
 }
@@ -114,6 +120,8 @@ pub struct ClientTarget {
     pub connect: SocketAddr,
     /// TCP or UDP.
     pub protocol: Protocol,
+    /// How its bytes are compressed (the SNAPT's setting must match).
+    pub compress: Compress,
 }
 
 /// The validated box configuration.
@@ -289,6 +297,12 @@ impl CnaptConfig {
                 name,
                 listen: s.listen,
                 protocol: s.protocol,
+                compress: checked_compress(
+                    path,
+                    format!("service[{i}].compress"),
+                    s.protocol,
+                    s.compress,
+                )?,
                 snapt,
             });
         }
@@ -300,6 +314,12 @@ impl CnaptConfig {
                 name,
                 connect: c.connect,
                 protocol: c.protocol,
+                compress: checked_compress(
+                    path,
+                    format!("client_service[{i}].compress"),
+                    c.protocol,
+                    c.compress,
+                )?,
             });
         }
 

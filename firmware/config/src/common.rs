@@ -79,6 +79,57 @@ pub enum Protocol {
     Udp,
 }
 
+/// How a TCP service's bytes are compressed between box and relay
+/// (`compress = "zstd"` or `"lz4"`; both ends of a service must agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compress {
+    /// Not compressed (default; right for TLS, SSH and media).
+    #[default]
+    None,
+    /// zstd (level 1, 64 KiB window).
+    Zstd,
+    /// lz4 (64 KiB dictionary of the stream's own history).
+    Lz4,
+}
+
+impl Compress {
+    /// The codec named in the stream's OPEN.
+    pub fn codec(self) -> wire::Codec {
+        match self {
+            Compress::None => wire::Codec::None,
+            Compress::Zstd => wire::Codec::Zstd,
+            Compress::Lz4 => wire::Codec::Lz4,
+        }
+    }
+
+    /// The setting's name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compress::None => "none",
+            Compress::Zstd => "zstd",
+            Compress::Lz4 => "lz4",
+        }
+    }
+}
+
+/// `compress` of a service: only byte streams are compressed.
+pub(crate) fn checked_compress(
+    path: &Path,
+    key: String,
+    protocol: Protocol,
+    compress: Compress,
+) -> Result<Compress, ConfigError> {
+    if protocol == Protocol::Udp && compress != Compress::None {
+        return Err(invalid(
+            path,
+            key,
+            "only TCP services are compressed (datagrams are sent as they are)",
+        ));
+    }
+    Ok(compress)
+}
+
 /// Which AEAD to prefer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -20,7 +20,9 @@ mod uplinks;
 mod web;
 
 pub use cnapt::{BoxService, ClientTarget, CnaptConfig, SnaptLink};
-pub use common::{CipherChoice, ConfigError, Protocol, SessionSection, TlsSection, UdpTimeouts};
+pub use common::{
+    CipherChoice, Compress, ConfigError, Protocol, SessionSection, TlsSection, UdpTimeouts,
+};
 pub use mqtt::Mqtt;
 pub use pan::{Bluetooth, Pan};
 pub use pinmap::{Line, PinMap};
@@ -46,11 +48,30 @@ mod tests {
     }
 
     #[test]
+    fn compression_of_a_udp_service_is_refused_naming_the_key() {
+        let (p, t) = doc("snapt.toml");
+        let bad = t.replacen(
+            "protocol = \"udp\"\ntarget",
+            "protocol = \"udp\"\ncompress = \"lz4\"\ntarget",
+            1,
+        );
+        assert_ne!(bad, t);
+        let e = SnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("service[1].compress"), "{e}");
+        assert!(e.contains("only TCP services are compressed"), "{e}");
+        let bad = t.replacen("compress = \"zstd\"", "compress = \"gzip\"", 1);
+        let e = SnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+        assert!(e.contains("compress"), "{e}");
+    }
+
+    #[test]
     fn the_documented_examples_are_valid() {
         let (p, t) = doc("cnapt.toml");
         let c = CnaptConfig::parse(&p, &t).unwrap();
         assert_eq!(c.box_id.as_str(), "box-7");
-        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services.len(), 3);
+        assert_eq!(c.services[2].compress, Compress::Zstd);
+        assert_eq!(c.client_services[1].protocol, Protocol::Udp);
         assert_eq!(c.session.switch_timeout.as_secs(), 30);
         assert_eq!(c.udp, UdpTimeouts::default());
         let pan = c.pan.as_ref().unwrap();
@@ -59,6 +80,12 @@ mod tests {
         assert_eq!((bt.adapter.as_str(), bt.pairing_seconds), ("hci0", 120));
         let (p, t) = doc("snapt.toml");
         let s = SnaptConfig::parse(&p, &t).unwrap();
+        assert!(s.services.iter().any(|x| x.compress == Compress::Zstd));
+        assert!(
+            s.client_services
+                .iter()
+                .any(|x| x.protocol == Protocol::Udp)
+        );
         assert!(s.allows("box-7", &"198.18.4.4:443".parse().unwrap()));
         assert!(!s.allows("box-7", &"198.18.4.4:22".parse().unwrap()));
         assert!(!s.allows("box-8", &"198.18.4.4:443".parse().unwrap()));

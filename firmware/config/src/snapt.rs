@@ -9,8 +9,8 @@ use session::ServerConfig;
 use wire::ServiceName;
 
 use crate::common::{
-    ConfigError, Protocol, SessionSection, TlsSection, UdpSection, UdpTimeouts, invalid,
-    parse_toml, read_toml,
+    Compress, ConfigError, Protocol, SessionSection, TlsSection, UdpSection, UdpTimeouts,
+    checked_compress, invalid, parse_toml, read_toml,
 };
 use crate::policy::{BoxPolicy, DestinationRule};
 
@@ -74,6 +74,8 @@ struct RawService {
     target: String,
     #[serde(default)]
     protocol: Protocol,
+    #[serde(default)]
+    compress: Compress,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +85,8 @@ struct RawClientListen {
     port: u16,
     #[serde(default)]
     protocol: Protocol,
+    #[serde(default)]
+    compress: Compress,
     #[serde(default)]
     boxes: Vec<String>,
 }
@@ -96,6 +100,8 @@ pub struct ServerService {
     pub target: String,
     /// TCP or UDP.
     pub protocol: Protocol,
+    /// How its bytes are compressed (the boxes' setting must match).
+    pub compress: Compress,
 }
 
 /// `[[client_service]]`: a push service listened for on each listed box's
@@ -108,6 +114,8 @@ pub struct ClientServiceListen {
     pub port: u16,
     /// TCP or UDP.
     pub protocol: Protocol,
+    /// How its bytes are compressed toward the boxes.
+    pub compress: Compress,
     /// Boxes that offer it.
     pub boxes: Vec<String>,
 }
@@ -222,6 +230,12 @@ impl SnaptConfig {
                 name,
                 target: s.target.clone(),
                 protocol: s.protocol,
+                compress: checked_compress(
+                    path,
+                    format!("service[{i}].compress"),
+                    s.protocol,
+                    s.compress,
+                )?,
             });
         }
         let mut client_services = Vec::new();
@@ -239,6 +253,12 @@ impl SnaptConfig {
                 name,
                 port: c.port,
                 protocol: c.protocol,
+                compress: checked_compress(
+                    path,
+                    format!("client_service[{i}].compress"),
+                    c.protocol,
+                    c.compress,
+                )?,
                 boxes: c.boxes.clone(),
             });
         }

@@ -88,6 +88,14 @@ where
 pub enum WriteCmd {
     /// Write these bytes.
     Data(Vec<u8>),
+    /// Write these decompressed bytes; they stand for `count` bytes of the
+    /// (compressed) stream, which is what the writer reports as written.
+    Decoded {
+        /// Application bytes.
+        bytes: Vec<u8>,
+        /// Stream bytes they came from.
+        count: usize,
+    },
     /// Shut the write side down (FIN) once earlier data is written.
     Finish,
 }
@@ -111,7 +119,7 @@ pub fn spawn_writer<W, F, G>(
     let task = async move {
         let end = loop {
             match rx.recv().await {
-                Some(WriteCmd::Data(b)) => {
+                Some(WriteCmd::Data(b) | WriteCmd::Decoded { bytes: b, .. }) => {
                     // What else is queued goes in the same flush (fewer TLS
                     // flushes and system calls under load).
                     if let Some(g) = &gate {
@@ -122,7 +130,7 @@ pub fn spawn_writer<W, F, G>(
                     let mut finish = false;
                     while result.is_ok() && written < COALESCE_LIMIT && !finish {
                         match rx.try_recv() {
-                            Ok(WriteCmd::Data(more)) => {
+                            Ok(WriteCmd::Data(more) | WriteCmd::Decoded { bytes: more, .. }) => {
                                 // Out with what is written so far before
                                 // the gate waits on the socket.
                                 if let Some(g) = &gate {
@@ -165,7 +173,8 @@ pub fn spawn_writer<W, F, G>(
 }
 
 /// Spawns the writer of a local (application) TCP connection: as
-/// [`spawn_writer`], and when `abort` fires — even in the middle of a write
+/// [`spawn_writer`] (`on_written(stream bytes, bytes written)`: they differ
+/// for decompressed data), and when `abort` fires — even in the middle of a write
 /// the peer does not read — the connection is reset (RST: `SO_LINGER` 0, no
 /// FIN), so that an application reading to EOF can never take a stream the
 /// relay aborted for a complete one. Dropping `abort` without sending is no
@@ -177,7 +186,7 @@ pub fn spawn_local_writer<F, G>(
     mut on_written: F,
     on_end: G,
 ) where
-    F: FnMut(usize) + Send + 'static,
+    F: FnMut(usize, usize) + Send + 'static,
     G: FnOnce(Option<std::io::Error>) + Send + 'static,
 {
     tokio::spawn(async move {
@@ -195,41 +204,45 @@ pub fn spawn_local_writer<F, G>(
                 }
                 cmd = rx.recv() => cmd,
             };
-            match cmd {
+            let (b, count) = match cmd {
                 Some(WriteCmd::Data(b)) => {
-                    // `None`: aborted mid-write.
-                    let outcome = {
-                        let write = async {
-                            wr.write_all(&b).await?;
-                            wr.flush().await
-                        };
-                        tokio::pin!(write);
-                        tokio::select! {
-                            biased;
-                            r = &mut abort, if armed => match r {
-                                Ok(()) => None,
-                                // No abort after all: finish this write.
-                                Err(_) => {
-                                    armed = false;
-                                    Some((&mut write).await)
-                                }
-                            },
-                            r = &mut write => Some(r),
-                        }
-                    };
-                    match outcome {
-                        None => return reset(wr),
-                        Some(Err(e)) => break Some(e),
-                        Some(Ok(())) => on_written(b.len()),
-                    }
+                    let n = b.len();
+                    (b, n)
                 }
+                Some(WriteCmd::Decoded { bytes, count }) => (bytes, count),
                 Some(WriteCmd::Finish) => {
                     let _ = wr.shutdown().await;
+                    continue;
                 }
                 None => {
                     let _ = wr.shutdown().await;
                     break None;
                 }
+            };
+            // `None`: aborted mid-write.
+            let outcome = {
+                let write = async {
+                    wr.write_all(&b).await?;
+                    wr.flush().await
+                };
+                tokio::pin!(write);
+                tokio::select! {
+                    biased;
+                    r = &mut abort, if armed => match r {
+                        Ok(()) => None,
+                        // No abort after all: finish this write.
+                        Err(_) => {
+                            armed = false;
+                            Some((&mut write).await)
+                        }
+                    },
+                    r = &mut write => Some(r),
+                }
+            };
+            match outcome {
+                None => return reset(wr),
+                Some(Err(e)) => break Some(e),
+                Some(Ok(())) => on_written(count, b.len()),
             }
         };
         on_end(end);

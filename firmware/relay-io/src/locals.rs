@@ -1,13 +1,18 @@
 //! The phone-side (box) or server-side (SNAPT) TCP connections of streams,
 //! shared by both drivers: a paced reader that hands bytes to the session only
 //! as fast as it takes them, a writer that reports what reached the socket,
-//! and the bytes that wait for either.
+//! and the bytes that wait for either. A compressed stream (`set_codec`)
+//! compresses what it reads and decompresses what it writes, one record at
+//! a time and only while less than [`DECODED_AHEAD`] bytes wait for the
+//! socket: a peer's tiny records that expand hugely cost their window, not
+//! the relay's memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 
 use session::Streams;
+use stream_codec::{CodecError, Compressor, Decompressor};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -35,12 +40,15 @@ pub enum LocalEvent<K> {
         /// The error, if it was one.
         error: Option<String>,
     },
-    /// `n` bytes were written to the socket.
+    /// Bytes were written to the socket.
     Delivered {
         /// The stream.
         key: K,
-        /// How many.
+        /// How many bytes of the stream (compressed ones for a compressed
+        /// stream): what the session counts as delivered.
         n: usize,
+        /// How many bytes reached the socket.
+        plain: usize,
     },
 }
 
@@ -58,6 +66,62 @@ struct Local {
     reader: Option<AbortHandle>,
     /// Resets the connection (RST) instead of closing it.
     abort: Option<oneshot::Sender<()>>,
+    /// A compressed stream's two halves.
+    compress: Option<Compressor>,
+    decompress: Option<Decompressor>,
+    /// Decompressed bytes handed to the writer, not yet written.
+    decoded_ahead: usize,
+    /// The FIN, held until the last record is decompressed.
+    fin_held: bool,
+}
+
+/// Decompressed bytes a connection's writer may have waiting before the
+/// next record is decompressed.
+pub const DECODED_AHEAD: usize = 256 * 1024;
+
+impl Local {
+    fn send(&mut self, cmd: WriteCmd) {
+        match &self.tx {
+            Some(tx) => {
+                let _ = tx.send(cmd);
+            }
+            None => self.early.push(cmd),
+        }
+    }
+
+    /// Decompresses whole records while the writer has room ahead, then
+    /// the FIN once nothing is left.
+    fn decode(&mut self) -> Result<(), CodecError> {
+        let Some(d) = &mut self.decompress else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        while self.decoded_ahead < DECODED_AHEAD {
+            match d.next_record()? {
+                Some((bytes, count)) => {
+                    self.decoded_ahead += bytes.len();
+                    out.push(WriteCmd::Decoded { bytes, count });
+                }
+                None => break,
+            }
+        }
+        let fin = if self.fin_held && self.decoded_ahead < DECODED_AHEAD {
+            if d.pending() > 0 {
+                return Err(CodecError::Corrupt("the stream ended inside a record"));
+            }
+            self.fin_held = false;
+            true
+        } else {
+            false
+        };
+        for cmd in out {
+            self.send(cmd);
+        }
+        if fin {
+            self.send(WriteCmd::Finish);
+        }
+        Ok(())
+    }
 }
 
 /// The local connections of a driver's streams.
@@ -110,8 +174,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
             wr,
             wrx,
             abort_rx,
-            move |n| {
-                s1(LocalEvent::Delivered { key: k1.clone(), n });
+            move |n, plain| {
+                s1(LocalEvent::Delivered {
+                    key: k1.clone(),
+                    n,
+                    plain,
+                });
             },
             move |err| {
                 if let Some(e) = err {
@@ -147,26 +215,68 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
         local.abort = Some(abort_tx);
     }
 
+    /// Compresses the stream of `key` with `codec` from now on (before its
+    /// first byte either way).
+    pub fn set_codec(&mut self, key: K, codec: wire::Codec) -> Result<(), CodecError> {
+        let l = self.map.entry(key).or_default();
+        l.compress = Compressor::new(codec)?;
+        l.decompress = Decompressor::new(codec)?;
+        Ok(())
+    }
+
     /// Bytes (or the FIN) for the socket of `key`. Data for an unknown
-    /// stream is kept until it connects; a FIN for one is dropped.
-    pub fn deliver(&mut self, key: K, cmd: WriteCmd) {
+    /// stream is kept until it connects; a FIN for one is dropped. A
+    /// compressed stream's records are decompressed as the socket takes
+    /// them; a corrupt one is an error (reset the stream).
+    pub fn deliver(&mut self, key: K, cmd: WriteCmd) -> Result<(), CodecError> {
         if matches!(cmd, WriteCmd::Finish) && !self.map.contains_key(&key) {
-            return;
+            return Ok(());
         }
         let l = self.map.entry(key).or_default();
-        match &l.tx {
-            Some(tx) => {
-                let _ = tx.send(cmd);
+        if l.decompress.is_none() {
+            l.send(cmd);
+            return Ok(());
+        }
+        match cmd {
+            WriteCmd::Data(bytes) => {
+                if let Some(d) = &mut l.decompress {
+                    d.push(&bytes);
+                }
             }
-            None => l.early.push(cmd),
+            WriteCmd::Finish => l.fin_held = true,
+            WriteCmd::Decoded { .. } => l.send(cmd),
+        }
+        l.decode()
+    }
+
+    /// `plain` decompressed bytes of `key` reached its socket: decompress
+    /// further records.
+    pub fn drained(&mut self, key: &K, plain: usize) -> Result<(), CodecError> {
+        match self.map.get_mut(key) {
+            Some(l) if l.decompress.is_some() => {
+                l.decoded_ahead = l.decoded_ahead.saturating_sub(plain);
+                l.decode()
+            }
+            _ => Ok(()),
         }
     }
 
-    /// Bytes read from the socket of `key`, to hand to the session.
-    pub fn queue(&mut self, key: &K, bytes: Vec<u8>, ack: oneshot::Sender<()>) {
+    /// Bytes read from the socket of `key`, to hand to the session
+    /// (compressed first, for a compressed stream).
+    pub fn queue(
+        &mut self,
+        key: &K,
+        bytes: Vec<u8>,
+        ack: oneshot::Sender<()>,
+    ) -> Result<(), CodecError> {
         if let Some(l) = self.map.get_mut(key) {
+            let bytes = match &mut l.compress {
+                Some(c) => c.compress(&bytes)?,
+                None => bytes,
+            };
             l.pending.push_back((bytes, 0, ack));
         }
+        Ok(())
     }
 
     /// The socket of `key` reached EOF: FIN after the queued bytes.

@@ -180,6 +180,7 @@ async fn churn() {
                         kind: StreamKind::Stream,
                         service: service.clone(),
                         dest: None,
+                        codec: wire::Codec::None,
                     },
                     Frame::Reset {
                         stream,

@@ -60,7 +60,43 @@ pub async fn echo_transfer(
     chunk: usize,
     pace: Duration,
 ) -> Result<Transfer, String> {
-    let data = pattern(seed, len);
+    echo_data(addr, pattern(seed, len), chunk, pace).await
+}
+
+/// JSON lines as an app's API traffic has them (compressible, unlike
+/// [`pattern`]), `len` bytes, varying with `seed`.
+pub fn json_lines(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 200);
+    let mut i = seed;
+    while out.len() < len {
+        out.extend_from_slice(
+            format!(
+                "{{\"seq\":{i},\"box\":\"box-{}\",\"uplink\":\"{}\",\"rtt_ms\":{}.{},\"signal_dbm\":-{},\"ok\":true}}\n",
+                i % 97,
+                if i.is_multiple_of(3) { "wifi" } else { "lte" },
+                20 + i % 180,
+                i % 10,
+                50 + i % 40
+            )
+            .as_bytes(),
+        );
+        i = i
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407)
+            >> 40;
+    }
+    out.truncate(len);
+    out
+}
+
+/// As [`echo_transfer`], with the bytes given.
+pub async fn echo_data(
+    addr: SocketAddr,
+    data: Vec<u8>,
+    chunk: usize,
+    pace: Duration,
+) -> Result<Transfer, String> {
+    let len = data.len();
     let want = Sha256::digest(&data);
     let s = TcpStream::connect(addr)
         .await

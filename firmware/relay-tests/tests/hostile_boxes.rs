@@ -241,6 +241,7 @@ async fn open_and_reset_churn_does_not_turn_into_a_connect_per_frame() {
                         kind: StreamKind::Stream,
                         service: service.clone(),
                         dest: None,
+                        codec: wire::Codec::None,
                     },
                     Frame::Reset {
                         stream,
@@ -298,6 +299,7 @@ async fn an_honest_burst_of_opens_beyond_the_connect_budget_waits_and_gets_throu
             kind: StreamKind::Stream,
             service: service.clone(),
             dest: None,
+            codec: wire::Codec::None,
         })
         .collect();
     raw.send_bytes(&encode(&frames)).await.unwrap();

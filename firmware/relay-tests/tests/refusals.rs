@@ -334,6 +334,7 @@ async fn box_given_destinations_follow_the_per_box_policy_never_an_open_relay() 
             kind: StreamKind::Stream,
             service: svc.clone(),
             dest: Some(echo),
+            codec: wire::Codec::None,
         })
         .await
         .unwrap();
@@ -376,6 +377,7 @@ async fn box_given_datagram_destinations_follow_the_policy_too() {
             kind: StreamKind::Datagram,
             service: ServiceName::new("transparent").unwrap(),
             dest: Some(echo),
+            codec: wire::Codec::None,
         })
         .await
         .unwrap();

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
-use wire::{BoxId, DisconnectCode, ResetCode, ServiceName, StreamId, StreamKind};
+use wire::{BoxId, Codec, DisconnectCode, ResetCode, ServiceName, StreamId, StreamKind};
 
 use control::{Call, Reply, Request};
 use daemon::accept::{AcceptStats, spawn_accept_loop};
@@ -452,14 +452,25 @@ impl ServerDriver {
                 stream,
                 peer,
             } => {
-                let opened = self
-                    .server
-                    .session_mut(&box_id)
-                    .map(|s| s.streams().open(StreamKind::Stream, service.clone(), None));
+                let codec = self
+                    .cfg
+                    .client_services
+                    .iter()
+                    .find(|c| c.name == service && c.protocol == Protocol::Tcp)
+                    .map_or(Codec::None, |c| c.compress.codec());
+                let opened = self.server.session_mut(&box_id).map(|s| {
+                    s.streams()
+                        .open_with_codec(StreamKind::Stream, service.clone(), None, codec)
+                });
                 match opened {
                     Some(Ok(sid)) => {
                         debug!(%box_id, %service, %peer, stream = %sid, "client service connection");
-                        self.locals.attach((box_id, sid), stream);
+                        let key = (box_id, sid);
+                        if let Err(e) = self.locals.set_codec(key.clone(), codec) {
+                            self.codec_failed(&key, &e);
+                        } else {
+                            self.locals.attach(key, stream);
+                        }
                     }
                     Some(Err(e)) => {
                         daemon::warn_throttled!(%box_id, %service, %peer, error = %e, "client service refused")
@@ -470,8 +481,10 @@ impl ServerDriver {
                 }
             }
             Input::Local(LocalEvent::Data { key, bytes, ack }) => {
-                self.locals.queue(&key, bytes, ack);
-                self.push_pending(&key);
+                match self.locals.queue(&key, bytes, ack) {
+                    Ok(()) => self.push_pending(&key),
+                    Err(e) => self.codec_failed(&key, &e),
+                }
             }
             Input::Local(LocalEvent::End { key, error }) => match error {
                 Some(e) => {
@@ -485,7 +498,10 @@ impl ServerDriver {
                     self.push_pending(&key);
                 }
             },
-            Input::Local(LocalEvent::Delivered { key, n }) => {
+            Input::Local(LocalEvent::Delivered { key, n, plain }) => {
+                if let Err(e) = self.locals.drained(&key, plain) {
+                    self.codec_failed(&key, &e);
+                }
                 if let Some(s) = self.server.session_mut(&key.0) {
                     let _ = s.streams().delivered(key.1, n);
                 }
@@ -592,11 +608,20 @@ impl ServerDriver {
                 kind,
                 service,
                 dest,
-            } => self.open_target(b, stream, kind, service, dest),
+                codec,
+            } => self.open_target(b, stream, kind, service, dest, codec),
             Event::Data { stream, bytes } => {
-                self.locals.deliver((b, stream), WriteCmd::Data(bytes))
+                let key = (b, stream);
+                if let Err(e) = self.locals.deliver(key.clone(), WriteCmd::Data(bytes)) {
+                    self.codec_failed(&key, &e);
+                }
             }
-            Event::Finished { stream } => self.locals.deliver((b, stream), WriteCmd::Finish),
+            Event::Finished { stream } => {
+                let key = (b, stream);
+                if let Err(e) = self.locals.deliver(key.clone(), WriteCmd::Finish) {
+                    self.codec_failed(&key, &e);
+                }
+            }
             Event::StreamReset {
                 stream,
                 code,
@@ -656,6 +681,7 @@ impl ServerDriver {
         kind: StreamKind,
         service: ServiceName,
         dest: Option<SocketAddr>,
+        codec: Codec,
     ) {
         let refuse = |this: &mut Self, code: ResetCode, reason: String| {
             daemon::warn_throttled!(box_id = %b, %stream, %service, %reason, "stream refused");
@@ -663,6 +689,25 @@ impl ServerDriver {
                 let _ = s.streams().reset(stream, code, &reason);
             }
         };
+        // Only named TCP services are compressed, and only as configured.
+        let expected = match (dest, kind) {
+            (None, StreamKind::Stream) => self
+                .cfg
+                .services
+                .iter()
+                .find(|s| s.name == service && s.protocol == Protocol::Tcp)
+                .map_or(Codec::None, |s| s.compress.codec()),
+            _ => Codec::None,
+        };
+        if codec != expected {
+            return refuse(
+                self,
+                ResetCode::CodecMismatch,
+                format!(
+                    "the box compresses service {service} with {codec}, this relay expects {expected} (compress = in both configurations)"
+                ),
+            );
+        }
         if let Some(dest) = dest {
             if !self.cfg.allows(b.as_str(), &dest) {
                 return refuse(
@@ -705,7 +750,28 @@ impl ServerDriver {
         };
 
         let target = svc.target.clone();
+        let key = (b.clone(), stream);
         self.connect_target(b, stream, target);
+        if codec != Codec::None
+            && self.locals.contains(&key)
+            && let Err(e) = self.locals.set_codec(key.clone(), codec)
+        {
+            self.codec_failed(&key, &e);
+        }
+    }
+
+    /// A compressed stream that cannot be compressed or decompressed (a
+    /// corrupt record from the box): the stream is reset, nothing else.
+    fn codec_failed(&mut self, key: &Key, e: &stream_codec::CodecError) {
+        daemon::warn_throttled!(box_id = %key.0, stream = %key.1, error = %e, "compressed stream failed");
+        self.locals.abort(key);
+        if let Some(s) = self.server.session_mut(&key.0) {
+            let _ = s.streams().reset(
+                key.1,
+                ResetCode::ProtocolViolation,
+                &format!("compressed stream: {e}"),
+            );
+        }
     }
 
     /// A connect toward a service ended: the stream gets its connection,

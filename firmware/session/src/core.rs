@@ -429,6 +429,7 @@ impl Core {
         kind: StreamKind,
         service: ServiceName,
         dest: Option<SocketAddr>,
+        codec: wire::Codec,
     ) -> Result<StreamId, StreamError> {
         if self.closed {
             return Err(StreamError::SessionClosed);
@@ -438,7 +439,7 @@ impl Core {
         }
         let id = StreamId::new(self.role, self.next_index).ok_or(StreamError::IdsExhausted)?;
         self.next_index += 1;
-        let s = Stream::new(
+        let mut s = Stream::new(
             kind,
             service,
             dest,
@@ -446,6 +447,7 @@ impl Core {
             u64::from(self.cfg.window),
             self.peer_window,
         );
+        s.codec = codec;
         self.streams.insert(id, s);
         self.stats.streams_open = self.streams.len() as u64;
         self.touch(id);
@@ -620,7 +622,8 @@ impl Core {
                 kind,
                 service,
                 dest,
-            } => self.handle_open(stream, kind, service, dest)?,
+                codec,
+            } => self.handle_open(stream, kind, service, dest, codec)?,
             Frame::Data {
                 stream,
                 offset,
@@ -758,6 +761,7 @@ impl Core {
         kind: StreamKind,
         service: ServiceName,
         dest: Option<SocketAddr>,
+        codec: wire::Codec,
     ) -> Result<(), Violation> {
         if stream.opener() != self.role.peer() {
             return Err(Violation::OpenOfOwnId(stream));
@@ -778,7 +782,7 @@ impl Core {
                 .push_back((stream, ResetCode::TooManyStreams, reason));
             return Ok(());
         }
-        let s = Stream::new(
+        let mut s = Stream::new(
             kind,
             service.clone(),
             dest,
@@ -786,6 +790,7 @@ impl Core {
             u64::from(self.cfg.window),
             self.peer_window,
         );
+        s.codec = codec;
         self.streams.insert(stream, s);
         self.stats.streams_open = self.streams.len() as u64;
         self.events.push_back(Event::StreamOpened {
@@ -793,6 +798,7 @@ impl Core {
             kind,
             service,
             dest,
+            codec,
         });
         Ok(())
     }

@@ -67,6 +67,8 @@ pub enum Event {
         service: ServiceName,
         /// Original destination (transparent mode).
         dest: Option<SocketAddr>,
+        /// How the opener compresses the stream's bytes.
+        codec: wire::Codec,
     },
     /// Bytes to write to the stream's local socket; report them with
     /// `handle_delivered` once written.

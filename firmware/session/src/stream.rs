@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use wire::{ServiceName, StreamKind};
+use wire::{Codec, ServiceName, StreamKind};
 
 /// Broken stream rules, found in a peer's frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -352,6 +352,9 @@ pub(crate) struct Stream {
     pub kind: StreamKind,
     pub service: ServiceName,
     pub dest: Option<SocketAddr>,
+    /// How its bytes are compressed (carried in OPEN; the session core
+    /// moves the compressed bytes like any others).
+    pub codec: Codec,
     /// OPEN must be (re)transmitted before anything else of this stream.
     pub open_pending: bool,
     /// In one of the data scheduler's queues.
@@ -373,6 +376,7 @@ impl Stream {
             kind,
             service,
             dest,
+            codec: Codec::None,
             open_pending: local,
             scheduled: false,
             send: SendHalf::new(peer_window),

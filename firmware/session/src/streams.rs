@@ -20,7 +20,20 @@ impl Streams<'_> {
         service: ServiceName,
         dest: Option<SocketAddr>,
     ) -> Result<StreamId, StreamError> {
-        self.0.open_stream(kind, service, dest)
+        self.0.open_stream(kind, service, dest, wire::Codec::None)
+    }
+
+    /// As [`Self::open`], for a stream whose bytes are compressed with
+    /// `codec` (the caller compresses and decompresses; the peer must be
+    /// configured alike, or it resets the stream with `CodecMismatch`).
+    pub fn open_with_codec(
+        &mut self,
+        kind: StreamKind,
+        service: ServiceName,
+        dest: Option<SocketAddr>,
+        codec: wire::Codec,
+    ) -> Result<StreamId, StreamError> {
+        self.0.open_stream(kind, service, dest, codec)
     }
 
     /// Buffers application bytes; returns how many fit (0: wait for

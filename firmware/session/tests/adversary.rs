@@ -57,7 +57,8 @@ fn attack() -> impl Strategy<Value = Attack> {
             stream,
             kind: StreamKind::Stream,
             service: ServiceName::new("x").unwrap(),
-            dest: None
+            dest: None,
+            codec: wire::Codec::None
         }),
         any::<u32>().prop_map(|switch| Frame::SwitchStep1 { switch }),
         any::<u32>().prop_map(|switch| Frame::LastMessageBeforeRedirection { switch }),

@@ -7,7 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::frame::{
-    DisconnectCode, Frame, FrameType, RefuseCode, ResetCode, StreamKind, StreamSync, SyncState,
+    Codec, DisconnectCode, Frame, FrameType, RefuseCode, ResetCode, StreamKind, StreamSync,
+    SyncState,
 };
 use crate::ids::{BoxId, ServiceName, StreamId};
 use crate::{HEADER_LEN, SYNC_ENTRY_LEN};
@@ -109,6 +110,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             kind,
             service,
             dest,
+            codec,
         } => {
             out.extend_from_slice(&stream.0.to_be_bytes());
             out.push(match kind {
@@ -117,6 +119,9 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             });
             put_str(out, service.as_str());
             put_addr(out, dest);
+            if *codec != Codec::None {
+                out.push(codec.to_u8());
+            }
         }
         Frame::Data {
             stream,
@@ -294,6 +299,15 @@ fn decode_body(ty: FrameType, r: &mut Reader<'_>) -> Result<Frame, InvalidFrame>
             },
             service: ServiceName::new(&r.text()?).map_err(|_| r.bad("service"))?,
             dest: r.addr()?,
+            codec: if r.is_empty() {
+                Codec::None
+            } else {
+                match Codec::from_u8(r.u8()?) {
+                    // Present only when not None: a zero byte is malformed.
+                    Codec::None => return Err(r.bad("codec")),
+                    c => c,
+                }
+            },
         },
         FrameType::Data => {
             let stream = r.stream()?;
@@ -437,6 +451,10 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     fn u8(&mut self) -> Result<u8, InvalidFrame> {

@@ -69,6 +69,9 @@ pub enum Frame {
         service: ServiceName,
         /// Original destination (transparent mode), if any.
         dest: Option<SocketAddr>,
+        /// How the stream's bytes are compressed (both ends must agree;
+        /// absent on the wire for [`Codec::None`]).
+        codec: Codec,
     },
     /// Stream bytes at an absolute offset of the sender's direction.
     Data {
@@ -298,6 +301,29 @@ code_enum! {
 }
 
 code_enum! {
+    /// How a stream's bytes are compressed between box and relay.
+    Codec {
+        /// Not compressed.
+        None = 0,
+        /// zstd records.
+        Zstd = 1,
+        /// lz4 records.
+        Lz4 = 2,
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Codec::None => f.write_str("none"),
+            Codec::Zstd => f.write_str("zstd"),
+            Codec::Lz4 => f.write_str("lz4"),
+            Codec::Other(n) => write!(f, "codec {n}"),
+        }
+    }
+}
+
+code_enum! {
     /// Why a stream was reset.
     ResetCode {
         /// The local application closed or failed.
@@ -314,6 +340,8 @@ code_enum! {
         ProtocolViolation = 6,
         /// After a resynchronisation: the sender no longer knows this stream.
         Gone = 7,
+        /// The two ends are configured to compress the service differently.
+        CodecMismatch = 8,
     }
 }
 

@@ -29,7 +29,8 @@ pub mod ids;
 
 pub use codec::{DecodeError, InvalidFrame, decode, encode, encode_data};
 pub use frame::{
-    DisconnectCode, Frame, FrameType, RefuseCode, ResetCode, StreamKind, StreamSync, SyncState,
+    Codec, DisconnectCode, Frame, FrameType, RefuseCode, ResetCode, StreamKind, StreamSync,
+    SyncState,
 };
 pub use ids::{BoxId, InvalidId, Role, ServiceName, StreamId};
 

@@ -80,6 +80,17 @@ fn vectors() -> Vec<(&'static str, Frame)> {
                 kind: StreamKind::Stream,
                 service: ServiceName::new("ssh").unwrap(),
                 dest: Some("198.18.0.10:22".parse::<SocketAddr>().unwrap()),
+                codec: wire::Codec::None,
+            },
+        ),
+        (
+            "OPEN (compressed)",
+            Frame::Open {
+                stream: StreamId(6),
+                kind: StreamKind::Stream,
+                service: ServiceName::new("web").unwrap(),
+                dest: None,
+                codec: wire::Codec::Zstd,
             },
         ),
         (

@@ -113,6 +113,7 @@ impl Core {
                     kind: s.kind,
                     service: s.service.clone(),
                     dest: s.dest,
+                    codec: s.codec,
                 };
                 wire::encode(&f, out);
             }

@@ -25,8 +25,13 @@ fn core() -> Core {
 }
 
 fn open(c: &mut Core) -> StreamId {
-    c.open_stream(StreamKind::Stream, ServiceName::new("svc").unwrap(), None)
-        .unwrap()
+    c.open_stream(
+        StreamKind::Stream,
+        ServiceName::new("svc").unwrap(),
+        None,
+        wire::Codec::None,
+    )
+    .unwrap()
 }
 
 /// Every frame of every transmit until the core has nothing more.
@@ -147,7 +152,12 @@ fn datagrams_go_before_bulk_data_but_never_starve_it() {
     let mut c = core();
     let bulk = open(&mut c);
     let flow = c
-        .open_stream(StreamKind::Datagram, ServiceName::new("dns").unwrap(), None)
+        .open_stream(
+            StreamKind::Datagram,
+            ServiceName::new("dns").unwrap(),
+            None,
+            wire::Codec::None,
+        )
         .unwrap();
     drain(&mut c, 64 * 1024);
     c.send(bulk, &vec![1u8; 256 * 1024]).unwrap();

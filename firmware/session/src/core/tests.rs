@@ -43,6 +43,7 @@ fn a_peer_open_beyond_max_streams_is_reset_with_a_reason() {
             kind: StreamKind::Stream,
             service: svc(),
             dest: None,
+            codec: wire::Codec::None,
         })
         .collect();
     let answer = p.raw_to_server(t, &bytes(&opens));
@@ -65,6 +66,7 @@ fn data_beyond_the_window_is_a_protocol_violation() {
         kind: StreamKind::Stream,
         service: svc(),
         dest: None,
+        codec: wire::Codec::None,
     }];
     // One chunk more than the window, in frames the size limit allows.
     let chunk = 16 * 1024;
@@ -107,6 +109,7 @@ fn each_broken_stream_rule_is_its_own_violation() {
         kind,
         service: svc(),
         dest: None,
+        codec: wire::Codec::None,
     };
     let cases: Vec<(Vec<Frame>, Violation)> = vec![
         (
@@ -144,6 +147,7 @@ fn each_broken_stream_rule_is_its_own_violation() {
                 kind: StreamKind::Stream,
                 service: svc(),
                 dest: None,
+                codec: wire::Codec::None,
             }],
             Violation::OpenOfOwnId(StreamId::new(Role::Server, 0).unwrap()),
         ),

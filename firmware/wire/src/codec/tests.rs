@@ -88,15 +88,19 @@ pub(crate) fn any_frame() -> impl Strategy<Value = Frame> {
         }),
         any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),
-        (sid(), any::<bool>(), svc, addr()).prop_map(|(stream, d, service, dest)| Frame::Open {
-            stream,
-            kind: if d {
-                StreamKind::Datagram
-            } else {
-                StreamKind::Stream
-            },
-            service,
-            dest
+        (sid(), any::<bool>(), svc, addr(), 0u8..5).prop_map(|(stream, d, service, dest, c)| {
+            Frame::Open {
+                stream,
+                kind: if d {
+                    StreamKind::Datagram
+                } else {
+                    StreamKind::Stream
+                },
+                service,
+                dest,
+                // Every codec, known or not (0 = none: no byte on the wire).
+                codec: crate::Codec::from_u8(c),
+            }
         }),
         (sid(), 0..u64::MAX / 2, payload()).prop_map(|(stream, offset, payload)| Frame::Data {
             stream,
