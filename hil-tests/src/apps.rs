@@ -44,6 +44,9 @@ pub mod box_port {
     pub const SSH: u16 = 2022;
     /// Redirected connections (transparent mode).
     pub const TRANSPARENT: u16 = 7999;
+    /// The UDP client service: the port at the relay's per-box address,
+    /// and the phone's echo behind it.
+    pub const UDP_PUSH: u16 = 9100;
 }
 
 /// The file the fresh-connection check downloads after the timeline.
@@ -165,6 +168,9 @@ pub struct PhoneApps {
     pub ssh: PathBuf,
     /// The UDP stream's summary.
     pub udp: PathBuf,
+    /// The pushed UDP stream's summary (the server's side), when the
+    /// scenario has one.
+    pub pushed: Option<PathBuf>,
 }
 
 impl PhoneApps {
@@ -183,6 +189,7 @@ impl PhoneApps {
             interactive: dir.join("interactive.json"),
             ssh: dir.join("ssh.json"),
             udp: dir.join("udp.json"),
+            pushed: sc.udp_push.then(|| dir.join("pushed.json")),
         };
         // In transparent mode the phone asks the server itself; the box
         // redirects the connection.
@@ -244,6 +251,26 @@ impl PhoneApps {
             .stderr(log(dir, "udp")?)
             .spawn()?;
         procs.push("udp", udp);
+        if let Some(out) = &me.pushed {
+            // The phone's UDP service, and a server pushing to it through
+            // the box's client-service address at the relay.
+            let push_port = box_port::UDP_PUSH.to_string();
+            let echo = world
+                .exec("phone", "python3")
+                .arg(apps.join("echo_server.py"))
+                .args([addr::PHONE, &push_port, "udp"])
+                .stderr(log(dir, "push-echo")?)
+                .spawn()?;
+            procs.push("push-echo", echo);
+            let pusher = world
+                .exec("internet", "python3")
+                .arg(apps.join("udp_stream.py"))
+                .args([addr::PUSH, &push_port, &secs])
+                .arg(out)
+                .stderr(log(dir, "udp-push")?)
+                .spawn()?;
+            procs.push("udp-push", pusher);
+        }
         Ok(me)
     }
 
@@ -253,6 +280,7 @@ impl PhoneApps {
             && self.interactive.exists()
             && self.ssh.exists()
             && self.udp.exists()
+            && self.pushed.as_ref().is_none_or(|p| p.exists())
     }
 }
 

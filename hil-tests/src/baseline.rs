@@ -283,6 +283,7 @@ pub fn baseline(
         broken: inter.broken.clone(),
         ssh: None,
         udp: None,
+        udp_push: None,
         rtt_p50_ms: inter.rtt_p50_ms,
         rtt_p99_ms: inter.rtt_p99_ms,
         download_mbit,

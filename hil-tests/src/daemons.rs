@@ -76,8 +76,13 @@ impl Daemons {
             ("ssh", port::SSH, box_port::SSH, "tcp"),
             ("udp-echo", port::UDP_ECHO, box_port::UDP_ECHO, "udp"),
         ];
+        let push = if sc.udp_push {
+            format!("client_service_addresses = [\"{}\"]\n", addr::PUSH)
+        } else {
+            String::new()
+        };
         let mut snapt = format!(
-            "listen = \"{i}:4433\"\ncontrol_socket = \"{}\"\n\
+            "listen = \"{i}:4433\"\ncontrol_socket = \"{}\"\n{push}\
              [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/snapt.pem\"\nkey = \"{p}/servers/snapt.key\"\ncrl = \"{p}/crl.pem\"\n",
             dir.join("snaptd.sock").display()
         );
@@ -106,11 +111,19 @@ impl Daemons {
             modem_port.display(),
         );
         for (name, target, listen, proto) in services {
+            // Compressed when the scenario says so: the web and echo
+            // services (SSH is encrypted; datagrams never are).
+            let compress = match sc.compress {
+                Some(codec) if proto == "tcp" && name != "ssh" => {
+                    format!("compress = \"{}\"\n", codec.name())
+                }
+                _ => String::new(),
+            };
             snapt += &format!(
-                "[[service]]\nname = \"{name}\"\ntarget = \"{i}:{target}\"\nprotocol = \"{proto}\"\n"
+                "[[service]]\nname = \"{name}\"\ntarget = \"{i}:{target}\"\nprotocol = \"{proto}\"\n{compress}"
             );
             cnapt += &format!(
-                "[[service]]\nname = \"{name}\"\nlisten = \"{c}:{listen}\"\nprotocol = \"{proto}\"\n"
+                "[[service]]\nname = \"{name}\"\nlisten = \"{c}:{listen}\"\nprotocol = \"{proto}\"\n{compress}"
             );
         }
         if pan {
@@ -122,6 +135,16 @@ impl Daemons {
                 &format!("[[service]]\nname = \"dns\"\nlisten = \"{c}:53\"\nprotocol = \"udp\"\n");
             // The laptop's Ethernet PAN port: cnaptd puts it in the bridge.
             cnapt += "[pan]\nbridge = \"pan0\"\nethernet = [\"eth0\"]\n";
+        }
+        if sc.udp_push {
+            let port = crate::apps::box_port::UDP_PUSH;
+            snapt += &format!(
+                "[[client_service]]\nname = \"udp-push\"\nport = {port}\nprotocol = \"udp\"\nboxes = [\"box-sim\"]\n"
+            );
+            cnapt += &format!(
+                "[[client_service]]\nname = \"udp-push\"\nconnect = \"{}:{port}\"\nprotocol = \"udp\"\n",
+                addr::PHONE
+            );
         }
         if transparent {
             snapt += &format!(

@@ -73,6 +73,10 @@ pub struct Report {
     pub ssh: Option<StreamFigures>,
     /// The UDP stream (cbox runs only).
     pub udp: Option<UdpFigures>,
+    /// The UDP stream a server pushed to the phone through the box's UDP
+    /// client service (scenarios with `udp_push`), as the server saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_push: Option<UdpFigures>,
     /// Round trip of the interactive records, median (ms).
     pub rtt_p50_ms: Option<f64>,
     /// … and 99th percentile.

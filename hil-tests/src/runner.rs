@@ -222,7 +222,12 @@ pub fn run_mode(
     let ssh = StreamFigures::read(&phone.ssh);
     let udp = UdpFigures::read(&phone.udp);
     let (download_bytes, download_intact, prefix_ok) = apps::download(&phone.got, sc.download_mib);
-    let udp_ok = udp.as_ref().is_some_and(UdpFigures::ok);
+    let udp_push = phone.pushed.as_deref().map(UdpFigures::read);
+    let udp_ok = udp.as_ref().is_some_and(UdpFigures::ok)
+        && udp_push
+            .as_ref()
+            .is_none_or(|p| p.as_ref().is_some_and(UdpFigures::ok));
+    let udp_push = udp_push.flatten();
     let app_errors = [
         !curl_ok,
         inter.broken.is_some(),
@@ -262,6 +267,7 @@ pub fn run_mode(
         records_damaged: inter.damaged(),
         ssh: Some(ssh),
         udp,
+        udp_push,
         download_bytes,
         download_intact,
         download_corrupted: !prefix_ok,

@@ -45,6 +45,14 @@ pub struct Scenario {
     /// destination outside the SNAPT's policy must be refused.
     #[serde(default)]
     pub transparent: bool,
+    /// A server pushes a UDP stream to the phone through the box's UDP
+    /// client service (the relay's per-box address); the phone echoes it.
+    #[serde(default)]
+    pub udp_push: bool,
+    /// The web and echo services are compressed between box and relay
+    /// (`"zstd"` or `"lz4"`; SSH is encrypted and never is).
+    #[serde(default)]
+    pub compress: Option<Compression>,
     /// The phone takes its address by DHCP on the box's PAN and resolves a
     /// name through the box's DNS service (through the tunnel) before and
     /// after the timeline.
@@ -328,5 +336,25 @@ mod tests {
             }
         }
         assert!(n >= 9, "{n} scenarios");
+    }
+}
+
+/// A codec a scenario compresses its services with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd.
+    Zstd,
+    /// lz4.
+    Lz4,
+}
+
+impl Compression {
+    /// The value of `compress =` in the daemons' configurations.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Lz4 => "lz4",
+        }
     }
 }

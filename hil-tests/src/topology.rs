@@ -31,6 +31,9 @@ pub mod addr {
     pub const BOX_CABLE: &str = "198.18.40.2";
     /// The internet host running snaptd and the application servers.
     pub const INTERNET: &str = "198.18.30.1";
+    /// The box's client-service address at the SNAPT (on the internet
+    /// host): what servers push to.
+    pub const PUSH: &str = "198.18.30.10";
 }
 
 /// The namespaces of one run. Names carry the creating process id, so a
@@ -265,6 +268,7 @@ impl Topology {
         }
         // The internet host.
         t.ip("internet", &["addr", "add", "198.18.30.1/32", "dev", "lo"])?;
+        t.ip("internet", &["addr", "add", "198.18.30.10/32", "dev", "lo"])?;
         t.ip(
             "internet",
             &["addr", "add", "198.18.11.1/24", "dev", "wifi0"],

@@ -132,6 +132,12 @@ fn demo(stop: &AtomicBool) -> anyhow::Result<()> {
             u.sent, u.echoed, u.duplicated, u.corrupted, u.max_gap_ms
         );
     }
+    if let Some(u) = &r.udp_push {
+        println!(
+            "udp pushed to the phone (client service): {} datagrams, {} echoed, {} duplicated, {} altered; largest gap {:.0} ms",
+            u.sent, u.echoed, u.duplicated, u.corrupted, u.max_gap_ms
+        );
+    }
     println!(
         "download: {} bytes, {}; cnaptd {:.2} CPU-s / {:.1} MiB peak, snaptd {:.2} CPU-s / {:.1} MiB peak",
         r.download_bytes,
