@@ -14,6 +14,8 @@ use std::time::Duration;
 use relay_tests::apps::{echo_data, echo_server, echo_transfer, json_lines};
 use relay_tests::bed::{Bed, ctl, free_port, wait_established};
 use relay_tests::cutter::Cutter;
+use relay_tests::raw::Raw;
+use wire::{BoxId, Codec, Frame, ResetCode, ServiceName, StreamId, StreamKind, VERSION};
 
 const SESSION: &str =
     "[session]\nkeepalive_ms = 200\ninactivity_timeout_ms = 1500\nswitch_timeout_ms = 10000\n";
@@ -128,4 +130,109 @@ async fn a_compression_mismatch_is_refused_with_its_reason_and_nothing_else_suff
     );
     let site = &ctl(&control, &["status"]).unwrap()["sites"][0];
     assert_eq!(site["state"], "Established", "{site}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_compressed_stream_is_reset_and_the_session_goes_on() {
+    // A hand-driven box: one compressed stream with a record that lies about
+    // its size, one with garbage, one honest (compressed here with the same
+    // codec): only the first two are reset, with the reason.
+    let echo = echo_server().await;
+    let mut bed = Bed::new("corrupt");
+    let port = free_port();
+    bed.snaptd(
+        "snaptd",
+        port,
+        "",
+        &format!(
+            "[[service]]\nname = \"api\"\ntarget = \"{echo}\"\ncompress = \"zstd\"\n{SESSION}"
+        ),
+    );
+    bed.pki(&["box", "box-9"]);
+    let mut raw = Raw::connect(
+        &bed.path("pki"),
+        "box-9",
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    raw.send(&Frame::Connect {
+        version: VERSION,
+        window: 256 * 1024,
+        keepalive_ms: 200,
+        incarnation: 1,
+        box_id: BoxId::new("box-9").unwrap(),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        raw.recv(Duration::from_secs(5)).await,
+        Some(Frame::ConnectAck { .. })
+    ));
+    let open = |i| Frame::Open {
+        stream: StreamId::new(wire::Role::Box, i).unwrap(),
+        kind: StreamKind::Stream,
+        service: ServiceName::new("api").unwrap(),
+        dest: None,
+        codec: Codec::Zstd,
+    };
+    let data = |i, payload: Vec<u8>| Frame::Data {
+        stream: StreamId::new(wire::Role::Box, i).unwrap(),
+        offset: 0,
+        payload,
+    };
+    // 0: a record declaring 1 MiB of application bytes.
+    // 1: a well-formed header over bytes that are no zstd frame.
+    // 2: honest.
+    let mut c = stream_codec::Compressor::new(Codec::Zstd).unwrap().unwrap();
+    let text = json_lines(7, 5000);
+    let honest = c.compress(&text).unwrap();
+    for f in [
+        open(0),
+        data(0, vec![0x80, 0x80, 0x01, 0x80, 0x80, 0x40, 1, 2, 3]),
+        open(1),
+        data(
+            1,
+            vec![
+                20, 100, 0x13, 0x37, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+            ],
+        ),
+        open(2),
+        data(2, honest),
+    ] {
+        raw.send(&f).await.unwrap();
+    }
+    let mut resets = Vec::new();
+    let mut back = Vec::new();
+    let mut d = stream_codec::Decompressor::new(Codec::Zstd)
+        .unwrap()
+        .unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while (resets.len() < 2 || back.len() < text.len()) && tokio::time::Instant::now() < until {
+        match raw.recv(Duration::from_millis(500)).await {
+            Some(Frame::Reset {
+                stream,
+                code,
+                reason,
+            }) => resets.push((stream.index(), code, reason)),
+            Some(Frame::Data {
+                stream, payload, ..
+            }) if stream.index() == 2 => {
+                d.push(&payload);
+                while let Some((plain, _)) = d.next_record().unwrap() {
+                    back.extend(plain);
+                }
+            }
+            Some(Frame::Ping { nonce }) => raw.send(&Frame::Pong { nonce }).await.unwrap(),
+            Some(_) | None => {}
+        }
+    }
+    resets.sort_by_key(|r| r.0);
+    assert_eq!(resets.len(), 2, "{resets:?}");
+    for (i, (stream, code, reason)) in resets.iter().enumerate() {
+        assert_eq!(*stream, i as u32);
+        assert_eq!(*code, ResetCode::ProtocolViolation, "{reason}");
+        assert!(reason.contains("compressed stream"), "{reason}");
+    }
+    assert_eq!(back, text, "the honest stream's echo, decompressed");
 }

@@ -19,24 +19,34 @@ const SESSION: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_service_is_pushed_from_the_server_side_to_the_phone() {
-    // The "phone" runs a service (an echo on 127.0.0.1); the server side
-    // reaches it at the box's client-service address 127.0.0.10:<port>.
+    push("push", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_client_service_is_pushed_from_the_server_side_to_the_phone() {
+    push("push-zstd", "compress = \"zstd\"\n").await;
+}
+
+/// The "phone" runs a service (an echo on 127.0.0.1); the server side
+/// reaches it at the box's client-service address 127.0.0.10:<port>, with
+/// `compress` in both client-service entries.
+async fn push(name: &str, compress: &str) {
     let phone = echo_server().await;
-    let mut bed = Bed::new("push");
+    let mut bed = Bed::new(name);
     let port = free_port();
     let push_port = free_port();
     bed.snaptd(
         "snaptd",
         port,
         "client_service_addresses = [\"127.0.0.10\", \"127.0.0.11\"]",
-        &format!("[[client_service]]\nname = \"push\"\nport = {push_port}\nboxes = [\"box-1\"]\n{SESSION}"),
+        &format!("[[client_service]]\nname = \"push\"\nport = {push_port}\nboxes = [\"box-1\"]\n{compress}{SESSION}"),
     );
     let control = bed.cnaptd(
         "box-1",
         &format!(
             "[[snapt]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"127.0.0.1\"\n\
              [[uplink]]\nname = \"a\"\nsource = \"127.0.0.2\"\n[[uplink]]\nname = \"b\"\nsource = \"127.0.0.3\"\n\
-             [[client_service]]\nname = \"push\"\nconnect = \"{phone}\"\n{SESSION}"
+             [[client_service]]\nname = \"push\"\nconnect = \"{phone}\"\n{compress}{SESSION}"
         ),
     );
     wait_established(&control);
