@@ -247,6 +247,10 @@ EOF
     printf '%s\n' "$out" | grep -q "meta-cbox" || fail "meta-cbox is not among the layers"
 
     echo "-- $machine: full parse"
+    # On a fresh build directory the first parse of the cbox recipe changes
+    # the configuration's hash once (bitbake would then throw a full parse
+    # away); parsing that one recipe alone first makes it happen cheaply.
+    bb bitbake -e -b "$TOP/yocto-layer/meta-cbox/recipes-cbox/cbox/cbox_git.bb" >/dev/null 2>&1 || true
     local started=$SECONDS
     out=$(bb bitbake -p 2>&1) || { printf '%s\n' "$out" | tail -n 40; fail "the parse failed for $machine"; }
     parse_report "$out" "full parse"
