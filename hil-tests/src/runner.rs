@@ -411,7 +411,18 @@ fn check_hold_down(sc: &Scenario, status: &serde_json::Value, t0: u64) -> Result
         if r["kind"] != "planned" || forced {
             continue;
         }
-        let at = r["at_unix_ms"].as_u64().unwrap_or(0);
+        // Records carry when a switch ended and how long it took from its
+        // start (or from the moment the loss was noticed). The hold-down
+        // starts when the box judged the uplink lost or bad — at the
+        // earliest when the leaving switch started, at the latest when it
+        // ended — and the switch back starts once it is over: compared
+        // start to start, a return is certainly too early, never wrongly
+        // accused (ending times differ by the switches' own durations).
+        let started = |x: &serde_json::Value| {
+            let end = x["at_unix_ms"].as_u64().unwrap_or(0);
+            end.saturating_sub(x["stall_ms"].as_f64().unwrap_or(0.0).max(0.0) as u64)
+        };
+        let at = started(r);
         // A failed record did not leave the uplink (the box stayed, or the
         // session itself ended — a relay restart — and a new one began
         // wherever the task ranked best): no hold-down follows from it.
@@ -421,10 +432,10 @@ fn check_hold_down(sc: &Scenario, status: &serde_json::Value, t0: u64) -> Result
                 && p["outcome"]["result"] != "failed"
         });
         if let Some(p) = left {
-            let gone = p["at_unix_ms"].as_u64().unwrap_or(0);
+            let gone = started(p);
             if at.saturating_sub(gone) < hold_down_ms {
                 return Err(format!(
-                    "planned switch back to {} {} ms after leaving it on a loss or degradation (hold-down {hold_down_ms} ms)",
+                    "planned switch back to {} started {} ms after the switch that left it on a loss or degradation started (hold-down {hold_down_ms} ms)",
                     r["to_uplink"],
                     at.saturating_sub(gone)
                 ));
