@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use wire::{BoxId, ServiceName, StreamId, StreamKind};
 
-use super::{Direction, RECORD, World, pattern};
+use super::{Direction, RECORD, World};
 
 impl Direction {
     /// Bytes the writer has produced by `now`.
@@ -104,7 +104,7 @@ impl World {
                 if written < allowed {
                     let n = (allowed - written).min(8 * 1024) as usize;
                     let buf: Vec<u8> = (0..n as u64)
-                        .map(|k| pattern(sid, up, written + k))
+                        .map(|k| dir.byte(sid, up, written + k))
                         .collect();
                     if let Ok(took) = streams.send(sid, &buf) {
                         written += took as u64;
@@ -173,7 +173,7 @@ pub(super) fn check_bytes(
     }
     for (k, b) in bytes.iter().enumerate() {
         let off = d.received + k as u64;
-        if d.corrupt_at.is_none() && (off >= d.total || *b != pattern(stream, up, off)) {
+        if d.corrupt_at.is_none() && (off >= d.total || *b != d.byte(stream, up, off)) {
             d.corrupt_at = Some(off);
         }
     }

@@ -91,6 +91,18 @@ pub struct Direction {
     pub measure_from: Option<Instant>,
     /// Largest delay from a record's write time to its complete arrival.
     pub max_record_delay: Duration,
+    /// The bytes to write, when not [`pattern`] (e.g. a compressed stream).
+    pub content: Option<std::sync::Arc<Vec<u8>>>,
+}
+
+impl Direction {
+    /// Byte `offset` the writer writes and the reader must get.
+    pub fn byte(&self, stream: StreamId, up: bool, offset: u64) -> u8 {
+        match &self.content {
+            Some(c) => c.get(offset as usize).copied().unwrap_or(0),
+            None => pattern(stream, up, offset),
+        }
+    }
 }
 
 /// Size of a paced writer's record.
