@@ -1,6 +1,10 @@
 //! lz4 behind the record format: each record an lz4 block compressed with
-//! the stream's last 64 KiB of application bytes as dictionary, the same
-//! history on both sides (lz4_flex, pure Rust).
+//! the stream's last application bytes as dictionary, the same history on
+//! both sides (lz4_flex, pure Rust). The dictionary grows with the record
+//! (16 times its size, at least 4 KiB, at most lz4's 64 KiB reach): lz4_flex
+//! hashes the whole dictionary for every block, and a 200-byte write must
+//! not pay for 64 KiB of it. Both sides know the record's size, so both
+//! take the same dictionary.
 
 use crate::{CodecError, Engine};
 
@@ -22,8 +26,10 @@ fn remember(history: &mut Vec<u8>, plain: &[u8]) {
     }
 }
 
-fn dict(history: &[u8]) -> &[u8] {
-    &history[history.len().saturating_sub(HISTORY)..]
+/// The dictionary for a record of `len` application bytes.
+fn dict(history: &[u8], len: usize) -> &[u8] {
+    let want = len.saturating_mul(16).clamp(4 * 1024, HISTORY);
+    &history[history.len().saturating_sub(want)..]
 }
 
 impl Engine for Lz4 {
@@ -33,9 +39,12 @@ impl Engine for Lz4 {
             start + lz4_flex::block::get_maximum_output_size(plain.len()),
             0,
         );
-        let n =
-            lz4_flex::block::compress_into_with_dict(plain, &mut out[start..], dict(&self.sent))
-                .map_err(|e| CodecError::Library(e.to_string()))?;
+        let n = lz4_flex::block::compress_into_with_dict(
+            plain,
+            &mut out[start..],
+            dict(&self.sent, plain.len()),
+        )
+        .map_err(|e| CodecError::Library(e.to_string()))?;
         out.truncate(start + n);
         remember(&mut self.sent, plain);
         Ok(())
@@ -43,9 +52,12 @@ impl Engine for Lz4 {
 
     fn decompress(&mut self, payload: &[u8], plain_len: usize) -> Result<Vec<u8>, CodecError> {
         let mut plain = vec![0u8; plain_len];
-        let n =
-            lz4_flex::block::decompress_into_with_dict(payload, &mut plain, dict(&self.received))
-                .map_err(|_| CodecError::Corrupt("lz4 data"))?;
+        let n = lz4_flex::block::decompress_into_with_dict(
+            payload,
+            &mut plain,
+            dict(&self.received, plain_len),
+        )
+        .map_err(|_| CodecError::Corrupt("lz4 data"))?;
         if n != plain_len {
             return Err(CodecError::Corrupt(
                 "record expands to another size than declared",
