@@ -61,6 +61,7 @@ impl BoxDriver {
                 self.flows.remove(&(site, stream));
             }
             Event::StreamClosed { stream } => self.locals.remove(&(site, stream)),
+            Event::PathReport(r) => self.qos_heard(&r),
             Event::Writable { stream } => self.push_pending((site, stream)),
             Event::SwitchStarted { kind, since, .. } => self.note_switch_start(site, kind, since),
             Event::SwitchCompleted { kind, to, .. } => {

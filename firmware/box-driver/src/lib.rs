@@ -44,6 +44,7 @@ mod apps;
 mod commands;
 mod events;
 pub mod net;
+mod qos;
 mod radios;
 mod shares;
 mod switching;
@@ -227,6 +228,8 @@ pub struct BoxDriver {
     up: uplinks::Uplinks,
     /// The OS adapters' command side (routing, Wi-Fi, PAN).
     os: OsCommands,
+    /// Path notices for the `qos_notify` services' applications.
+    qos: Option<qos::BoxQos>,
 }
 
 impl std::fmt::Debug for BoxDriver {
@@ -302,6 +305,7 @@ impl BoxDriver {
             counters: status::Counters::default(),
             up,
             os: OsCommands::default(),
+            qos: qos::BoxQos::new(&cfg),
             cfg,
         })
     }
@@ -341,6 +345,9 @@ impl BoxDriver {
         } = life;
         self.heartbeat = heartbeat;
         self.bind_services().await?;
+        if let Some(task) = self.spawn_qos_announcer() {
+            self.listeners.push(("qos announcement", task));
+        }
         for (name, task) in &self.listeners {
             self.heartbeat.watch_task(name, task.clone());
         }
@@ -364,6 +371,8 @@ impl BoxDriver {
         let mut drain = Drain::default();
         let mut turn = tokio::time::interval(TURN_EVERY);
         turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut qos_turn = tokio::time::interval(qos::SAMPLE_EVERY);
+        qos_turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.flush();
             self.sync_active();
@@ -393,6 +402,7 @@ impl BoxDriver {
                     self.decision_timeout();
                 }
                 _ = turn.tick() => self.sweep_flows(),
+                _ = qos_turn.tick(), if self.qos.is_some() => self.qos_tick(),
                 _ = &mut shutdown, if !drain.started() => {
                     self.heartbeat.stopping();
                     // Graceful: no new connections; open ones may finish.

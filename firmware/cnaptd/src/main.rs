@@ -85,6 +85,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let control_path = cfg.control_socket.clone();
     let cfg_mqtt = cfg.mqtt.clone();
     let cfg_web = cfg.web.clone();
+    let cfg_qos_services: Vec<String> = cfg
+        .qos_services()
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
     let tls_paths = (
         cfg.tls.ca.clone(),
         cfg.tls.cert.clone(),
@@ -110,12 +115,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Err(e) => error!("front panel not driven: {e:#}"),
         }
     }
+    let qos_services = cfg_qos_services;
     if let Some(w) = cfg_web {
         let calls = driver.control_handle();
         let page = web::WebConfig {
             listen: w.listen,
             pin: w.pin,
             session_ttl: w.session_ttl,
+            qos: driver.qos_hub().map(|hub| web::QosPage {
+                hub,
+                box_id: box_id.as_str().to_owned(),
+                services: qos_services.clone(),
+            }),
         };
         let stats = driver.accept_stats();
         tokio::spawn(async move {

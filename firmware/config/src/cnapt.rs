@@ -50,6 +50,8 @@ struct Raw {
     transparent: Option<crate::transparent::TransparentSection>,
     #[serde(default)]
     pan: Option<crate::pan::PanSection>,
+    #[serde(default)]
+    qos: crate::qos::BoxQosSection,
 }
 
 fn default_grace() -> u64 {
@@ -82,6 +84,8 @@ struct RawService {
     #[serde(default)]
     compress: Compress,
     #[serde(default)]
+    qos_notify: bool,
+    #[serde(default)]
     snapt: Option<String>,
 }
 
@@ -107,6 +111,8 @@ pub struct BoxService {
     pub protocol: Protocol,
     /// How its bytes are compressed toward the SNAPT.
     pub compress: Compress,
+    /// Its phones may follow the path's notices (`qos_notify = true`).
+    pub qos_notify: bool,
     /// Index into [`CnaptConfig::snapts`].
     pub snapt: usize,
 }
@@ -164,6 +170,19 @@ pub struct CnaptConfig {
     pub transparent: Option<crate::Transparent>,
     /// `[pan]`: the bridge, Ethernet PAN ports and the Bluetooth NAP.
     pub pan: Option<crate::Pan>,
+    /// `[qos]`: how the path notices of `qos_notify` services go out.
+    pub qos: crate::BoxQos,
+}
+
+impl CnaptConfig {
+    /// The services whose applications are told of the path.
+    pub fn qos_services(&self) -> Vec<ServiceName> {
+        self.services
+            .iter()
+            .filter(|s| s.qos_notify)
+            .map(|s| s.name.clone())
+            .collect()
+    }
 }
 
 impl CnaptConfig {
@@ -212,6 +231,9 @@ impl CnaptConfig {
         }
         let mqtt = raw.mqtt.as_ref().map(|m| m.build(path)).transpose()?;
         let web = raw.web.as_ref().map(|w| w.build(path)).transpose()?;
+        let qos = raw
+            .qos
+            .build(path, web.as_ref().map(|w: &crate::Web| w.listen.ip()))?;
         let snapt_names: Vec<String> = raw.snapt.iter().map(|s| s.name.clone()).collect();
         let transparent = raw
             .transparent
@@ -303,6 +325,7 @@ impl CnaptConfig {
                     s.protocol,
                     s.compress,
                 )?,
+                qos_notify: s.qos_notify,
                 snapt,
             });
         }
@@ -342,6 +365,7 @@ impl CnaptConfig {
             web,
             transparent,
             pan,
+            qos,
         })
     }
 }

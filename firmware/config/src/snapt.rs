@@ -41,6 +41,8 @@ struct Raw {
     session: SessionSection,
     #[serde(default)]
     udp: UdpSection,
+    #[serde(default)]
+    qos: crate::qos::RelayQosSection,
 }
 
 fn default_grace() -> u64 {
@@ -76,6 +78,8 @@ struct RawService {
     protocol: Protocol,
     #[serde(default)]
     compress: Compress,
+    #[serde(default)]
+    qos_notify: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +106,9 @@ pub struct ServerService {
     pub protocol: Protocol,
     /// How its bytes are compressed (the boxes' setting must match).
     pub compress: Compress,
+    /// Its servers may subscribe to the path notices of the boxes using
+    /// it (`qos_notify = true`).
+    pub qos_notify: bool,
 }
 
 /// `[[client_service]]`: a push service listened for on each listed box's
@@ -152,9 +159,20 @@ pub struct SnaptConfig {
     pub policy_loopback: bool,
     /// `[udp]`: idle timeouts of datagram flows.
     pub udp: UdpTimeouts,
+    /// `[qos]`: the subscription listener of the path notices.
+    pub qos: crate::RelayQos,
 }
 
 impl SnaptConfig {
+    /// The services whose servers may follow the boxes' path notices.
+    pub fn qos_services(&self) -> Vec<ServiceName> {
+        self.services
+            .iter()
+            .filter(|s| s.qos_notify)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     /// Whether `box_id` may have the SNAPT connect to `dest`: never to
     /// what [`Self::always_denied`] names, whatever the rules; else as
     /// the rules say (default deny).
@@ -236,6 +254,7 @@ impl SnaptConfig {
                     s.protocol,
                     s.compress,
                 )?,
+                qos_notify: s.qos_notify,
             });
         }
         let mut client_services = Vec::new();
@@ -308,6 +327,7 @@ impl SnaptConfig {
             },
             threads: raw.threads,
             udp: raw.udp.build(path)?,
+            qos: raw.qos.build(path)?,
         })
     }
 }

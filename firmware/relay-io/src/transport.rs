@@ -43,6 +43,9 @@ pub struct TcpInfo {
     pub min_rtt: Duration,
     /// The segment size the connection sends.
     pub snd_mss: u32,
+    /// The last delivery-rate sample was taken while the sender had less
+    /// to send than the path took (`tcpi_delivery_rate_app_limited`).
+    pub delivery_rate_app_limited: bool,
 }
 
 /// Reads `TCP_INFO` of the socket behind `fd`.
@@ -66,6 +69,12 @@ pub fn tcp_info(fd: impl AsFd) -> std::io::Result<TcpInfo> {
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // The byte after tcpi_snd_wscale/tcpi_rcv_wscale holds the bit fields
+    // tcpi_delivery_rate_app_limited:1 and tcpi_fastopen_client_fail:2
+    // (linux/tcp.h); libc's struct leaves it as padding.
+    // SAFETY: byte 7 lies inside the zeroed `tcp_info` (which is larger
+    // than 8 bytes); any value of a byte is valid.
+    let flags = unsafe { info.as_ptr().cast::<u8>().add(7).read() };
     // SAFETY: zero-initialised above and (partly) written by the kernel;
     // every field of `tcp_info` is a plain integer, valid for any bits.
     let i = unsafe { info.assume_init() };
@@ -82,6 +91,7 @@ pub fn tcp_info(fd: impl AsFd) -> std::io::Result<TcpInfo> {
         delivery_rate: i.tcpi_delivery_rate,
         min_rtt: Duration::from_micros(u64::from(i.tcpi_min_rtt)),
         snd_mss: i.tcpi_snd_mss,
+        delivery_rate_app_limited: flags & 1 == 1,
     })
 }
 
@@ -387,6 +397,12 @@ fn verdict(i: &TcpInfo, bbr: Option<BbrPath>, floor: u32) -> Verdict {
 }
 
 impl SendGate {
+    /// A [`TcpWatch`] on the gate's socket (for figures beside the
+    /// writer's).
+    pub fn watch(&self) -> std::io::Result<TcpWatch> {
+        TcpWatch::new(self.fd.get_ref())
+    }
+
     /// A gate on the socket behind `fd` (a duplicate descriptor is kept)
     /// that lets at least `floor` bytes wait unsent.
     #[allow(unsafe_code)]
@@ -473,7 +489,45 @@ mod tests {
             delivery_rate: 6_250_000,
             min_rtt: Duration::from_millis(10),
             snd_mss: 1448,
+            delivery_rate_app_limited: false,
         }
+    }
+
+    #[test]
+    fn tcp_info_tells_an_application_limited_rate_sample_from_a_bulk_one() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tx = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut rx, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        // A few small writes, each read before the next: every sample is
+        // application-limited.
+        for _ in 0..5 {
+            tx.write_all(&[7u8; 100]).unwrap();
+            rx.read_exact(&mut buf[..100]).unwrap();
+        }
+        let small = tcp_info(&tx).unwrap();
+        assert!(small.delivery_rate > 0);
+        assert!(small.delivery_rate_app_limited, "{small:?}");
+        // A bulk transfer the reader drains: some sample is not.
+        let reader = std::thread::spawn(move || {
+            let mut n = 0usize;
+            while n < 64 << 20 {
+                match rx.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+        });
+        let chunk = vec![1u8; 1 << 20];
+        let mut bulk_seen = false;
+        for _ in 0..64 {
+            tx.write_all(&chunk).unwrap();
+            bulk_seen |= !tcp_info(&tx).unwrap().delivery_rate_app_limited;
+        }
+        drop(tx);
+        reader.join().unwrap();
+        assert!(bulk_seen, "a bulk sender is not application-limited");
     }
 
     #[test]

@@ -41,6 +41,7 @@ enum Input {
         identity: BoxId,
         serial: String,
         tx: mpsc::UnboundedSender<WriteCmd>,
+        watch: Option<relay_io::transport::TcpWatch>,
     },
     TunnelBytes {
         tunnel: TunnelId,
@@ -94,6 +95,8 @@ struct STunnel {
     out: TunnelOut,
     identity: BoxId,
     serial: String,
+    /// Its TCP socket, for `TCP_INFO` (path notices).
+    watch: Option<relay_io::transport::TcpWatch>,
     /// Aborted when the tunnel is dropped, so a closed or refused tunnel
     /// gives its socket back at once, not when the peer closes.
     reader: Option<AbortHandle>,
@@ -131,6 +134,8 @@ pub struct ServerDriver {
     accept_stats: AcceptStats,
     /// Tunnel ids handed out.
     next_tunnel: Arc<AtomicU64>,
+    /// Path notices for servers (`[qos]` and services with `qos_notify`).
+    qos: Option<qos::RelayQos>,
 }
 
 impl std::fmt::Debug for ServerDriver {
@@ -182,7 +187,6 @@ impl ServerDriver {
         let sink: Sink<Key> = Arc::new(move |ev| sink_tx.send(Input::Local(ev)).is_ok());
         let (tls, _) = watch::channel(tls_cfg);
         Ok(Self {
-            cfg,
             server,
             tx,
             rx,
@@ -196,7 +200,21 @@ impl ServerDriver {
             started: Instant::now(),
             accept_stats: AcceptStats::default(),
             next_tunnel: Arc::new(AtomicU64::new(1)),
+            qos: cfg.qos.listen.is_some().then(|| {
+                let services = cfg
+                    .qos_services()
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect();
+                qos::RelayQos::new(qos_notify::Hub::new(), services, cfg.qos.heartbeat)
+            }),
+            cfg,
         })
+    }
+
+    /// The hub of the boxes' path notices (with `[qos] listen` only).
+    pub fn qos_hub(&self) -> Option<qos_notify::Hub> {
+        self.qos.as_ref().map(|q| q.hub().clone())
     }
 
     /// A handle for control requests.
@@ -217,6 +235,9 @@ impl ServerDriver {
         for task in self.spawn_client_service_listeners().await? {
             heartbeat.watch_task("client service", task);
         }
+        if let Some(task) = self.spawn_qos_feed().await? {
+            heartbeat.watch_task("qos feed", task);
+        }
         if let Some(crl) = self.cfg.tls.crl.clone() {
             self.spawn_crl_watch(crl);
         }
@@ -224,9 +245,12 @@ impl ServerDriver {
         let mut drain = Drain::default();
         let mut turn = tokio::time::interval(TURN_EVERY);
         turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut qos_turn = tokio::time::interval(qos::SAMPLE_EVERY);
+        qos_turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.flush();
             heartbeat.beat();
+            let qos_on = self.qos.as_ref().is_some_and(|q| q.active());
             if drain.finished(self.locals.len()) {
                 break;
             }
@@ -244,6 +268,7 @@ impl ServerDriver {
                     self.server.handle_timeout(now());
                 }
                 _ = turn.tick() => self.sweep_flows(),
+                _ = qos_turn.tick(), if qos_on => self.qos_tick(),
                 _ = async {
                     match self.admission.next_wake(now()) {
                         Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -403,6 +428,7 @@ impl ServerDriver {
                 identity,
                 serial,
                 tx,
+                watch,
             } => {
                 if self.revoked.contains(&serial) {
                     // Authenticated under a CRL older than the one loaded
@@ -418,6 +444,7 @@ impl ServerDriver {
                         out: TunnelOut::new(tx),
                         identity,
                         serial,
+                        watch,
                         reader: None,
                     },
                 );
@@ -649,8 +676,10 @@ impl ServerDriver {
             Event::SwitchCompleted { kind, to, .. } => {
                 info!(box_id = %b, ?kind, tunnel = ?to, "handover complete")
             }
+            Event::PathReport(r) => self.qos_report(b, r),
             Event::SessionClosed { code, reason } => {
                 info!(box_id = %b, ?code, %reason, "session released");
+                self.qos_forget(&b);
                 self.locals.abort_where(|(x, _)| *x == b);
                 self.flows.remove_box(&b);
                 let admission = &mut self.admission;
@@ -967,6 +996,7 @@ impl TunnelDoor {
         let span = tracing::info_span!("tunnel", box_id = %identity, tunnel = tunnel.0);
         let (rd, wr) = tokio::io::split(stream);
         let (wtx, wrx) = mpsc::unbounded_channel();
+        let watch = gate.as_ref().and_then(|g| g.watch().ok());
         let written = self.tx.clone();
         spawn_writer(
             wr,
@@ -985,6 +1015,7 @@ impl TunnelDoor {
                 identity,
                 serial,
                 tx: wtx,
+                watch,
             })
             .is_err()
         {
@@ -1007,6 +1038,7 @@ impl TunnelDoor {
 mod admission;
 mod datagrams;
 mod flows;
+mod qos;
 
 #[cfg(test)]
 mod tests;

@@ -536,6 +536,16 @@ impl BoxSession {
         }
     }
 
+    /// Sends the box's view of the path (PATH_REPORT) on the active tunnel;
+    /// false (nothing sent) while the session has none.
+    pub fn report_path(&mut self, report: wire::PathReport) -> bool {
+        let Some(t) = self.active_tunnel() else {
+            return false;
+        };
+        self.core.queue(t, Frame::PathReport(report));
+        true
+    }
+
     /// The server-assigned session id (0 before CONNECT_ACK).
     pub fn session_id(&self) -> u64 {
         self.session_id
@@ -586,7 +596,10 @@ impl BoxSession {
         if let Frame::Refused { code, reason } = frame {
             return self.handle_refused(t, code, reason, now);
         }
-        if matches!(frame, Frame::Ping { .. } | Frame::Pong { .. }) {
+        if matches!(
+            frame,
+            Frame::Ping { .. } | Frame::Pong { .. } | Frame::PathReport(_)
+        ) {
             return self.core.handle_stream_frame(t, frame, now);
         }
         if let Some((old, switch)) = self.draining_old

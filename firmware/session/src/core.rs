@@ -750,6 +750,7 @@ impl Core {
                     None => {}
                 }
             }
+            Frame::PathReport(r) => self.events.push_back(Event::PathReport(r)),
             other => return Err(Violation::out_of_state(&other, "as a stream frame")),
         }
         Ok(())

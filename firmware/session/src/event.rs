@@ -110,6 +110,8 @@ pub enum Event {
         /// The datagram.
         bytes: Vec<u8>,
     },
+    /// The peer's view of the path (PATH_REPORT), for QoS notices.
+    PathReport(wire::PathReport),
     /// A handover began.
     SwitchStarted {
         /// Its sequence number in the session.

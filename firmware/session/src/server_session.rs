@@ -114,6 +114,24 @@ impl ServerSession {
         &self.owner
     }
 
+    /// The tunnel the session's data flows on, outside a switch.
+    pub fn active_tunnel(&self) -> Option<TunnelId> {
+        match self.phase {
+            Phase::Established { tunnel } => Some(tunnel),
+            _ => None,
+        }
+    }
+
+    /// Sends the server's view of the path (PATH_REPORT) on the active
+    /// tunnel; false (nothing sent) during a switch or without a tunnel.
+    pub fn report_path(&mut self, report: wire::PathReport) -> bool {
+        let Some(t) = self.active_tunnel() else {
+            return false;
+        };
+        self.core.queue(t, Frame::PathReport(report));
+        true
+    }
+
     /// The session's id.
     pub fn session_id(&self) -> u64 {
         self.session_id
@@ -358,7 +376,7 @@ impl ServerSession {
                 );
                 return Ok(());
             }
-            Frame::Ping { .. } | Frame::Pong { .. } => {
+            Frame::Ping { .. } | Frame::Pong { .. } | Frame::PathReport(_) => {
                 return self.core.handle_stream_frame(t, frame, now);
             }
             Frame::SwitchStep2 { switch, .. } if self.standby == Some(t) => {

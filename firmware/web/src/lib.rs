@@ -8,6 +8,7 @@
 //! calls as `cboxctl`.
 
 mod auth;
+pub mod qos;
 mod server;
 
 use std::convert::Infallible;
@@ -45,6 +46,20 @@ pub struct WebConfig {
     pub pin: String,
     /// How long a login lasts.
     pub session_ttl: Duration,
+    /// The box's path notices (`/qos`, `/qos/events`), if it has
+    /// `qos_notify` services.
+    pub qos: Option<QosPage>,
+}
+
+/// What the page needs to serve the path notices.
+#[derive(Debug, Clone)]
+pub struct QosPage {
+    /// The box's hub.
+    pub hub: qos_notify::Hub,
+    /// The box's id.
+    pub box_id: String,
+    /// Its services with `qos_notify = true`.
+    pub services: Vec<String>,
 }
 
 struct App {
@@ -351,12 +366,10 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     info!(listen = %cfg.listen, total = limits.total, per_client = limits.per_client, "status page");
-    server::run(
-        listener,
-        router(calls, cfg.pin, cfg.session_ttl),
-        limits,
-        stats,
-    )
-    .await;
+    let mut app = router(calls, cfg.pin, cfg.session_ttl);
+    if let Some(q) = cfg.qos {
+        app = app.merge(qos::routes(q.hub, q.box_id, q.services));
+    }
+    server::run(listener, app, limits, stats).await;
     Ok(())
 }

@@ -7,8 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::frame::{
-    Codec, DisconnectCode, Frame, FrameType, RefuseCode, ResetCode, StreamKind, StreamSync,
-    SyncState,
+    Codec, DisconnectCode, Frame, FrameType, HandoverKind, PathReport, RefuseCode, ResetCode,
+    StreamKind, StreamSync, SyncState, UplinkKind,
 };
 use crate::ids::{BoxId, ServiceName, StreamId};
 use crate::{HEADER_LEN, SYNC_ENTRY_LEN};
@@ -197,6 +197,17 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_sync(out, sync);
         }
         Frame::SyncPart { streams } => put_entries(out, streams),
+        Frame::PathReport(r) => {
+            out.extend_from_slice(&r.switches.to_be_bytes());
+            out.push(r.handover.to_u8());
+            out.extend_from_slice(&r.stall_ms.to_be_bytes());
+            put_str(out, &r.uplink);
+            out.push(r.kind.to_u8());
+            out.extend_from_slice(&r.rtt_ms.to_be_bytes());
+            out.extend_from_slice(&r.loss_permille.to_be_bytes());
+            out.extend_from_slice(&r.send_kbps.to_be_bytes());
+            out.push(u8::from(r.app_limited));
+        }
         Frame::SwitchUnexpected {
             version,
             session_id,
@@ -375,6 +386,21 @@ fn decode_body(ty: FrameType, r: &mut Reader<'_>) -> Result<Frame, InvalidFrame>
         FrameType::SyncPart => Frame::SyncPart {
             streams: r.entries()?,
         },
+        FrameType::PathReport => Frame::PathReport(PathReport {
+            switches: r.u32()?,
+            handover: HandoverKind::from_u8(r.u8()?),
+            stall_ms: r.u32()?,
+            uplink: r.text()?,
+            kind: UplinkKind::from_u8(r.u8()?),
+            rtt_ms: r.u32()?,
+            loss_permille: r.u16()?,
+            send_kbps: r.u32()?,
+            app_limited: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(r.bad("flags")),
+            },
+        }),
         FrameType::AllRedirected => Frame::AllRedirected {
             switch: r.u32()?,
             sync: r.sync()?,

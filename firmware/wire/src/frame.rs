@@ -205,6 +205,39 @@ pub enum Frame {
         /// Entries, as in [`SyncState::streams`].
         streams: Vec<StreamSync>,
     },
+    /// Either way, on the active tunnel of an established session: the
+    /// sender's view of the path, for the QoS notices of services with
+    /// `qos_notify` (a box sends it only when it has such services; a
+    /// server only to a box that sent one).
+    PathReport(PathReport),
+}
+
+/// A PATH_REPORT's figures: what the sender measures of the path it sends
+/// on, and the last handover of the session as it saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathReport {
+    /// Handovers the session has completed (the sender's count).
+    pub switches: u32,
+    /// How the last of them went.
+    pub handover: HandoverKind,
+    /// How long the applications waited in it (milliseconds, the box's
+    /// measure; 0 from the server).
+    pub stall_ms: u32,
+    /// The uplink the session runs over (the box's name for it; empty
+    /// from the server).
+    pub uplink: String,
+    /// Its kind.
+    pub kind: UplinkKind,
+    /// The tunnel's smoothed round trip (milliseconds).
+    pub rtt_ms: u32,
+    /// Loss on the path (per mille of the box's probes; 0 from the server).
+    pub loss_permille: u16,
+    /// The sender's estimate of the rate it can send at (kbit/s; 0 when
+    /// it does not know yet).
+    pub send_kbps: u32,
+    /// The estimate was taken while the sender had less to send than the
+    /// path takes: the path may carry more.
+    pub app_limited: bool,
 }
 
 /// What one side has received, sent on a new tunnel so the other side can
@@ -373,11 +406,12 @@ pub enum FrameType {
     SwitchUnexpected = 0x28,
     Standby = 0x29,
     SyncPart = 0x2a,
+    PathReport = 0x30,
 }
 
 impl FrameType {
     /// Every frame type, in type-byte order.
-    pub const ALL: [FrameType; 24] = [
+    pub const ALL: [FrameType; 25] = [
         FrameType::Connect,
         FrameType::ConnectAck,
         FrameType::Refused,
@@ -402,6 +436,7 @@ impl FrameType {
         FrameType::SwitchUnexpected,
         FrameType::Standby,
         FrameType::SyncPart,
+        FrameType::PathReport,
     ];
 
     /// Parses a type byte.
@@ -436,6 +471,7 @@ impl FrameType {
             FrameType::SwitchUnexpected => "SWITCH_UNEXPECTED",
             FrameType::Standby => "STANDBY",
             FrameType::SyncPart => "SYNC_PART",
+            FrameType::PathReport => "PATH_REPORT",
         }
     }
 }
@@ -472,6 +508,49 @@ impl Frame {
             Frame::SwitchUnexpected { .. } => FrameType::SwitchUnexpected,
             Frame::Standby { .. } => FrameType::Standby,
             Frame::SyncPart { .. } => FrameType::SyncPart,
+            Frame::PathReport(_) => FrameType::PathReport,
+        }
+    }
+}
+
+code_enum! {
+    /// How a session's last handover went (in a PATH_REPORT).
+    #[derive(Default)]
+    HandoverKind {
+        /// None yet.
+        #[default]
+        None = 0,
+        /// Planned (SWITCH_STEP1 … ALL_REDIRECTED).
+        Planned = 1,
+        /// Sudden (SWITCH_UNEXPECTED).
+        Sudden = 2,
+    }
+}
+
+code_enum! {
+    /// What an uplink is (in a PATH_REPORT).
+    #[derive(Default)]
+    UplinkKind {
+        /// Not known (or not said: the server's reports).
+        #[default]
+        Unknown = 0,
+        /// Wi-Fi.
+        Wifi = 1,
+        /// LTE (cellular).
+        Lte = 2,
+        /// Wired Ethernet.
+        Wired = 3,
+    }
+}
+
+impl UplinkKind {
+    /// Its name in notices and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            UplinkKind::Wifi => "wifi",
+            UplinkKind::Lte => "lte",
+            UplinkKind::Wired => "wired",
+            UplinkKind::Unknown | UplinkKind::Other(_) => "unknown",
         }
     }
 }

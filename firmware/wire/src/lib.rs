@@ -29,8 +29,8 @@ pub mod ids;
 
 pub use codec::{DecodeError, InvalidFrame, decode, encode, encode_data};
 pub use frame::{
-    Codec, DisconnectCode, Frame, FrameType, RefuseCode, ResetCode, StreamKind, StreamSync,
-    SyncState,
+    Codec, DisconnectCode, Frame, FrameType, HandoverKind, PathReport, RefuseCode, ResetCode,
+    StreamKind, StreamSync, SyncState, UplinkKind,
 };
 pub use ids::{BoxId, InvalidId, Role, ServiceName, StreamId};
 

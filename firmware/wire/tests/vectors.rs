@@ -94,6 +94,20 @@ fn vectors() -> Vec<(&'static str, Frame)> {
             },
         ),
         (
+            "PATH_REPORT",
+            Frame::PathReport(wire::PathReport {
+                switches: 2,
+                handover: wire::HandoverKind::Planned,
+                stall_ms: 180,
+                uplink: "lte".into(),
+                kind: wire::UplinkKind::Lte,
+                rtt_ms: 80,
+                loss_permille: 5,
+                send_kbps: 4_800,
+                app_limited: false,
+            }),
+        ),
+        (
             "DATA",
             Frame::Data {
                 stream: StreamId(4),

@@ -125,3 +125,38 @@ fn switching_to_a_tunnel_already_in_use_is_refused() {
     let t = p.bx.active_tunnel().unwrap();
     assert_eq!(p.bx.switch_to(t, p.now), Err(SwitchError::SameTunnel(t)));
 }
+
+#[test]
+fn path_reports_cross_both_ways_and_wait_out_a_switch() {
+    let mut p = Pair::connected();
+    let report = wire::PathReport {
+        switches: 0,
+        uplink: "wifi".into(),
+        kind: wire::UplinkKind::Wifi,
+        rtt_ms: 12,
+        send_kbps: 40_000,
+        ..Default::default()
+    };
+    assert!(p.bx.report_path(report.clone()));
+    p.pump();
+    assert!(
+        p.server_events
+            .iter()
+            .any(|e| e.event == Event::PathReport(report.clone())),
+        "the server hears the box's report"
+    );
+    let owner = crate::testkit::id("box-a");
+    let back = wire::PathReport {
+        rtt_ms: 13,
+        send_kbps: 45_000,
+        ..Default::default()
+    };
+    let s = p.server.session_mut(&owner).unwrap();
+    assert!(s.report_path(back.clone()));
+    p.pump();
+    assert!(p.box_events.contains(&Event::PathReport(back)));
+    // During a planned switch neither side has an active tunnel to report on.
+    let new = p.tunnel("box-a");
+    p.bx.switch_to(new, p.now).unwrap();
+    assert!(!p.bx.report_path(report));
+}

@@ -753,6 +753,7 @@ impl World {
             Event::Connected { .. }
             | Event::Writable { .. }
             | Event::Datagram { .. }
+            | Event::PathReport(_)
             | Event::SwitchStarted { .. } => {}
         }
     }

@@ -155,6 +155,34 @@ pub(crate) fn any_frame() -> impl Strategy<Value = Frame> {
                 sync
             }
         ),
+        (
+            (any::<u32>(), any::<u8>(), any::<u32>(), "[a-z0-9-]{0,32}"),
+            (
+                any::<u8>(),
+                any::<u32>(),
+                any::<u16>(),
+                any::<u32>(),
+                any::<bool>()
+            )
+        )
+            .prop_map(
+                |(
+                    (switches, h, stall_ms, uplink),
+                    (k, rtt_ms, loss_permille, send_kbps, app_limited),
+                )| {
+                    Frame::PathReport(PathReport {
+                        switches,
+                        handover: HandoverKind::from_u8(h),
+                        stall_ms,
+                        uplink,
+                        kind: UplinkKind::from_u8(k),
+                        rtt_ms,
+                        loss_permille,
+                        send_kbps,
+                        app_limited,
+                    })
+                }
+            ),
     ]
 }
 
@@ -310,4 +338,36 @@ proptest! {
         crate::encode_data(stream, offset, &head, &tail, &mut got);
         prop_assert_eq!(&got[1..], &want[..]);
     }
+}
+
+#[test]
+fn path_report_layout_and_bad_flags() {
+    let frame = Frame::PathReport(PathReport {
+        switches: 3,
+        handover: HandoverKind::Sudden,
+        stall_ms: 250,
+        uplink: "lte".into(),
+        kind: UplinkKind::Lte,
+        rtt_ms: 81,
+        loss_permille: 12,
+        send_kbps: 4_800,
+        app_limited: true,
+    });
+    let mut out = Vec::new();
+    encode(&frame, &mut out);
+    let body: &[u8] = &[
+        0x30, 0, 0, 0, 3, 2, 0, 0, 0, 250, 3, b'l', b't', b'e', 2, 0, 0, 0, 81, 0, 12, 0, 0, 0x12,
+        0xc0, 1,
+    ];
+    assert_eq!(&out[4..], body);
+    assert_eq!(decode(&out, DEFAULT_MAX_FRAME_LEN).unwrap().0, frame);
+    let n = out.len();
+    out[n - 1] = 2;
+    assert!(matches!(
+        decode(&out, DEFAULT_MAX_FRAME_LEN),
+        Err(DecodeError::Invalid(InvalidFrame::BadField {
+            field: "flags",
+            ..
+        }))
+    ));
 }
