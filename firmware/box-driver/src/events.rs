@@ -103,6 +103,8 @@ impl BoxDriver {
                 };
                 info!(site, kind = ?rec.kind, from = ?rec.from_uplink, uplink = %rec.to_uplink, ms = rec.stall_ms, replayed = rec.bytes_replayed, reason = %rec.reason, "handover complete");
                 self.history.push(rec);
+                // The applications hear of it now, not at the next sample.
+                self.qos_tick();
             }
             Event::NeedTunnel => {
                 let failed = self.sites[site].uplink.take();
