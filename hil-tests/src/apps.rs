@@ -101,6 +101,19 @@ pub fn start_servers(
             .spawn()?;
         procs.push(name, c);
     }
+    if let Some(mode) = sc.live {
+        use crate::live::port as live;
+        let c = world
+            .exec("internet", "python3")
+            .arg(apps.join("live_stream.py"))
+            .args(["serve", i, &live::SERVER.to_string(), mode.name()])
+            .arg(dir.join("live-sender.json"))
+            .args([&format!("{i}:{}", live::FEED), "box-sim", "live"])
+            .stderr(log(dir, "live-sender")?)
+            .spawn()?;
+        procs.push("live-sender", c);
+        world.wait_listening("internet", live::SERVER, Duration::from_secs(10))?;
+    }
     let sshd = Path::new("/usr/sbin/sshd");
     if !sshd.exists() {
         bail!("{} is missing: install openssh-server", sshd.display());
@@ -171,6 +184,8 @@ pub struct PhoneApps {
     /// The pushed UDP stream's summary (the server's side), when the
     /// scenario has one.
     pub pushed: Option<PathBuf>,
+    /// The live stream's phone side, when the scenario has one.
+    pub live: Option<PathBuf>,
 }
 
 impl PhoneApps {
@@ -190,6 +205,7 @@ impl PhoneApps {
             ssh: dir.join("ssh.json"),
             udp: dir.join("udp.json"),
             pushed: sc.udp_push.then(|| dir.join("pushed.json")),
+            live: sc.live.map(|_| dir.join("live.json")),
         };
         // In transparent mode the phone asks the server itself; the box
         // redirects the connection.
@@ -271,6 +287,22 @@ impl PhoneApps {
                 .spawn()?;
             procs.push("udp-push", pusher);
         }
+        if let Some(out) = &me.live {
+            use crate::live::port as live;
+            let page = format!(
+                "http://{c}:{}/qos/events?service=live",
+                crate::fleet::WEB_PORT
+            );
+            let rx = world
+                .exec("phone", "python3")
+                .arg(apps.join("live_stream.py"))
+                .args(["recv", c, &live::BOX.to_string(), &secs])
+                .arg(out)
+                .args([&page, live::GROUP])
+                .stderr(log(dir, "live")?)
+                .spawn()?;
+            procs.push("live", rx);
+        }
         Ok(me)
     }
 
@@ -281,6 +313,7 @@ impl PhoneApps {
             && self.ssh.exists()
             && self.udp.exists()
             && self.pushed.as_ref().is_none_or(|p| p.exists())
+            && self.live.as_ref().is_none_or(|p| p.exists())
     }
 }
 

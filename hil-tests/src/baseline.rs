@@ -284,6 +284,7 @@ pub fn baseline(
         ssh: None,
         udp: None,
         udp_push: None,
+        live: None,
         rtt_p50_ms: inter.rtt_p50_ms,
         rtt_p99_ms: inter.rtt_p99_ms,
         download_mbit,

@@ -126,6 +126,22 @@ impl Daemons {
                 "[[service]]\nname = \"{name}\"\nlisten = \"{c}:{listen}\"\nprotocol = \"{proto}\"\n{compress}"
             );
         }
+        if sc.live.is_some() {
+            // The live stream's service, whose applications are told of
+            // the path: the relay's feed for the server, the page's event
+            // stream and the PAN announcement for the phone.
+            use crate::live::port as live;
+            snapt += &format!(
+                "[[service]]\nname = \"live\"\ntarget = \"{i}:{}\"\nqos_notify = true\n[qos]\nlisten = \"{i}:{}\"\n",
+                live::SERVER,
+                live::FEED
+            );
+            cnapt += &format!(
+                "[[service]]\nname = \"live\"\nlisten = \"{c}:{}\"\nqos_notify = true\n[qos]\nmulticast = \"{}\"\n",
+                live::BOX,
+                live::GROUP
+            );
+        }
         if pan {
             // DNS for PAN clients: a UDP service to the resolver next to
             // the SNAPT, so names resolve through the tunnel.

@@ -13,6 +13,7 @@ pub mod baseline;
 pub mod crowd;
 pub mod daemons;
 pub mod fleet;
+pub mod live;
 mod live_view;
 pub mod modem_emu;
 pub mod pan;

@@ -77,6 +77,9 @@ pub struct Report {
     /// client service (scenarios with `udp_push`), as the server saw it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_push: Option<UdpFigures>,
+    /// The live stream (scenarios with `live`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::live::LiveFigures>,
     /// Round trip of the interactive records, median (ms).
     pub rtt_p50_ms: Option<f64>,
     /// … and 99th percentile.

@@ -228,6 +228,29 @@ pub fn run_mode(
             .as_ref()
             .is_none_or(|p| p.as_ref().is_some_and(UdpFigures::ok));
     let udp_push = udp_push.flatten();
+    let live = match (sc.live, &phone.live) {
+        (Some(mode), Some(out)) => {
+            let l = crate::live::LiveFigures::read(
+                out,
+                &dir.join("live-sender.json"),
+                mode,
+                sc.duration_s,
+            );
+            match l.as_ref().map(|l| l.check(sc)) {
+                Some(Ok(note)) => notes.push(note),
+                Some(Err(problem)) => {
+                    notes.push(problem);
+                    failed_steps += 1;
+                }
+                None => {
+                    notes.push("live: the phone's side wrote nothing".into());
+                    failed_steps += 1;
+                }
+            }
+            l
+        }
+        _ => None,
+    };
     let app_errors = [
         !curl_ok,
         inter.broken.is_some(),
@@ -268,6 +291,7 @@ pub fn run_mode(
         ssh: Some(ssh),
         udp,
         udp_push,
+        live,
         download_bytes,
         download_intact,
         download_corrupted: !prefix_ok,

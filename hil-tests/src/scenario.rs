@@ -81,9 +81,39 @@ pub struct Scenario {
     /// `pan_dhcp`): see [`crate::crowd`].
     #[serde(default)]
     pub crowd: Option<CrowdSpec>,
+    /// A live stream from a server to the phone on a `live` service with
+    /// `qos_notify = true`: its sender follows the relay's QoS feed
+    /// (`"adaptive"`) or sends at a fixed rate (`"fixed"`); see
+    /// [`crate::live`].
+    #[serde(default)]
+    pub live: Option<LiveMode>,
+    /// The adaptive live stream's largest frame latency must stay within
+    /// this (ms); the fixed one must exceed it.
+    #[serde(default)]
+    pub live_bound_ms: Option<f64>,
     /// The timeline.
     #[serde(default, rename = "event")]
     pub events: Vec<Event>,
+}
+
+/// How a scenario's live stream is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveMode {
+    /// Following the relay's QoS notices.
+    Adaptive,
+    /// At 20 Mbit/s whatever happens.
+    Fixed,
+}
+
+impl LiveMode {
+    /// Its name in the scenario file and the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            LiveMode::Adaptive => "adaptive",
+            LiveMode::Fixed => "fixed",
+        }
+    }
 }
 
 /// What the crowd does and what it must see.

@@ -122,8 +122,10 @@ impl BoxDriver {
         };
         let tunnel = active.map(|(_, a)| a);
         if tunnel != q.tunnel {
+            // A new path: neither direction's rate is the old one's.
             q.tunnel = tunnel;
             q.rate = RateEstimator::default();
+            q.down = None;
         }
         if let Some(i) = &info {
             q.rate

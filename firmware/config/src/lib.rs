@@ -71,8 +71,17 @@ mod tests {
         let (p, t) = doc("cnapt.toml");
         let c = CnaptConfig::parse(&p, &t).unwrap();
         assert_eq!(c.box_id.as_str(), "box-7");
-        assert_eq!(c.services.len(), 3);
+        assert_eq!(c.services.len(), 4);
         assert_eq!(c.services[2].compress, Compress::Zstd);
+        assert_eq!(c.qos_services().len(), 1);
+        assert_eq!(
+            (c.qos.multicast, c.qos.source),
+            (
+                Some("239.255.70.1:7301".parse().unwrap()),
+                Some("198.18.77.1".parse().unwrap())
+            ),
+            "the source defaults to the page's address"
+        );
         assert_eq!(c.client_services[1].protocol, Protocol::Udp);
         assert_eq!(c.session.switch_timeout.as_secs(), 30);
         assert_eq!(c.udp, UdpTimeouts::default());
@@ -88,9 +97,49 @@ mod tests {
                 .iter()
                 .any(|x| x.protocol == Protocol::Udp)
         );
+        assert_eq!(s.qos_services().len(), 1);
+        assert_eq!(
+            s.qos.listen,
+            Some(QosListen::Tcp("127.0.0.1:7300".parse().unwrap()))
+        );
         assert!(s.allows("box-7", &"198.18.4.4:443".parse().unwrap()));
         assert!(!s.allows("box-7", &"198.18.4.4:22".parse().unwrap()));
         assert!(!s.allows("box-8", &"198.18.4.4:443".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_qos_settings_are_refused_naming_the_key() {
+        let (p, t) = doc("cnapt.toml");
+        for (from, to, key) in [
+            ("239.255.70.1:7301", "10.0.0.1:7301", "qos.multicast"),
+            ("heartbeat_s = 5", "heartbeat_s = 0", "qos.heartbeat_s"),
+        ] {
+            let bad = t.replacen(from, to, 1);
+            assert_ne!(bad, t);
+            let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let (p, t) = doc("snapt.toml");
+        for (from, to, key) in [
+            ("127.0.0.1:7300", "localhost:7300", "qos.listen"),
+            ("127.0.0.1:7300", "unix:run/qos.sock", "qos.listen"),
+            (
+                "max_subscribers = 64",
+                "max_subscribers = 0",
+                "qos.max_subscribers",
+            ),
+        ] {
+            let bad = t.replacen(from, to, 1);
+            assert_ne!(bad, t);
+            let e = SnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let unix = t.replacen("127.0.0.1:7300", "unix:/run/cbox/qos.sock", 1);
+        let s = SnaptConfig::parse(&p, &unix).unwrap();
+        assert_eq!(
+            s.qos.listen,
+            Some(QosListen::Unix("/run/cbox/qos.sock".into()))
+        );
     }
 
     #[test]
