@@ -137,8 +137,12 @@ impl BoxDriver {
                 info!(site, session_id, "session established");
                 self.proven(site);
             }
-            Event::Refused { code, reason } => {
-                warn!(site, ?code, %reason, "SNAPT refused us");
+            Event::Refused {
+                code,
+                reason,
+                retry_after_ms,
+            } => {
+                warn!(site, ?code, %reason, retry_after_ms, "SNAPT refused us");
                 self.sites[site].last_error =
                     Some(format!("refused by the SNAPT ({code:?}): {reason}"));
                 if code == wire::RefuseCode::UnknownSession {
@@ -147,7 +151,23 @@ impl BoxDriver {
                     // not after the back-off its outage built up.
                     self.sites[site].backoff.reset();
                 }
-                self.schedule_retry(site);
+                if retry_after_ms > 0 {
+                    // The relay's advice is a floor: nothing tries it
+                    // sooner (a link coming back included), and a little
+                    // jitter on top keeps the boxes it refused together
+                    // from returning together.
+                    let wait = daemon::backoff::at_least(
+                        std::time::Duration::from_millis(u64::from(retry_after_ms)),
+                        daemon::backoff::random(),
+                    );
+                    self.sites[site].not_before = Some(tokio::time::Instant::now() + wait);
+                    if let Some(e) = &mut self.sites[site].last_error {
+                        e.push_str(&format!("; next attempt in {:.1} s", wait.as_secs_f64()));
+                    }
+                    self.retry_after(site, wait);
+                } else {
+                    self.schedule_retry(site);
+                }
             }
             Event::SessionClosed { code, reason } => {
                 warn!(site, ?code, %reason, "session ended; starting a new one");

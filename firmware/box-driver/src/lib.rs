@@ -164,6 +164,9 @@ struct Site {
     standby_connecting: bool,
     /// No new standby attempt before this.
     standby_retry: tokio::time::Instant,
+    /// The SNAPT asked for no new session attempt before this (REFUSED
+    /// with a wait).
+    not_before: Option<tokio::time::Instant>,
     /// Wait between standby attempts that failed.
     standby_backoff: Backoff,
 }
@@ -275,6 +278,7 @@ impl BoxDriver {
                 standby: None,
                 standby_connecting: false,
                 standby_retry: tokio::time::Instant::now(),
+                not_before: None,
                 standby_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             })
             .collect();

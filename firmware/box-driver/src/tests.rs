@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,14 +135,19 @@ impl Net for TestNet {
     }
 }
 
-/// A SNAPT made of the session core, serving the pipes it is handed.
-async fn relay(mut tunnels: mpsc::UnboundedReceiver<DuplexStream>) {
-    let mut server = Server::new(ServerConfig::default(), 7).unwrap();
+/// A SNAPT made of the session core, serving the pipes it is handed;
+/// `busy` follows its count of CONNECTs refused `Busy`.
+async fn relay(
+    mut tunnels: mpsc::UnboundedReceiver<DuplexStream>,
+    mut server: Server,
+    busy: Arc<AtomicU64>,
+) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(TunnelId, Option<Vec<u8>>)>();
     let mut writers: HashMap<TunnelId, WriteHalf<DuplexStream>> = HashMap::new();
     let mut next = 1;
     let box_id = BoxId::new("box-1").unwrap();
     loop {
+        busy.store(server.refused_busy(), Ordering::Relaxed);
         while let Some(tx) = server.poll_transmit() {
             if let Some(w) = writers.get_mut(&tx.tunnel) {
                 let _ = w.write_all(&tx.bytes).await;
@@ -229,9 +235,15 @@ interface = "wwan0"
 
 impl World {
     async fn start() -> Self {
+        let server = Server::new(ServerConfig::default(), 7).unwrap();
+        Self::start_with(server, Arc::default()).await
+    }
+
+    /// The box against a relay of `server`.
+    async fn start_with(server: Server, busy: Arc<AtomicU64>) -> Self {
         let cfg = config::CnaptConfig::parse(std::path::Path::new("test.toml"), CONFIG).unwrap();
         let (relay_tx, relay_rx) = mpsc::unbounded_channel();
-        tokio::spawn(relay(relay_rx));
+        tokio::spawn(relay(relay_rx, server, busy));
         let net = TestNet {
             relay: relay_tx,
             asked: Arc::default(),
@@ -437,6 +449,60 @@ async fn a_snapt_out_of_reach_is_retried_with_growing_jittered_waits() {
     );
     w.net.set_reachable("wwan0", true);
     w.settled_on("lte", Duration::from_secs(30)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_relay_is_left_alone_for_the_wait_it_asks() {
+    let mut server = Server::new(
+        ServerConfig {
+            new_sessions_per_s: 1,
+            ..ServerConfig::default()
+        },
+        7,
+    )
+    .unwrap();
+    // Another box has just taken the relay's one new session of this second.
+    let other = BoxId::new("box-0").unwrap();
+    server.handle_tunnel_up(TunnelId(1000), other.clone(), now());
+    let mut connect = Vec::new();
+    wire::encode(
+        &wire::Frame::Connect {
+            version: wire::VERSION,
+            window: 65536,
+            keepalive_ms: 1000,
+            incarnation: 1,
+            box_id: other,
+        },
+        &mut connect,
+    );
+    server.handle_input(TunnelId(1000), &connect, now());
+    let busy = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now();
+    let w = World::start_with(server, busy.clone()).await;
+    for _ in 0..100 {
+        if busy.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(busy.load(Ordering::Relaxed), 1, "the box was refused Busy");
+    let s = w.status().await;
+    let error = s.sites[0].last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("Busy") && error.contains("next attempt in"),
+        "{error}"
+    );
+    // A link coming back during the wait does not make it try early.
+    w.link("wwan0", false);
+    w.link("wwan0", true);
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    let waited = start.elapsed();
+    // The relay asked for 1 s; the box adds up to a quarter of jitter.
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_millis(1400),
+        "connected after {waited:?}"
+    );
+    assert_eq!(busy.load(Ordering::Relaxed), 1, "refused once, not again");
 }
 
 #[tokio::test(start_paused = true)]

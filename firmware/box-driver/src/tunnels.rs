@@ -22,6 +22,14 @@ impl BoxDriver {
         if self.sites[site].connecting {
             return;
         }
+        if let Some(t) = self.sites[site].not_before {
+            if tokio::time::Instant::now() < t {
+                // The retry scheduled with the refusal comes at `t`.
+                debug!(site, "the SNAPT asked for a wait; not yet");
+                return;
+            }
+            self.sites[site].not_before = None;
+        }
         // Only uplinks with link and address: an attempt over a link
         // without carrier hangs until its timeout while a better one may
         // come up meanwhile. With none, wait for one (the link monitor's

@@ -437,6 +437,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         s(&v["tunnels"])
                     );
                     println!(
+                        "handshakes: {} running, {} waiting, {} shed, {} timed out; new sessions refused busy: {}",
+                        s(&v["handshakes_running"]),
+                        s(&v["handshakes_waiting"]),
+                        s(&v["handshakes_shed"]),
+                        s(&v["handshakes_timed_out"]),
+                        s(&v["sessions_refused_busy"])
+                    );
+                    println!(
                         "{:<16} {:<12} {:>7} {:>12} {:>12} {:>8}",
                         "BOX", "STATE", "STREAMS", "SENT", "RECEIVED", "SWITCHES"
                     );

@@ -300,6 +300,32 @@ mod tests {
                 .to_string()
                 .contains("max_boxes")
         );
+        for (good, bad_value, key) in [
+            (
+                "new_sessions_per_s = 200",
+                "new_sessions_per_s = 0",
+                "new_sessions_per_s",
+            ),
+            (
+                "max_handshakes = 64",
+                "max_handshakes = 0",
+                "max_handshakes",
+            ),
+            (
+                "max_handshakes = 64",
+                "max_handshakes = 5000",
+                "max_handshakes",
+            ),
+        ] {
+            assert!(t.contains(good), "the example sets {good}");
+            let e = SnaptConfig::parse(&p, &t.replace(good, bad_value))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let parsed = SnaptConfig::parse(&p, &t).unwrap();
+        assert_eq!(parsed.server.new_sessions_per_s, 200);
+        assert_eq!(parsed.max_handshakes, 64);
         let bad = t.replace("threads = 1 ", "threads = 0 ");
         let e = SnaptConfig::parse(&p, &bad).unwrap_err().to_string();
         assert!(e.contains("threads"), "{e}");

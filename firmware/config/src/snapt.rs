@@ -24,6 +24,10 @@ struct Raw {
     shutdown_grace_ms: u64,
     #[serde(default = "default_max_boxes")]
     max_boxes: usize,
+    #[serde(default = "default_new_sessions_per_s")]
+    new_sessions_per_s: u32,
+    #[serde(default = "default_max_handshakes")]
+    max_handshakes: usize,
     #[serde(default = "default_threads")]
     threads: usize,
     tls: TlsSection,
@@ -59,6 +63,14 @@ fn default_control() -> PathBuf {
 
 fn default_max_boxes() -> usize {
     1000
+}
+
+fn default_new_sessions_per_s() -> u32 {
+    200
+}
+
+fn default_max_handshakes() -> usize {
+    64
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,8 +158,11 @@ pub struct SnaptConfig {
     /// Addresses handed out to boxes for their client services, one per box,
     /// in order (so identical boxes don't collide on a port).
     pub client_service_addresses: Vec<IpAddr>,
-    /// Session core limits, `max_boxes` included.
+    /// Session core limits, `max_boxes` and `new_sessions_per_s` included.
     pub server: ServerConfig,
+    /// TLS handshakes at once; further tunnels wait their turn (up to four
+    /// times as many; beyond, they are closed at once and counted).
+    pub max_handshakes: usize,
     /// Runtime threads: 1 (default) runs everything on one thread, which
     /// moves a box's bytes with the fewest hand-offs; more let the tunnels'
     /// TLS work run in parallel on a many-core host serving many boxes.
@@ -224,6 +239,12 @@ impl SnaptConfig {
         let session = raw.session.build(path)?;
         if raw.max_boxes == 0 {
             return Err(invalid(path, "max_boxes", "must be at least 1"));
+        }
+        if raw.new_sessions_per_s == 0 {
+            return Err(invalid(path, "new_sessions_per_s", "must be at least 1"));
+        }
+        if !(1..=4096).contains(&raw.max_handshakes) {
+            return Err(invalid(path, "max_handshakes", "must be 1 to 4096"));
         }
         let mut names = HashSet::new();
         let mut services = Vec::new();
@@ -324,7 +345,9 @@ impl SnaptConfig {
             server: ServerConfig {
                 session,
                 max_sessions: raw.max_boxes,
+                new_sessions_per_s: raw.new_sessions_per_s,
             },
+            max_handshakes: raw.max_handshakes,
             threads: raw.threads,
             udp: raw.udp.build(path)?,
             qos: raw.qos.build(path)?,

@@ -45,6 +45,13 @@ impl Backoff {
     }
 }
 
+/// A wait someone asked for, as a floor, with up to a quarter of it added
+/// at random (those told the same wait do not return together).
+pub fn at_least(wait: Duration, random: u64) -> Duration {
+    let quarter = u64::try_from(wait.as_millis() / 4).unwrap_or(u64::MAX);
+    wait + Duration::from_millis(random % quarter.saturating_add(1))
+}
+
 /// A random number from the standard library's per-process random hash
 /// keys (no extra dependency; enough for jitter).
 pub fn random() -> u64 {
@@ -57,6 +64,15 @@ pub fn random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_asked_wait_is_a_floor_with_at_most_a_quarter_added() {
+        let wait = Duration::from_millis(1000);
+        let got: Vec<Duration> = (0..200).map(|_| at_least(wait, random())).collect();
+        assert!(got.iter().all(|d| *d >= wait && *d <= wait + wait / 4));
+        assert!(got.iter().any(|d| *d != got[0]), "jittered");
+        assert_eq!(at_least(Duration::ZERO, random()), Duration::ZERO);
+    }
 
     #[test]
     fn waits_grow_to_the_cap_with_jitter_and_reset() {

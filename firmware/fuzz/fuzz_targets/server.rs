@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         ..SessionConfig::default()
     };
     let mut now = Instant::now();
-    let Ok(mut server) = Server::new(ServerConfig { session: cfg.clone(), max_sessions: 3 }, 9) else { return };
+    let Ok(mut server) = Server::new(ServerConfig { session: cfg.clone(), max_sessions: 3, ..ServerConfig::default() }, 9) else { return };
     let Ok(honest_id) = BoxId::new("honest") else { return };
     let Ok(mut honest) = BoxSession::new(cfg, honest_id.clone(), 1) else { return };
     let home = TunnelId(1);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use config::{Protocol, SnaptConfig};
 use serde_json::json;
 use session::{Event, Server, ServerEvent, TunnelId};
-use tls::{CipherPreference, peer_box_id, peer_serial, revoked_serials, server_config};
+use tls::{CipherPreference, revoked_serials, server_config};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -132,6 +132,8 @@ pub struct ServerDriver {
     started: Instant,
     /// Accept errors of the tunnel and client-service listeners.
     accept_stats: AcceptStats,
+    /// The bound on TLS handshakes at once, and its counters.
+    handshakes: handshakes::Handshakes,
     /// Tunnel ids handed out.
     next_tunnel: Arc<AtomicU64>,
     /// Path notices for servers (`[qos]` and services with `qos_notify`).
@@ -199,6 +201,7 @@ impl ServerDriver {
             flows: ServerFlows::default(),
             started: Instant::now(),
             accept_stats: AcceptStats::default(),
+            handshakes: handshakes::Handshakes::new(cfg.max_handshakes),
             next_tunnel: Arc::new(AtomicU64::new(1)),
             qos: cfg.qos.listen.is_some().then(|| {
                 let services = cfg
@@ -297,6 +300,7 @@ impl ServerDriver {
     fn spawn_acceptor(&self, listener: TcpListener) -> AbortHandle {
         let tls = self.tls.subscribe();
         let door = self.door();
+        let handshakes = self.handshakes.clone();
         spawn_accept_loop(
             listener,
             "tunnel",
@@ -307,7 +311,11 @@ impl ServerDriver {
                 }
                 tune_tunnel(&tcp);
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().clone());
-                tokio::spawn(authenticate(tcp, peer, acceptor, door.clone()));
+                tokio::spawn(
+                    handshakes
+                        .clone()
+                        .authenticate(tcp, peer, acceptor, door.clone()),
+                );
                 true
             },
         )
@@ -889,6 +897,11 @@ impl ServerDriver {
                     "uptime_s": self.started.elapsed().as_secs(),
                     "tunnels": self.tunnels.len(),
                     "accept_errors": self.accept_stats.errors(),
+                    "handshakes_running": self.handshakes.running(),
+                    "handshakes_waiting": self.handshakes.waiting(),
+                    "handshakes_shed": self.handshakes.shed(),
+                    "handshakes_timed_out": self.handshakes.timed_out(),
+                    "sessions_refused_busy": self.server.refused_busy(),
                     "connects_refused": self.admission.refused(),
                     "connects_delayed": self.admission.delayed(),
                     "connects_in_flight": self.admission.load().0,
@@ -924,48 +937,6 @@ impl ServerDriver {
             | Request::PanForget { .. } => Reply::err("this is a cnaptd command"),
         }
     }
-}
-
-/// The TLS handshake of one tunnel (bounded in time), the box's identity
-/// from its certificate, then its reader and writer; the driver learns of
-/// it as `TunnelUp`.
-async fn authenticate(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    door: TunnelDoor,
-) {
-    // The boxes' reachability probes connect and close without a byte:
-    // routine, not a refused handshake worth a warning per box and probe.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut first = [0u8; 1];
-    if let Ok(Ok(0)) = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
-        debug!(%peer, "probe: connected and closed before TLS");
-        return;
-    }
-    let gate = relay_io::transport::SendGate::new(&tcp, relay_io::out::TUNNEL_NOTSENT_LOWAT).ok();
-    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            daemon::warn_throttled!(%peer, error = %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            daemon::warn_throttled!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let (_, conn) = stream.get_ref();
-    let identity = match peer_box_id(conn.peer_certificates()) {
-        Ok(id) => id,
-        Err(e) => {
-            daemon::warn_throttled!(%peer, error = %e, "certificate names no box");
-            return;
-        }
-    };
-    let serial = peer_serial(conn.peer_certificates()).unwrap_or_default();
-    debug!(%peer, box_id = %identity, "tunnel authenticated");
-    door.enter(stream, identity, serial, gate);
 }
 
 /// Where an authenticated tunnel enters the driver (the TLS acceptor's
@@ -1038,6 +1009,7 @@ impl TunnelDoor {
 mod admission;
 mod datagrams;
 mod flows;
+mod handshakes;
 mod qos;
 
 #[cfg(test)]

@@ -593,8 +593,13 @@ impl BoxSession {
         if self.standby.is_some_and(|s| s.tunnel == t) {
             return self.standby_frame(t, frame, now);
         }
-        if let Frame::Refused { code, reason } = frame {
-            return self.handle_refused(t, code, reason, now);
+        if let Frame::Refused {
+            code,
+            reason,
+            retry_after_ms,
+        } = frame
+        {
+            return self.handle_refused(t, code, reason, retry_after_ms, now);
         }
         if matches!(
             frame,
@@ -748,11 +753,13 @@ impl BoxSession {
         t: TunnelId,
         code: RefuseCode,
         reason: String,
+        retry_after_ms: u32,
         now: Instant,
     ) -> Result<(), Violation> {
         self.core.events.push_back(Event::Refused {
             code,
             reason: reason.clone(),
+            retry_after_ms,
         });
         match self.phase {
             Phase::Connecting { tunnel, .. } if tunnel == t => {

@@ -56,6 +56,8 @@ pub enum Event {
         code: RefuseCode,
         /// The server's explanation.
         reason: String,
+        /// The server's advice: no new attempt at it before this (0: none).
+        retry_after_ms: u32,
     },
     /// The peer opened a stream or datagram flow: connect it locally.
     StreamOpened {

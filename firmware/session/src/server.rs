@@ -27,13 +27,22 @@ pub struct ServerConfig {
     /// Most boxes with a session at once; CONNECT beyond is REFUSED
     /// `OverCapacity`. Default 1000.
     pub max_sessions: usize,
+    /// New sessions taken a second, as many at once; a CONNECT beyond is
+    /// REFUSED `Busy` with a wait, the waits of a burst a slot of the
+    /// rate apart (`server/rate.rs`). Default 200.
+    pub new_sessions_per_s: u32,
 }
+
+/// The wait an `OverCapacity` refusal asks for: a full relay does not empty
+/// in seconds.
+pub const OVER_CAPACITY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             session: SessionConfig::default(),
             max_sessions: 1000,
+            new_sessions_per_s: 200,
         }
     }
 }
@@ -45,6 +54,12 @@ impl ServerConfig {
         if self.max_sessions == 0 {
             return Err(ConfigError {
                 field: "max_sessions",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.new_sessions_per_s == 0 {
+            return Err(ConfigError {
+                field: "new_sessions_per_s",
                 problem: "must be at least 1".into(),
             });
         }
@@ -83,12 +98,14 @@ pub struct Server {
     out: VecDeque<Transmit>,
     events: VecDeque<ServerEvent>,
     dirty: BTreeSet<BoxId>,
+    new_sessions: rate::NewSessions,
 }
 
 impl Server {
     /// A server; `seed` feeds the session-id generator (pass real entropy).
     pub fn new(cfg: ServerConfig, seed: u64) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let cfg_rate = cfg.new_sessions_per_s;
         Ok(Self {
             cfg,
             rng: SplitMix64::new(seed),
@@ -99,6 +116,7 @@ impl Server {
             out: VecDeque::new(),
             events: VecDeque::new(),
             dirty: BTreeSet::new(),
+            new_sessions: rate::NewSessions::new(cfg_rate),
         })
     }
 
@@ -397,7 +415,15 @@ impl Server {
         }
         if self.sessions.len() >= self.cfg.max_sessions {
             let reason = format!("server is at its limit of {} boxes", self.cfg.max_sessions);
-            return self.refuse(t, RefuseCode::OverCapacity, reason);
+            return self.refuse_for(t, RefuseCode::OverCapacity, reason, OVER_CAPACITY_WAIT);
+        }
+        if let Err(wait) = self.new_sessions.take(now) {
+            let reason = format!(
+                "relay busy (new_sessions_per_s = {}); retry in {} ms",
+                self.cfg.new_sessions_per_s,
+                wait.as_millis()
+            );
+            return self.refuse_for(t, RefuseCode::Busy, reason, wait);
         }
         let mut session_id = self.rng.next_u64();
         while session_id == 0 || self.by_id.contains_key(&session_id) {
@@ -419,9 +445,33 @@ impl Server {
         self.after_session_call(&identity);
     }
 
+    /// CONNECTs refused `Busy` so far (the new-session rate).
+    pub fn refused_busy(&self) -> u64 {
+        self.new_sessions.refused()
+    }
+
     fn refuse(&mut self, t: TunnelId, code: RefuseCode, reason: String) {
+        self.refuse_for(t, code, reason, std::time::Duration::ZERO);
+    }
+
+    /// REFUSED asking the box to wait `wait` before its next attempt.
+    fn refuse_for(
+        &mut self,
+        t: TunnelId,
+        code: RefuseCode,
+        reason: String,
+        wait: std::time::Duration,
+    ) {
+        let retry_after_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         let mut bytes = Vec::new();
-        wire::encode(&Frame::Refused { code, reason }, &mut bytes);
+        wire::encode(
+            &Frame::Refused {
+                code,
+                reason,
+                retry_after_ms,
+            },
+            &mut bytes,
+        );
         self.out.push_back(Transmit { tunnel: t, bytes });
         let event = Event::CloseTunnel {
             tunnel: t,
@@ -464,6 +514,8 @@ impl Server {
         }
     }
 }
+
+mod rate;
 
 #[cfg(test)]
 mod tests;

@@ -59,6 +59,7 @@ impl Pair {
             ServerConfig {
                 session: cfg.clone(),
                 max_sessions,
+                ..ServerConfig::default()
             },
             7,
         )

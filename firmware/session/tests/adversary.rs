@@ -160,7 +160,7 @@ proptest! {
     #[test]
     fn an_attacking_box_cannot_disturb_another_boxs_session(attacks in prop::collection::vec(attack(), 1..30)) {
         let cfg = SessionConfig { keepalive: Duration::from_secs(60), inactivity_timeout: Duration::from_secs(120), ..SessionConfig::default() };
-        let server = Server::new(ServerConfig { session: cfg.clone(), max_sessions: 8 }, 1).unwrap();
+        let server = Server::new(ServerConfig { session: cfg.clone(), max_sessions: 8, ..ServerConfig::default() }, 1).unwrap();
         let victim = BoxSession::new(cfg, BoxId::new("victim").unwrap(), 1).unwrap();
         let mut net = Net { now: Instant::now(), server, victim, open: BTreeSet::new(), received: Vec::new() };
         net.open.insert(TunnelId(1));

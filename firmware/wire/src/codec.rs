@@ -94,9 +94,16 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&window.to_be_bytes());
             out.extend_from_slice(&keepalive_ms.to_be_bytes());
         }
-        Frame::Refused { code, reason } => {
+        Frame::Refused {
+            code,
+            reason,
+            retry_after_ms,
+        } => {
             out.push(code.to_u8());
             put_str(out, reason);
+            if *retry_after_ms != 0 {
+                out.extend_from_slice(&retry_after_ms.to_be_bytes());
+            }
         }
         Frame::Disconnect { code, reason } => {
             out.push(code.to_u8());
@@ -294,6 +301,15 @@ fn decode_body(ty: FrameType, r: &mut Reader<'_>) -> Result<Frame, InvalidFrame>
         FrameType::Refused => Frame::Refused {
             code: RefuseCode::from_u8(r.u8()?),
             reason: r.text()?,
+            retry_after_ms: if r.is_empty() {
+                0
+            } else {
+                // Present only when not 0: a zero is malformed.
+                match r.u32()? {
+                    0 => return Err(r.bad("retry_after_ms")),
+                    ms => ms,
+                }
+            },
         },
         FrameType::Disconnect => Frame::Disconnect {
             code: DisconnectCode::from_u8(r.u8()?),

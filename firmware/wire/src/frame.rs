@@ -41,6 +41,10 @@ pub enum Frame {
         code: RefuseCode,
         /// Human-readable detail (at most 255 bytes).
         reason: String,
+        /// How long the box should wait before its next attempt at this
+        /// relay, in milliseconds (0: no advice; the box's own back-off).
+        /// On the wire only when not 0.
+        retry_after_ms: u32,
     },
     /// Either side: the session ends cleanly.
     Disconnect {
@@ -312,6 +316,9 @@ code_enum! {
         BadSwitch = 7,
         /// A CONNECT older than the box's live session (a late, abandoned attempt).
         Stale = 8,
+        /// The relay takes new sessions more slowly than they arrive (a
+        /// fleet reconnecting at once): come back after the frame's wait.
+        Busy = 9,
     }
 }
 

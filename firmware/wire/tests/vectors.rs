@@ -52,6 +52,15 @@ fn vectors() -> Vec<(&'static str, Frame)> {
             Frame::Refused {
                 code: RefuseCode::OverCapacity,
                 reason: "full".into(),
+                retry_after_ms: 0,
+            },
+        ),
+        (
+            "REFUSED with a wait",
+            Frame::Refused {
+                code: RefuseCode::Busy,
+                reason: "busy".into(),
+                retry_after_ms: 1500,
             },
         ),
         (

@@ -23,7 +23,7 @@ fn connect_attempt(box_id: &str, version: u16, incarnation: u64) -> Vec<u8> {
 
 fn refused(frames: &[Frame]) -> RefuseCode {
     match frames {
-        [Frame::Refused { code, reason }] => {
+        [Frame::Refused { code, reason, .. }] => {
             assert!(!reason.is_empty(), "a refusal states its reason");
             *code
         }
@@ -74,12 +74,80 @@ fn box_learns_of_capacity_refusal_with_a_clear_event() {
     p.bx.switch_to(t, p.now).unwrap();
     p.pump();
     assert!(p.box_events.iter().any(|e| matches!(e,
-        Event::Refused { code: RefuseCode::OverCapacity, reason } if reason.contains("limit of 1 boxes"))));
+        Event::Refused { code: RefuseCode::OverCapacity, reason, retry_after_ms: 30_000 }
+            if reason.contains("limit of 1 boxes"))));
     assert!(p.box_events.contains(&Event::CloseTunnel {
         tunnel: t,
         reason: CloseReason::Refused(RefuseCode::OverCapacity)
     }));
     assert_eq!(p.bx.state(), BoxState::Idle, "the box may try again later");
+}
+
+#[test]
+fn connects_beyond_the_new_session_rate_are_told_when_to_come_back() {
+    let mut p = Pair::new(cfg(), 100);
+    p.server = crate::Server::new(
+        crate::ServerConfig {
+            session: cfg(),
+            max_sessions: 100,
+            new_sessions_per_s: 2,
+        },
+        7,
+    )
+    .unwrap();
+    let mut waits = Vec::new();
+    let mut first_session = 0;
+    for i in 0..5 {
+        let name = format!("box-{i}");
+        let t = p.tunnel(&name);
+        match &p.raw_to_server(t, &connect(&name, VERSION))[..] {
+            [Frame::ConnectAck { session_id, .. }] => {
+                first_session = first_session.max(u64::from(i == 0) * *session_id);
+                waits.push(0)
+            }
+            [
+                Frame::Refused {
+                    code: RefuseCode::Busy,
+                    reason,
+                    retry_after_ms,
+                },
+            ] => {
+                assert!(reason.contains("new_sessions_per_s = 2"), "{reason}");
+                assert!(!p.open.contains(&t), "the refused tunnel is closed");
+                waits.push(*retry_after_ms)
+            }
+            other => panic!("expected CONNECT_ACK or REFUSED Busy, got {other:?}"),
+        }
+    }
+    // Two at once (the bucket), the rest a slot (0.5 s) apart.
+    assert_eq!(waits, vec![0, 0, 500, 1000, 1500]);
+    assert_eq!(p.server.refused_busy(), 3);
+    // A session's resumption is never limited, even with the bucket empty.
+    let t = p.tunnel("box-0");
+    let resume = Frame::SwitchUnexpected {
+        version: VERSION,
+        session_id: first_session,
+        switch: 1,
+        box_id: id("box-0"),
+        sync: SyncState::default(),
+    };
+    let answer = p.raw_to_server(t, &bytes(&[resume]));
+    assert!(
+        matches!(answer[..], [Frame::AllRedirected { .. }]),
+        "{answer:?}"
+    );
+    // Each refused box that comes back when told (0.5 s apart) is taken.
+    for (i, wait) in [(2, 500), (3, 1000), (4, 1500)] {
+        let name = format!("box-{i}");
+        p.advance(Duration::from_millis(500));
+        let t = p.tunnel(&name);
+        let answer = p.raw_to_server(t, &connect_attempt(&name, VERSION, 2));
+        assert!(
+            matches!(answer[..], [Frame::ConnectAck { .. }]),
+            "box-{i} back after {wait} ms: {answer:?}"
+        );
+    }
+    assert_eq!(p.server.refused_busy(), 3, "no second refusal");
 }
 
 #[test]

@@ -204,6 +204,7 @@ impl World {
                 let sc = ServerConfig {
                     session: cfg.clone(),
                     max_sessions: 4,
+                    ..ServerConfig::default()
                 };
                 Server::new(sc, 42 + i as u64).unwrap()
             })

@@ -78,9 +78,12 @@ pub(crate) fn any_frame() -> impl Strategy<Value = Frame> {
                 keepalive_ms
             }
         ),
-        (any::<u8>(), text()).prop_map(|(c, reason)| Frame::Refused {
-            code: RefuseCode::from_u8(c),
-            reason
+        (any::<u8>(), text(), any::<u32>()).prop_map(|(c, reason, retry_after_ms)| {
+            Frame::Refused {
+                code: RefuseCode::from_u8(c),
+                reason,
+                retry_after_ms,
+            }
         }),
         (any::<u8>(), text()).prop_map(|(c, reason)| Frame::Disconnect {
             code: DisconnectCode::from_u8(c),
@@ -311,6 +314,7 @@ fn long_reasons_are_cut_at_a_character_boundary() {
         &Frame::Refused {
             code: RefuseCode::OverCapacity,
             reason,
+            retry_after_ms: 0,
         },
         &mut buf,
     );
@@ -319,6 +323,43 @@ fn long_reasons_are_cut_at_a_character_boundary() {
         panic!("not REFUSED")
     };
     assert_eq!(reason, "é".repeat(127));
+}
+
+#[test]
+fn a_refusal_carries_its_wait_only_when_there_is_one() {
+    let refused = |retry_after_ms| Frame::Refused {
+        code: RefuseCode::Busy,
+        reason: "busy".into(),
+        retry_after_ms,
+    };
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    encode(&refused(0), &mut without);
+    encode(&refused(1500), &mut with);
+    assert_eq!(with.len(), without.len() + 4);
+    assert_eq!(
+        decode(&with, DEFAULT_MAX_FRAME_LEN).unwrap().0,
+        refused(1500)
+    );
+    assert_eq!(
+        decode(&without, DEFAULT_MAX_FRAME_LEN).unwrap().0,
+        refused(0)
+    );
+    // A wait of 0 on the wire is malformed (absent means none), and so is
+    // a cut one.
+    let mut zero = without.clone();
+    zero.extend_from_slice(&[0, 0, 0, 0]);
+    zero[3] += 4;
+    assert!(matches!(
+        decode(&zero, DEFAULT_MAX_FRAME_LEN),
+        Err(DecodeError::Invalid(_))
+    ));
+    let mut cut = without.clone();
+    cut.extend_from_slice(&[0, 5]);
+    cut[3] += 2;
+    assert!(matches!(
+        decode(&cut, DEFAULT_MAX_FRAME_LEN),
+        Err(DecodeError::Invalid(_))
+    ));
 }
 
 proptest! {
