@@ -302,7 +302,7 @@ mod tests {
         );
         for (good, bad_value, key) in [
             (
-                "new_sessions_per_s = 200",
+                "new_sessions_per_s = 1000",
                 "new_sessions_per_s = 0",
                 "new_sessions_per_s",
             ),
@@ -324,7 +324,7 @@ mod tests {
             assert!(e.contains(key), "{e}");
         }
         let parsed = SnaptConfig::parse(&p, &t).unwrap();
-        assert_eq!(parsed.server.new_sessions_per_s, 200);
+        assert_eq!(parsed.server.new_sessions_per_s, 1000);
         assert_eq!(parsed.max_handshakes, 64);
         let bad = t.replace("threads = 1 ", "threads = 0 ");
         let e = SnaptConfig::parse(&p, &bad).unwrap_err().to_string();

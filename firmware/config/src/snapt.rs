@@ -66,7 +66,7 @@ fn default_max_boxes() -> usize {
 }
 
 fn default_new_sessions_per_s() -> u32 {
-    200
+    1000
 }
 
 fn default_max_handshakes() -> usize {
@@ -160,7 +160,7 @@ pub struct SnaptConfig {
     pub client_service_addresses: Vec<IpAddr>,
     /// Session core limits, `max_boxes` and `new_sessions_per_s` included.
     pub server: ServerConfig,
-    /// TLS handshakes at once; further tunnels wait their turn (up to four
+    /// TLS handshakes at once; further tunnels wait their turn (up to 64
     /// times as many; beyond, they are closed at once and counted).
     pub max_handshakes: usize,
     /// Runtime threads: 1 (default) runs everything on one thread, which

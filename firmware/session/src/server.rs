@@ -29,7 +29,7 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// New sessions taken a second, as many at once; a CONNECT beyond is
     /// REFUSED `Busy` with a wait, the waits of a burst a slot of the
-    /// rate apart (`server/rate.rs`). Default 200.
+    /// rate apart (`server/rate.rs`). Default 1000.
     pub new_sessions_per_s: u32,
 }
 
@@ -42,7 +42,7 @@ impl Default for ServerConfig {
         Self {
             session: SessionConfig::default(),
             max_sessions: 1000,
-            new_sessions_per_s: 200,
+            new_sessions_per_s: 1000,
         }
     }
 }

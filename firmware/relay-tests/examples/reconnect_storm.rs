@@ -1,0 +1,224 @@
+//! A fleet arriving at once (issue 17, item 4): BOXES hand-driven boxes,
+//! each with its own certificate and real TLS, start their first attempt
+//! within 200 ms of each other — what a relay restart looks like when
+//! every box's back-off (0.2 s base, full jitter) starts together — and
+//! each retries as cnaptd does: after a REFUSED with a wait, that wait plus
+//! up to a quarter; after a closed or failed connection, a jittered
+//! back-off doubling from 0.2 s to 5 s. Run once against snaptd with its
+//! shipped limits and once with them lifted, in the same run; printed:
+//! time until every box has its session, attempts, refusals, connections
+//! closed before their handshake, peak handshakes a second (client side,
+//! 100 ms windows), snaptd's CPU seconds.
+//!
+//! ```text
+//! cargo build --release --workspace
+//! cargo run --release -p relay-tests --example reconnect_storm [BOXES]
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use relay_tests::apps::echo_server;
+use relay_tests::bed::{Bed, free_port, snapt_ctl};
+use relay_tests::procinfo::cpu_seconds;
+use relay_tests::raw::Raw;
+use wire::{BoxId, Frame, RefuseCode, VERSION};
+
+#[derive(Default)]
+struct Tally {
+    /// When each TLS connection was begun (since the start).
+    attempts: Vec<Duration>,
+    busy: usize,
+    failed: usize,
+    /// When each box got its session.
+    done: Vec<Duration>,
+    /// The first refusal's reason.
+    reason: Option<String>,
+}
+
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5eed);
+    h.finish()
+}
+
+/// One box until it has a session; its tunnel is kept open.
+async fn one_box(
+    pki: std::path::PathBuf,
+    id: String,
+    snapt: SocketAddr,
+    start: Instant,
+    tally: Arc<Mutex<Tally>>,
+) -> Option<Raw> {
+    tokio::time::sleep(Duration::from_millis(random() % 200)).await;
+    let mut backoff = Duration::from_millis(200);
+    for incarnation in 1..=200u64 {
+        tally.lock().unwrap().attempts.push(start.elapsed());
+        let wait = match Raw::connect(&pki, &id, snapt).await {
+            Ok(mut raw) => {
+                let connect = Frame::Connect {
+                    version: VERSION,
+                    window: 65536,
+                    keepalive_ms: 1000,
+                    incarnation,
+                    box_id: BoxId::new(&id).unwrap(),
+                };
+                let _ = raw.send(&connect).await;
+                match raw.recv(Duration::from_secs(10)).await {
+                    Some(Frame::ConnectAck { .. }) => {
+                        tally.lock().unwrap().done.push(start.elapsed());
+                        return Some(raw);
+                    }
+                    Some(Frame::Refused {
+                        code: RefuseCode::Busy,
+                        retry_after_ms,
+                        reason,
+                    }) if retry_after_ms > 0 => {
+                        let mut t = tally.lock().unwrap();
+                        t.busy += 1;
+                        t.reason.get_or_insert(reason);
+                        drop(t);
+                        let w = Duration::from_millis(u64::from(retry_after_ms));
+                        w + Duration::from_millis(random() % (w.as_millis() as u64 / 4 + 1))
+                    }
+                    _ => {
+                        tally.lock().unwrap().failed += 1;
+                        jittered(&mut backoff)
+                    }
+                }
+            }
+            Err(_) => {
+                tally.lock().unwrap().failed += 1;
+                jittered(&mut backoff)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+    None
+}
+
+/// Full jitter over a ceiling doubling to 5 s.
+fn jittered(ceiling: &mut Duration) -> Duration {
+    let w = Duration::from_millis(random() % (ceiling.as_millis() as u64 + 1));
+    *ceiling = (*ceiling * 2).min(Duration::from_secs(5));
+    w
+}
+
+async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
+    let echo = echo_server().await;
+    let port = free_port();
+    let name = format!("snaptd-{}", label.split_whitespace().next().unwrap_or("x"));
+    let ctl = bed.snaptd(
+        &name,
+        port,
+        &format!("max_boxes = 100000\n{top}"),
+        &format!("[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n[session]\ninactivity_timeout_ms = 120000\n"),
+    );
+    let pid = bed.daemons.last().map(|d| d.pid()).unwrap_or(0);
+    let snapt: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let cpu0 = cpu_seconds(pid);
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for id in ids {
+        set.spawn(one_box(
+            bed.path("pki"),
+            id.clone(),
+            snapt,
+            start,
+            tally.clone(),
+        ));
+    }
+    let mut kept = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(Some(raw)) = r {
+            kept.push(raw);
+        }
+    }
+    let cpu = cpu_seconds(pid) - cpu0;
+    let st = snapt_ctl(&ctl, &["status"]).unwrap_or_default();
+    let t = tally.lock().unwrap();
+    let all = t.done.iter().max().copied().unwrap_or_default();
+    let mut windows = std::collections::HashMap::<u128, usize>::new();
+    for a in &t.attempts {
+        *windows.entry(a.as_millis() / 100).or_default() += 1;
+    }
+    let peak = windows.values().max().copied().unwrap_or(0) * 10;
+    let mut done = t.done.clone();
+    done.sort();
+    let median = done.get(done.len() / 2).copied().unwrap_or_default();
+    println!(
+        "| {label} | {}/{} | {:.2} s | {:.2} s | {} | {} | {} | {} | {peak} | {cpu:.2} |",
+        kept.len(),
+        ids.len(),
+        median.as_secs_f64(),
+        all.as_secs_f64(),
+        t.attempts.len(),
+        t.busy,
+        t.failed,
+        st["handshakes_shed"],
+    );
+    if let Some(r) = &t.reason {
+        eprintln!("{label}: first refusal: {r}");
+    }
+    drop(kept);
+    if let Some(d) = bed.daemons.last_mut() {
+        d.terminate(Duration::from_secs(5));
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let boxes: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(500);
+    let mut bed = Bed::new("storm");
+    let pki = tls::pki::Pki::new(bed.path("pki"));
+    let started = Instant::now();
+    let ids: Vec<String> = (0..boxes).map(|i| format!("box-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        pki.issue_box(&BoxId::new(id).unwrap(), 30).unwrap();
+        if (i + 1) % 100 == 0 {
+            eprintln!("issued {} of {boxes} box certificates", i + 1);
+        }
+    }
+    eprintln!("certificates in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "{boxes} boxes arriving within 200 ms (a relay restart), loopback, 2 cores shared by the boxes and snaptd\n"
+    );
+    println!(
+        "| snaptd | sessions | median | all back | TLS attempts | refused Busy | closed or failed | shed by snaptd | peak attempts/s | snaptd CPU s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    storm(&mut bed, "shipped limits (1000/s, 64 handshakes)", "", &ids).await;
+    storm(
+        &mut bed,
+        "limits lifted",
+        "new_sessions_per_s = 1000000\nmax_handshakes = 4096",
+        &ids,
+    )
+    .await;
+    storm(
+        &mut bed,
+        "first default tried (200/s, 64 handshakes)",
+        "new_sessions_per_s = 200",
+        &ids,
+    )
+    .await;
+    storm(
+        &mut bed,
+        "tight limits (50/s, 8 handshakes)",
+        "new_sessions_per_s = 50\nmax_handshakes = 8",
+        &ids,
+    )
+    .await;
+}
