@@ -134,6 +134,7 @@ impl BoxDriver {
                     .standby()
                     .and_then(|t| self.tunnels.get(&t))
                     .map(|t| self.cfg.uplinks[t.uplink].name.clone()),
+                relay: self.sites[site].relays.current().map(str::to_owned),
             });
         }
         status::Snapshot {

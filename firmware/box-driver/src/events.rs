@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use status::{HandoverKind, HandoverRecord, Outcome};
 
-use super::{BoxDriver, SwitchStart, now};
+use super::{BoxDriver, SwitchStart, now, relays};
 use control::Reply;
 use relay_io::io::WriteCmd;
 
@@ -151,6 +151,7 @@ impl BoxDriver {
                     // not after the back-off its outage built up.
                     self.sites[site].backoff.reset();
                 }
+                let fleet = self.sites[site].relays.is_fleet();
                 if retry_after_ms > 0 {
                     // The relay's advice is a floor: nothing tries it
                     // sooner (a link coming back included), and a little
@@ -160,12 +161,26 @@ impl BoxDriver {
                         std::time::Duration::from_millis(u64::from(retry_after_ms)),
                         daemon::backoff::random(),
                     );
+                    if fleet {
+                        // Of a fleet, only that relay waits: a sibling may
+                        // take the session now.
+                        self.sites[site].relays.failed(super::now(), wait);
+                        if self.sites[site].relays.any_up(super::now()) {
+                            self.schedule_retry(site);
+                            return;
+                        }
+                    }
                     self.sites[site].not_before = Some(tokio::time::Instant::now() + wait);
                     if let Some(e) = &mut self.sites[site].last_error {
                         e.push_str(&format!("; next attempt in {:.1} s", wait.as_secs_f64()));
                     }
                     self.retry_after(site, wait);
                 } else {
+                    if fleet {
+                        self.sites[site]
+                            .relays
+                            .failed(super::now(), relays::DOWN_FOR);
+                    }
                     self.schedule_retry(site);
                 }
             }
@@ -191,10 +206,34 @@ impl BoxDriver {
                         bytes_replayed: 0,
                         outcome: Outcome::Failed(format!("continuity lost: {reason}")),
                     });
+                } else if let Some(from) = self.sites[site].uplink.or(self.sites[site].last_uplink)
+                {
+                    // Lost outside a switch (the session's relay gone, a
+                    // resumption refused): recorded the same way, so the
+                    // technician and the operator see why streams reset.
+                    let name = self.cfg.uplinks[from].name.clone();
+                    self.history.push(HandoverRecord {
+                        seq: 0,
+                        at_unix_ms: unix_ms(),
+                        site,
+                        kind: HandoverKind::Sudden,
+                        from_uplink: Some(name.clone()),
+                        to_uplink: name,
+                        reason: "session lost".into(),
+                        stall_ms: 0.0,
+                        bytes_buffered: 0,
+                        bytes_replayed: 0,
+                        outcome: Outcome::Failed(format!("continuity lost: {reason}")),
+                    });
                 }
                 self.sites[site].cause = None;
                 self.sites[site].intent = None;
                 self.sites[site].last_uplink = None;
+                // Of a fleet: the next session picks its relay again,
+                // passing over this one for a while.
+                self.sites[site]
+                    .relays
+                    .failed(super::now(), relays::DOWN_FOR);
                 self.locals.abort_where(|(s, _)| *s == site);
                 self.flows.remove_site(site);
                 self.incarnation += 1;

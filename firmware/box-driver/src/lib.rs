@@ -46,6 +46,7 @@ mod events;
 pub mod net;
 mod qos;
 mod radios;
+mod relays;
 mod shares;
 mod switching;
 mod transparent;
@@ -167,6 +168,13 @@ struct Site {
     /// The SNAPT asked for no new session attempt before this (REFUSED
     /// with a wait).
     not_before: Option<tokio::time::Instant>,
+    /// The relay fleet behind the SNAPT's router, if it has one, and the
+    /// relay of the current session.
+    relays: relays::RelaySet,
+    /// Resumption attempts in a row that reached the router but not the
+    /// session's relay (TLS failed): at [`RELAY_GONE_AFTER`] the relay is
+    /// taken for gone and a new session starts on another.
+    relay_misses: u32,
     /// Wait between standby attempts that failed.
     standby_backoff: Backoff,
 }
@@ -245,6 +253,10 @@ impl std::fmt::Debug for BoxDriver {
     }
 }
 
+/// Resumptions in a row that reach the router but not the session's relay
+/// before the relay is taken for gone (`[[snapt]] relays`).
+const RELAY_GONE_AFTER: u32 = 2;
+
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -279,6 +291,8 @@ impl BoxDriver {
                 standby_connecting: false,
                 standby_retry: tokio::time::Instant::now(),
                 not_before: None,
+                relays: relays::RelaySet::new(s.relays.clone()),
+                relay_misses: 0,
                 standby_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             })
             .collect();

@@ -8,12 +8,12 @@ use std::time::Duration;
 use relay_io::connect::Egress;
 use relay_io::io::{spawn_reader, spawn_writer};
 use relay_io::out::{TUNNEL_NOTSENT_LOWAT, TunnelOut};
-use session::TunnelId;
+use session::{BoxState, TunnelId};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
 
 use super::net::Connected;
-use super::{BoxDriver, Input, LiveTunnel, Purpose, now};
+use super::{BoxDriver, Input, LiveTunnel, Purpose, RELAY_GONE_AFTER, now, relays};
 
 impl BoxDriver {
     /// Connects a tunnel for `site`, trying uplinks in the decision task's
@@ -52,13 +52,23 @@ impl BoxDriver {
         }
         self.sites[site].awaiting_link = false;
         self.sites[site].connecting = true;
+        // A new session picks its relay of the fleet here; a resumption
+        // keeps the session's.
+        let _ = self.sites[site]
+            .relays
+            .relay(self.cfg.box_id.as_str(), now());
         self.spawn_connect(site, order, Purpose::Recover);
     }
 
     /// Tries `order`'s uplinks one after the other until one gives a
     /// tunnel; the driver learns the outcome as `TunnelConnected`.
     pub(super) fn spawn_connect(&self, site: usize, order: Vec<usize>, purpose: Purpose) {
-        let snapt = self.cfg.snapts[site].clone();
+        let mut snapt = self.cfg.snapts[site].clone();
+        if let Some(relay) = self.sites[site].relays.current() {
+            // Every tunnel of the session names its relay (the router
+            // routes on it) and checks that relay's certificate.
+            snapt.server_name = relay.to_owned();
+        }
         let egresses: Vec<(usize, Egress)> =
             order.into_iter().map(|u| (u, self.egress(u))).collect();
         let net = self.net.clone();
@@ -98,6 +108,39 @@ impl BoxDriver {
             }
             .instrument(span),
         );
+    }
+
+    /// A connection attempt for `site` failed with `error`. With a relay
+    /// fleet: a new session's relay is passed over for the next attempt;
+    /// a session whose resumptions reach the router but not its relay
+    /// (the TLS handshake fails) [`RELAY_GONE_AFTER`] times in a row is
+    /// given up — its relay is gone, and waiting out the switch timeout
+    /// would only keep the phone's applications hanging — and a new
+    /// session starts on another relay ("continuity lost").
+    fn relay_unreachable(&mut self, site: usize, error: &str) {
+        if !self.sites[site].relays.is_fleet() {
+            return;
+        }
+        let state = self.coord.site(site).map(|s| s.state());
+        match state {
+            Some(BoxState::Idle) => self.sites[site].relays.failed(now(), relays::DOWN_FOR),
+            Some(BoxState::Recovering) if error.starts_with("tls with") => {
+                let s = &mut self.sites[site];
+                s.relay_misses += 1;
+                if s.relay_misses >= RELAY_GONE_AFTER {
+                    s.relay_misses = 0;
+                    let relay = s.relays.current().unwrap_or_default().to_owned();
+                    warn!(site, %relay, "the session's relay is gone; starting anew on another");
+                    s.relays.failed(now(), relays::DOWN_FOR);
+                    if let Some(session) = self.coord.site(site) {
+                        session.close(&format!(
+                            "relay {relay} unreachable behind the router ({error})"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// How to leave over `uplink`.
@@ -173,6 +216,7 @@ impl BoxDriver {
                     }
                     Purpose::Standby => self.standby_connected(site, None, uplink),
                     Purpose::Recover => {
+                        self.relay_unreachable(site, &e);
                         self.sites[site].last_error = Some(e);
                         self.schedule_retry(site);
                     }
@@ -180,6 +224,9 @@ impl BoxDriver {
                 return;
             }
         };
+        if purpose == Purpose::Recover {
+            self.sites[site].relay_misses = 0;
+        }
         let id = self.register_tunnel(site, uplink, tunnel);
         let span = self.sites[site].span.clone();
         let _site = span.enter();

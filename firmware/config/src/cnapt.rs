@@ -68,10 +68,65 @@ fn default_control() -> PathBuf {
 pub struct SnaptLink {
     /// Name used by `[[service]].snapt`.
     pub name: String,
-    /// `host:port` of its tunnel listener.
+    /// `host:port` of its tunnel listener (with `relays`: of the TLS
+    /// router in front of them).
     pub address: String,
-    /// Name its certificate is issued for (DNS name or IP).
+    /// Name its certificate is issued for (DNS name or IP); not with
+    /// `relays`.
+    #[serde(default)]
     pub server_name: String,
+    /// A relay fleet behind one TLS router that routes on the SNI: the
+    /// relays' names (each its certificate's). A new session picks one by
+    /// a stable hash of the box id over those not known to be down, and
+    /// every tunnel of the session names it, so all reach the same relay.
+    #[serde(default)]
+    pub relays: Vec<String>,
+}
+
+/// Most relays in one `[[snapt]]`'s set.
+pub const MAX_RELAYS: usize = 64;
+
+impl SnaptLink {
+    /// The problem with its names, as (key, problem).
+    fn check_names(&self) -> Result<(), (String, String)> {
+        let dns = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+        };
+        match (self.server_name.is_empty(), self.relays.is_empty()) {
+            (true, true) => Err((
+                "server_name".into(),
+                "needed (the name on the relay's certificate), or a relays list".into(),
+            )),
+            (false, false) => Err((
+                "server_name".into(),
+                "not used with relays (each relay's own name is checked): remove it".into(),
+            )),
+            (false, true) => Ok(()),
+            (true, false) => {
+                if self.relays.len() > MAX_RELAYS {
+                    return Err(("relays".into(), format!("at most {MAX_RELAYS}")));
+                }
+                let mut seen = HashSet::new();
+                for (j, r) in self.relays.iter().enumerate() {
+                    if !dns(r) {
+                        return Err((format!("relays[{j}]"), format!("{r:?} is not a DNS name")));
+                    }
+                    if !seen.insert(r.to_ascii_lowercase()) {
+                        return Err((format!("relays[{j}]"), format!("{r:?} is listed twice")));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +280,8 @@ impl CnaptConfig {
                     "must be host:port",
                 ));
             }
+            s.check_names()
+                .map_err(|(key, problem)| invalid(path, format!("snapt[{i}].{key}"), problem))?;
         }
         if raw.uplink.is_empty() {
             return Err(invalid(path, "uplink", "at least one [[uplink]] is needed"));

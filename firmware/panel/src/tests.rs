@@ -205,6 +205,7 @@ fn the_snapshot_decides_uplink_degradation_and_fault() {
             pings_lost: 0,
             last_error: None,
             standby: None,
+            relay: None,
         }],
         pan_clients: Vec::new(),
         bluetooth: None,

@@ -130,18 +130,26 @@ pub async fn connect_tunnel(
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<TlsStream<TcpStream>, ConnectError> {
-    let work = async {
-        let (tcp, addr) = connect_tcp(address, egress).await?;
-        let name = ServerName::try_from(server_name.to_owned())
-            .map_err(|_| ConnectError::ServerName(server_name.to_owned()))?;
-        TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await
-            .map_err(|source| ConnectError::Tls { addr, source })
-    };
-    tokio::time::timeout(timeout, work)
+    // One deadline for both phases; a handshake that times out after the
+    // TCP connection was made is a TLS failure (the far end, or a router
+    // in front of it, took the connection and never answered), not a path
+    // that carries nothing.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (tcp, addr) = tokio::time::timeout_at(deadline, connect_tcp(address, egress))
         .await
-        .map_err(|_| ConnectError::Timeout(address.to_owned()))?
+        .map_err(|_| ConnectError::Timeout(address.to_owned()))??;
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|_| ConnectError::ServerName(server_name.to_owned()))?;
+    match tokio::time::timeout_at(deadline, TlsConnector::from(tls).connect(name, tcp)).await {
+        Ok(r) => r.map_err(|source| ConnectError::Tls { addr, source }),
+        Err(_) => Err(ConnectError::Tls {
+            addr,
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no handshake within the connect timeout",
+            ),
+        }),
+    }
 }
 
 /// A light probe of the path to `address` over `egress`: the time a TCP

@@ -198,10 +198,23 @@ impl Bed {
     /// Starts snaptd `name` listening on `port`; `top` holds top-level keys,
     /// `extra` tables appended after `[tls]`.
     pub fn snaptd(&mut self, name: &str, port: u16, top: &str, extra: &str) -> PathBuf {
+        self.snaptd_as(name, "snapt", port, top, extra)
+    }
+
+    /// As [`Self::snaptd`], presenting the server certificate `cert`
+    /// (`cboxctl pki server CERT`, issued beforehand).
+    pub fn snaptd_as(
+        &mut self,
+        name: &str,
+        cert: &str,
+        port: u16,
+        top: &str,
+        extra: &str,
+    ) -> PathBuf {
         let control = self.path(&format!("{name}.sock"));
         let pki = self.path("pki");
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\ncontrol_socket = \"{}\"\n{top}\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/snapt.pem\"\nkey = \"{p}/servers/snapt.key\"\ncrl = \"{p}/crl.pem\"\n{extra}",
+            "listen = \"127.0.0.1:{port}\"\ncontrol_socket = \"{}\"\n{top}\n[tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/{cert}.pem\"\nkey = \"{p}/servers/{cert}.key\"\ncrl = \"{p}/crl.pem\"\n{extra}",
             control.display(),
             p = pki.display()
         );

@@ -130,6 +130,9 @@ pub struct SiteRow {
     /// The uplink its warm standby tunnel runs over, once bound.
     #[serde(default)]
     pub standby: Option<String>,
+    /// Of a relay fleet (`[[snapt]] relays`): the relay of the session.
+    #[serde(default)]
+    pub relay: Option<String>,
 }
 
 /// A switch the box suggests in manual mode.

@@ -45,6 +45,7 @@ fn snapshot() -> Snapshot {
             pings_lost: 0,
             last_error: None,
             standby: None,
+            relay: None,
         }],
         pan_clients: Vec::new(),
         bluetooth: None,

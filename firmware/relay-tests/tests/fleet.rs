@@ -1,0 +1,233 @@
+//! A relay fleet behind a real TLS router (issue 17, item 1): three
+//! snaptd, each with its own certificate name, behind Debian's HAProxy in
+//! TCP mode routing on the TLS SNI (no TLS termination at the router);
+//! real cnaptd boxes with the fleet in `[[snapt]] relays`. Every tunnel of
+//! a session — primary, standby, after a switch — reaches the session's
+//! relay; a relay killed costs only its own boxes, which start new sessions
+//! on a sibling ("continuity lost", in the handover records), while a box
+//! on another relay keeps its session.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use relay_tests::apps::{echo_server, echo_transfer};
+use relay_tests::bed::{Bed, ctl, free_port, snapt_ctl, wait_established, wait_until};
+use serde_json::Value;
+
+const RELAYS: [&str; 3] = ["relay-1.test", "relay-2.test", "relay-3.test"];
+
+const SESSION: &str =
+    "[session]\nkeepalive_ms = 200\ninactivity_timeout_ms = 1500\nswitch_timeout_ms = 10000\n";
+
+fn haproxy_config(front: u16, backends: &[u16]) -> String {
+    let mut c = format!(
+        "global\n    maxconn 2000\n\
+         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n    retries 1\n    default-server check inter 500ms fall 2 rise 2\n\
+         frontend relays\n    bind 127.0.0.1:{front}\n    tcp-request inspect-delay 5s\n    tcp-request content accept if {{ req_ssl_hello_type 1 }}\n"
+    );
+    for (i, name) in RELAYS.iter().enumerate() {
+        c.push_str(&format!(
+            "    use_backend r{i} if {{ req.ssl_sni -i {name} }}\n"
+        ));
+    }
+    for (i, port) in backends.iter().enumerate() {
+        c.push_str(&format!("backend r{i}\n    server s{i} 127.0.0.1:{port}\n"));
+    }
+    c
+}
+
+fn status(control: &Path) -> Value {
+    ctl(control, &["status"]).unwrap()
+}
+
+/// Which relays hold a session of `box_id`.
+fn holders(relays: &[PathBuf], box_id: &str) -> Vec<usize> {
+    (0..relays.len())
+        .filter(|i| {
+            snapt_ctl(&relays[*i], &["status"]).is_ok_and(|v| {
+                v["boxes"]
+                    .as_array()
+                    .is_some_and(|b| b.iter().any(|x| x["box_id"] == box_id))
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stays_on_its_relay_and_a_dead_relay_costs_only_its_boxes() {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        panic!("haproxy is not installed (apt-get install haproxy; the test command installs it)");
+    }
+    let echo = echo_server().await;
+    let mut bed = Bed::new("fleet");
+    let mut relay_ctl = Vec::new();
+    let mut relay_daemon = Vec::new();
+    let mut ports = Vec::new();
+    for (i, name) in RELAYS.iter().enumerate() {
+        bed.pki(&["server", &format!("relay-{}", i + 1), "--san", name]);
+        let port = free_port();
+        relay_ctl.push(bed.snaptd_as(
+            &format!("snaptd-{}", i + 1),
+            &format!("relay-{}", i + 1),
+            port,
+            "",
+            &format!("[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n{SESSION}"),
+        ));
+        relay_daemon.push(bed.daemons.len() - 1);
+        ports.push(port);
+    }
+    let front = free_port();
+    let cfg = bed.path("haproxy.cfg");
+    std::fs::write(&cfg, haproxy_config(front, &ports)).unwrap();
+    let check = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "haproxy -c: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    bed.spawn(
+        "haproxy",
+        Command::new("haproxy").arg("-db").arg("-f").arg(&cfg),
+    );
+    let router: SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
+    wait_until(Duration::from_secs(5), "haproxy to listen", || {
+        std::net::TcpStream::connect(router).is_ok()
+    });
+    let relays_toml = RELAYS
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut boxes = HashMap::new();
+    for b in ["box-1", "box-2", "box-3", "box-4"] {
+        let lport = free_port();
+        let control = bed.cnaptd(
+            b,
+            &format!(
+                "[[snapt]]\nname = \"fleet\"\naddress = \"{router}\"\nrelays = [{relays_toml}]\n\
+                 [[uplink]]\nname = \"a\"\nsource = \"127.0.0.2\"\n[[uplink]]\nname = \"b\"\nsource = \"127.0.0.3\"\n\
+                 [[service]]\nname = \"echo\"\nlisten = \"127.0.0.1:{lport}\"\n{SESSION}"
+            ),
+        );
+        boxes.insert(b, (control, lport));
+    }
+    let mut on = HashMap::new();
+    for (b, (control, _)) in &boxes {
+        wait_established(control);
+        let relay = status(control)["sites"][0]["relay"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let i = RELAYS.iter().position(|r| *r == relay).unwrap();
+        assert_eq!(
+            holders(&relay_ctl, b),
+            vec![i],
+            "{b}'s session is on {relay} only"
+        );
+        on.insert(*b, i);
+    }
+    println!("boxes on relays: {on:?}");
+    // Every tunnel of box-1's session reaches its relay: after a planned
+    // switch to the other uplink the session is the same, on the same relay.
+    let (c1, l1) = boxes["box-1"].clone();
+    let before = status(&c1);
+    let up = if before["sites"][0]["uplink"] == "a" {
+        "b"
+    } else {
+        "a"
+    };
+    ctl(&c1, &["switch", up]).unwrap();
+    echo_transfer(
+        format!("127.0.0.1:{l1}").parse().unwrap(),
+        3,
+        128 * 1024,
+        4096,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    let after = status(&c1);
+    assert_eq!(after["sites"][0]["uplink"], up);
+    assert_eq!(
+        after["sites"][0]["session_id"],
+        before["sites"][0]["session_id"]
+    );
+    assert_eq!(holders(&relay_ctl, "box-1"), vec![on["box-1"]]);
+    // box-1's relay dies.
+    let dead = on["box-1"];
+    let others: Vec<&str> = on
+        .iter()
+        .filter(|(b, r)| **r != dead && **b != "box-1")
+        .map(|(b, _)| *b)
+        .collect();
+    assert!(
+        !others.is_empty(),
+        "the boxes all hashed to one relay: {on:?}"
+    );
+    let sessions_before: HashMap<&str, Value> = others
+        .iter()
+        .map(|b| (*b, status(&boxes[b].0)["sites"][0]["session_id"].clone()))
+        .collect();
+    let pid = bed.daemons[relay_daemon[dead]].pid();
+    let killed = Instant::now();
+    Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "box-1 on another relay", || {
+        ctl(&c1, &["status"]).is_ok_and(|v| {
+            v["sites"][0]["state"] == "Established"
+                && v["sites"][0]["relay"]
+                    .as_str()
+                    .is_some_and(|r| r != RELAYS[dead])
+        })
+    });
+    let took = killed.elapsed();
+    let moved_to = status(&c1)["sites"][0]["relay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    println!(
+        "box-1: {} died, new session on {moved_to} after {took:?}",
+        RELAYS[dead]
+    );
+    let handovers = ctl(&c1, &["handovers"]).unwrap();
+    let text = handovers.to_string();
+    assert!(
+        text.contains("continuity lost") && text.contains("unreachable"),
+        "the record says why: {text}"
+    );
+    echo_transfer(
+        format!("127.0.0.1:{l1}").parse().unwrap(),
+        4,
+        128 * 1024,
+        4096,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    // Boxes on the other relays saw nothing.
+    for b in &others {
+        let s = status(&boxes[b].0);
+        assert_eq!(s["sites"][0]["state"], "Established", "{b}");
+        assert_eq!(
+            s["sites"][0]["session_id"], sessions_before[b],
+            "{b} kept its session"
+        );
+    }
+}
