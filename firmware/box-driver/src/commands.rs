@@ -97,8 +97,8 @@ impl BoxDriver {
                     let _ = reply.send(Reply::err(box_os::pan::NO_BLUETOOTH));
                 }
             },
-            Request::Kick { .. } => {
-                let _ = reply.send(Reply::err("kick is a snaptd command"));
+            Request::Kick { .. } | Request::Drain { .. } => {
+                let _ = reply.send(Reply::err("this is a snaptd command"));
             }
         }
     }

@@ -57,6 +57,9 @@ impl BoxDriver {
                 reason,
             } => {
                 debug!(site, %stream, ?code, %reason, "stream reset");
+                if code == wire::ResetCode::SessionEnded && self.locals.contains(&(site, stream)) {
+                    self.sites[site].reset_by_end += 1;
+                }
                 self.locals.abort(&(site, stream));
                 self.flows.remove(&(site, stream));
             }
@@ -186,6 +189,10 @@ impl BoxDriver {
             }
             Event::SessionClosed { code, reason } => {
                 warn!(site, ?code, %reason, "session ended; starting a new one");
+                // The phones' connections of the session are reset (most
+                // already were, one by one, as the session ended).
+                let cut = self.locals.abort_where(|(s, _)| *s == site)
+                    + std::mem::take(&mut self.sites[site].reset_by_end);
                 // A switch under way ends here: continuity was lost, the
                 // streams were reset. Recorded as failed, with no stall.
                 if let Some(start) = self.switch_started.remove(&site) {
@@ -207,10 +214,13 @@ impl BoxDriver {
                         outcome: Outcome::Failed(format!("continuity lost: {reason}")),
                     });
                 } else if let Some(from) = self.sites[site].uplink.or(self.sites[site].last_uplink)
+                    && cut > 0
                 {
-                    // Lost outside a switch (the session's relay gone, a
-                    // resumption refused): recorded the same way, so the
-                    // technician and the operator see why streams reset.
+                    // Lost outside a switch with connections open (the
+                    // session's relay gone, a resumption refused): recorded
+                    // the same way, so the technician and the operator see
+                    // why they were reset. An idle session ended (a relay
+                    // drained) cost nothing and is not a failure.
                     let name = self.cfg.uplinks[from].name.clone();
                     self.history.push(HandoverRecord {
                         seq: 0,
@@ -219,7 +229,7 @@ impl BoxDriver {
                         kind: HandoverKind::Sudden,
                         from_uplink: Some(name.clone()),
                         to_uplink: name,
-                        reason: "session lost".into(),
+                        reason: format!("session lost with {cut} connections open"),
                         stall_ms: 0.0,
                         bytes_buffered: 0,
                         bytes_replayed: 0,
@@ -234,7 +244,6 @@ impl BoxDriver {
                 self.sites[site]
                     .relays
                     .failed(super::now(), relays::DOWN_FOR);
-                self.locals.abort_where(|(s, _)| *s == site);
                 self.flows.remove_site(site);
                 self.incarnation += 1;
                 if let Ok(fresh) = BoxSession::new(

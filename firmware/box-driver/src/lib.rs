@@ -175,6 +175,8 @@ struct Site {
     /// session's relay (TLS failed): at [`RELAY_GONE_AFTER`] the relay is
     /// taken for gone and a new session starts on another.
     relay_misses: u32,
+    /// Phone connections reset because the session was ending.
+    reset_by_end: usize,
     /// Wait between standby attempts that failed.
     standby_backoff: Backoff,
 }
@@ -293,6 +295,7 @@ impl BoxDriver {
                 not_before: None,
                 relays: relays::RelaySet::new(s.relays.clone()),
                 relay_misses: 0,
+                reset_by_end: 0,
                 standby_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             })
             .collect();

@@ -10,6 +10,7 @@
 //!     cboxctl approve|decline            answer the box's suggestion
 //!     cboxctl disconnect                 end the sessions (DISCONNECT)
 //!     cboxctl snapt status|kick BOX      the same for snaptd
+//!     cboxctl snapt drain [--deadline S] snaptd: no new sessions, then none
 //!     cboxctl pki init|server|box|revoke|list --dir DIR
 
 mod pan;
@@ -106,6 +107,14 @@ enum SnaptCmd {
     Kick {
         /// The box id.
         box_id: String,
+    },
+    /// Drain for maintenance: no new sessions, idle sessions ended at once
+    /// (their boxes move to another relay of the fleet), busy ones when
+    /// their streams end, the rest at the deadline.
+    Drain {
+        /// Seconds until the sessions left are ended.
+        #[arg(long = "deadline", default_value_t = 600)]
+        deadline_s: u64,
     },
 }
 
@@ -459,6 +468,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             s(&b["switches"])
                         );
                     }
+                });
+            }
+            SnaptCmd::Drain { deadline_s } => {
+                let v = ask(snapt_socket.clone(), Request::Drain { deadline_s }).await?;
+                print(args.json, &v, |v| {
+                    println!(
+                        "draining: no new sessions; {} sessions left, all ended within {} s",
+                        s(&v["sessions_left"]),
+                        s(&v["deadline_s"])
+                    )
                 });
             }
             SnaptCmd::Kick { box_id } => {

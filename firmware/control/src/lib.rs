@@ -58,6 +58,13 @@ pub enum Request {
         /// The box id.
         box_id: String,
     },
+    /// snaptd: drain for maintenance — no new sessions; idle sessions are
+    /// ended at once (their boxes start anew on another relay), busy ones
+    /// when their streams have ended, the rest at the deadline.
+    Drain {
+        /// Seconds until every session left is ended.
+        deadline_s: u64,
+    },
 }
 
 /// A daemon's answer.

@@ -336,12 +336,14 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
         }
     }
 
-    /// Resets every connection whose key matches (a session ended).
-    pub fn abort_where(&mut self, f: impl Fn(&K) -> bool) {
+    /// Resets every connection whose key matches (a session ended); how
+    /// many there were.
+    pub fn abort_where(&mut self, f: impl Fn(&K) -> bool) -> usize {
         let keys: Vec<K> = self.map.keys().filter(|k| f(k)).cloned().collect();
-        for k in keys {
-            self.abort(&k);
+        for k in &keys {
+            self.abort(k);
         }
+        keys.len()
     }
 
     /// Connections held.

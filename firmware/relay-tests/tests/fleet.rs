@@ -182,6 +182,15 @@ async fn a_session_stays_on_its_relay_and_a_dead_relay_costs_only_its_boxes() {
         .iter()
         .map(|b| (*b, status(&boxes[b].0)["sites"][0]["session_id"].clone()))
         .collect();
+    // A phone's connection is open through box-1 when its relay dies.
+    let open = tokio::spawn(echo_transfer(
+        format!("127.0.0.1:{l1}").parse().unwrap(),
+        5,
+        2000 * 100,
+        100,
+        Duration::from_millis(5),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = bed.daemons[relay_daemon[dead]].pid();
     let killed = Instant::now();
     Command::new("kill")
@@ -206,8 +215,11 @@ async fn a_session_stays_on_its_relay_and_a_dead_relay_costs_only_its_boxes() {
         "box-1: {} died, new session on {moved_to} after {took:?}",
         RELAYS[dead]
     );
-    let handovers = ctl(&c1, &["handovers"]).unwrap();
-    let text = handovers.to_string();
+    assert!(
+        open.await.unwrap().is_err(),
+        "the connection open across the relay's death is reset, not left hanging"
+    );
+    let text = ctl(&c1, &["handovers"]).unwrap().to_string();
     assert!(
         text.contains("continuity lost") && text.contains("unreachable"),
         "the record says why: {text}"
@@ -230,4 +242,95 @@ async fn a_session_stays_on_its_relay_and_a_dead_relay_costs_only_its_boxes() {
             "{b} kept its session"
         );
     }
+
+    // box-1's new relay is drained for maintenance while a phone's
+    // connection runs through box-1: idle boxes there move at once, box-1
+    // keeps its session until the connection is done, then moves; nobody
+    // loses a byte and no failure is recorded.
+    let drained = RELAYS.iter().position(|r| *r == moved_to).unwrap();
+    let records = |c: &Path| {
+        ctl(c, &["handovers"])
+            .unwrap()
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let records_before = records(&c1);
+    let busy = tokio::spawn(echo_transfer(
+        format!("127.0.0.1:{l1}").parse().unwrap(),
+        6,
+        600 * 100,
+        100,
+        Duration::from_millis(5),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = snapt_ctl(&relay_ctl[drained], &["drain", "--deadline", "30"]).unwrap();
+    println!("drain of {}: {d}", RELAYS[drained]);
+    let started = Instant::now();
+    let idle_there: Vec<&str> = on
+        .iter()
+        .filter(|(b, r)| **r == drained && **b != "box-1")
+        .map(|(b, _)| *b)
+        .collect();
+    for b in &idle_there {
+        let before = records(&boxes[b].0);
+        wait_until(Duration::from_secs(10), "an idle box to leave", || {
+            ctl(&boxes[b].0, &["status"]).is_ok_and(|v| {
+                v["sites"][0]["state"] == "Established"
+                    && v["sites"][0]["relay"]
+                        .as_str()
+                        .is_some_and(|r| r != RELAYS[drained])
+            })
+        });
+        println!(
+            "{b} (idle) left the drained relay after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            records(&boxes[b].0),
+            before,
+            "{b}: an idle move is no failure"
+        );
+    }
+    assert_eq!(
+        status(&c1)["sites"][0]["relay"].as_str(),
+        Some(RELAYS[drained]),
+        "box-1 stays while its connection runs"
+    );
+    busy.await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the connection was cut by the drain: {e}"));
+    wait_until(Duration::from_secs(10), "box-1 to leave once idle", || {
+        ctl(&c1, &["status"]).is_ok_and(|v| {
+            v["sites"][0]["state"] == "Established"
+                && v["sites"][0]["relay"]
+                    .as_str()
+                    .is_some_and(|r| r != RELAYS[drained] && r != RELAYS[dead])
+        })
+    });
+    println!(
+        "box-1 left the drained relay {:?} after the drain began",
+        started.elapsed()
+    );
+    assert_eq!(
+        records(&c1),
+        records_before,
+        "box-1: an idle move is no failure"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the drained relay to be empty",
+        || {
+            snapt_ctl(&relay_ctl[drained], &["status"])
+                .is_ok_and(|v| v["draining"]["sessions_left"] == 0)
+        },
+    );
+    echo_transfer(
+        format!("127.0.0.1:{l1}").parse().unwrap(),
+        7,
+        128 * 1024,
+        4096,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
 }

@@ -138,6 +138,8 @@ pub struct ServerDriver {
     next_tunnel: Arc<AtomicU64>,
     /// Path notices for servers (`[qos]` and services with `qos_notify`).
     qos: Option<qos::RelayQos>,
+    /// Drained for maintenance: when the sessions left are ended.
+    drain_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for ServerDriver {
@@ -202,6 +204,7 @@ impl ServerDriver {
             started: Instant::now(),
             accept_stats: AcceptStats::default(),
             handshakes: handshakes::Handshakes::new(cfg.max_handshakes),
+            drain_deadline: None,
             next_tunnel: Arc::new(AtomicU64::new(1)),
             qos: cfg.qos.listen.is_some().then(|| {
                 let services = cfg
@@ -270,7 +273,10 @@ impl ServerDriver {
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     self.server.handle_timeout(now());
                 }
-                _ = turn.tick() => self.sweep_flows(),
+                _ = turn.tick() => {
+                    self.sweep_flows();
+                    self.drain_tick();
+                }
                 _ = qos_turn.tick(), if qos_on => self.qos_tick(),
                 _ = async {
                     match self.admission.next_wake(now()) {
@@ -897,6 +903,10 @@ impl ServerDriver {
                     "uptime_s": self.started.elapsed().as_secs(),
                     "tunnels": self.tunnels.len(),
                     "accept_errors": self.accept_stats.errors(),
+                    "draining": self.drain_deadline.map(|d| json!({
+                        "deadline_in_s": d.saturating_duration_since(Instant::now()).as_secs(),
+                        "sessions_left": self.server.sessions().count(),
+                    })),
                     "handshakes_running": self.handshakes.running(),
                     "handshakes_waiting": self.handshakes.waiting(),
                     "handshakes_shed": self.handshakes.shed(),
@@ -925,6 +935,7 @@ impl ServerDriver {
                 Ok(_) => Reply::err(format!("box {box_id} has no session")),
                 Err(e) => Reply::err(format!("bad box id: {e}")),
             },
+            Request::Drain { deadline_s } => self.start_drain(deadline_s),
             Request::Switch { .. }
             | Request::Disconnect
             | Request::Approve
@@ -1008,6 +1019,7 @@ impl TunnelDoor {
 
 mod admission;
 mod datagrams;
+mod drain;
 mod flows;
 mod handshakes;
 mod qos;

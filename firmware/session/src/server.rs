@@ -99,7 +99,12 @@ pub struct Server {
     events: VecDeque<ServerEvent>,
     dirty: BTreeSet<BoxId>,
     new_sessions: rate::NewSessions,
+    draining: bool,
 }
+
+/// The wait a `Draining` refusal asks for (a box of a fleet goes to another
+/// relay at once; a box without one tries this relay again after it).
+pub const DRAINING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Server {
     /// A server; `seed` feeds the session-id generator (pass real entropy).
@@ -117,6 +122,7 @@ impl Server {
             events: VecDeque::new(),
             dirty: BTreeSet::new(),
             new_sessions: rate::NewSessions::new(cfg_rate),
+            draining: false,
         })
     }
 
@@ -394,6 +400,10 @@ impl Server {
         rest: &[u8],
         now: Instant,
     ) {
+        if self.draining {
+            let reason = "relay draining for maintenance: no new sessions here".to_owned();
+            return self.refuse_for(t, RefuseCode::Draining, reason, DRAINING_WAIT);
+        }
         if let Some(live) = self.sessions.get(&identity)
             && incarnation <= live.incarnation()
         {
@@ -443,6 +453,17 @@ impl Server {
         self.by_id.insert(session_id, identity.clone());
         self.bound.insert(t, identity.clone());
         self.after_session_call(&identity);
+    }
+
+    /// Drained for maintenance: new sessions (CONNECT) are refused
+    /// `Draining`; the sessions there are keep running and resuming.
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+    }
+
+    /// Whether new sessions are refused for maintenance.
+    pub fn draining(&self) -> bool {
+        self.draining
     }
 
     /// CONNECTs refused `Busy` so far (the new-session rate).

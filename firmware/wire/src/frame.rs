@@ -319,6 +319,9 @@ code_enum! {
         /// The relay takes new sessions more slowly than they arrive (a
         /// fleet reconnecting at once): come back after the frame's wait.
         Busy = 9,
+        /// The relay is drained for maintenance and takes no new sessions:
+        /// another relay of the fleet, or this one after the frame's wait.
+        Draining = 10,
     }
 }
 

@@ -151,6 +151,50 @@ fn connects_beyond_the_new_session_rate_are_told_when_to_come_back() {
 }
 
 #[test]
+fn a_draining_server_refuses_new_sessions_and_keeps_resuming_the_old() {
+    let mut p = Pair::new(cfg(), 10);
+    let t = p.tunnel("box-a");
+    let Some(Frame::ConnectAck { session_id, .. }) = p
+        .raw_to_server(t, &connect("box-a", VERSION))
+        .first()
+        .cloned()
+    else {
+        panic!("box-a is taken before the drain")
+    };
+    p.server.set_draining(true);
+    assert!(p.server.draining());
+    let t2 = p.tunnel("box-b");
+    match &p.raw_to_server(t2, &connect("box-b", VERSION))[..] {
+        [
+            Frame::Refused {
+                code: RefuseCode::Draining,
+                reason,
+                retry_after_ms,
+            },
+        ] => {
+            assert!(reason.contains("draining"), "{reason}");
+            assert_eq!(*retry_after_ms, 60_000);
+        }
+        other => panic!("expected REFUSED Draining, got {other:?}"),
+    }
+    // box-a, on a new uplink, resumes its session.
+    let t3 = p.tunnel("box-a");
+    let resume = Frame::SwitchUnexpected {
+        version: VERSION,
+        session_id,
+        switch: 1,
+        box_id: id("box-a"),
+        sync: SyncState::default(),
+    };
+    let answer = p.raw_to_server(t3, &bytes(&[resume]));
+    assert!(
+        matches!(answer[..], [Frame::AllRedirected { .. }]),
+        "{answer:?}"
+    );
+    assert_eq!(p.server.sessions().count(), 1);
+}
+
+#[test]
 fn a_first_frame_other_than_connect_or_switch_is_refused() {
     let mut p = Pair::new(cfg(), 10);
     let t = p.tunnel("box-a");
