@@ -180,6 +180,7 @@ pub fn baseline(
                 // and no relay to restart.
                 Action::Switch { .. }
                 | Action::SnaptRestart { .. }
+                | Action::RelayKill
                 | Action::Mode { .. }
                 | Action::Approve => {}
                 // No Wi-Fi driver reads the signal; the hotspot the box

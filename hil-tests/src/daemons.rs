@@ -36,7 +36,18 @@ pub struct Daemons {
     pub wpa_ctrl: PathBuf,
     /// The box's preferred uplink, where every timeline starts.
     preferred: &'static str,
+    /// Three relays behind HAProxy instead of one snaptd.
+    fleet: bool,
 }
+
+/// The fleet's relays: (name on the certificate, port in the internet,
+/// process name). The first is "snaptd" so that the report's relay figures
+/// are one relay's, as without a fleet.
+pub const RELAYS: [(&str, u16, &str); 3] = [
+    ("relay-1.cbox.world", 4441, "snaptd"),
+    ("relay-2.cbox.world", 4442, "snaptd-2"),
+    ("relay-3.cbox.world", 4443, "snaptd-3"),
+];
 
 /// Where the world's wpa_supplicant emulator listens.
 fn wpa_ctrl_path(dir: &Path) -> PathBuf {
@@ -66,6 +77,14 @@ impl Daemons {
             cboxctl_pki(&pki, args)?;
         }
         crate::fleet::issue(&pki)?;
+        if sc.relay_fleet {
+            for (i, (name, ..)) in RELAYS.iter().enumerate() {
+                cboxctl_pki(
+                    &pki,
+                    &["server", &format!("relay-{}", i + 1), "--san", name],
+                )?;
+            }
+        }
         let box_sock = dir.join("cnaptd.sock");
         let modem_port = dir.join("ttyLTE");
         let (i, c, p) = (addr::INTERNET, addr::CBOX_IP, pki.display());
@@ -81,15 +100,24 @@ impl Daemons {
         } else {
             String::new()
         };
-        let mut snapt = format!(
-            "listen = \"{i}:4433\"\ncontrol_socket = \"{}\"\n{push}\
-             [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/snapt.pem\"\nkey = \"{p}/servers/snapt.key\"\ncrl = \"{p}/crl.pem\"\n",
-            dir.join("snaptd.sock").display()
-        );
+        let head = |port: u16, sock: &str, cert: &str| {
+            format!(
+                "listen = \"{i}:{port}\"\ncontrol_socket = \"{}\"\n{push}\
+                 [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/{cert}.pem\"\nkey = \"{p}/servers/{cert}.key\"\ncrl = \"{p}/crl.pem\"\n",
+                dir.join(sock).display()
+            )
+        };
+        let mut snapt = String::new();
+        let relay_line = if sc.relay_fleet {
+            let names: Vec<String> = RELAYS.iter().map(|(n, ..)| format!("\"{n}\"")).collect();
+            format!("relays = [{}]", names.join(", "))
+        } else {
+            format!("server_name = \"{i}\"")
+        };
         let mut cnapt = format!(
             "box_id = \"box-sim\"\ncontrol_socket = \"{}\"\n\
              [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/boxes/box-sim.pem\"\nkey = \"{p}/boxes/box-sim.key\"\n\
-             [[snapt]]\nname = \"internet\"\naddress = \"{i}:4433\"\nserver_name = \"{i}\"\n{}\
+             [[snapt]]\nname = \"internet\"\naddress = \"{i}:4433\"\n{relay_line}\n{}\
              [[uplink]]\nname = \"wifi\"\nkind = \"wifi\"\ninterface = \"wlan0\"\nsource = \"{}\"\n\
              [uplink.wifi]\nctrl = \"{}\"\npoll_interval_ms = 500\n[[uplink.wifi.network]]\nssid = \"{}\"\npsk = \"{}\"\n\
              [[uplink]]\nname = \"lte\"\nkind = \"lte\"\ninterface = \"wwan0\"\nsource = \"{}\"\ncost = 5\n\
@@ -173,7 +201,20 @@ impl Daemons {
                 box_port::TRANSPARENT
             );
         }
-        std::fs::write(dir.join("snapt.toml"), snapt + session)?;
+        if sc.relay_fleet {
+            for (n, (_, port, _)) in RELAYS.iter().enumerate() {
+                let name = format!("relay-{}", n + 1);
+                std::fs::write(
+                    dir.join(format!("{name}.toml")),
+                    head(*port, &format!("{name}.sock"), &name) + &snapt + session,
+                )?;
+            }
+            std::fs::write(dir.join("haproxy.cfg"), haproxy_config(i))?;
+        }
+        std::fs::write(
+            dir.join("snapt.toml"),
+            head(4433, "snaptd.sock", "snapt") + &snapt + session,
+        )?;
         std::fs::write(
             dir.join("cnapt.toml"),
             cnapt + session + decision + &crate::fleet::cnapt_sections(),
@@ -184,12 +225,31 @@ impl Daemons {
             modem_port,
             wpa_ctrl: wpa_ctrl_path(dir),
             preferred: if wired { "cable" } else { "wifi" },
+            fleet: sc.relay_fleet,
         })
+    }
+
+    /// The relay the box's session is on and its process (fleet
+    /// scenarios).
+    pub fn box_relay(&self) -> anyhow::Result<(String, &'static str)> {
+        let v = status(&self.box_sock).context("no status from cnaptd")?;
+        let relay = v["sites"][0]["relay"]
+            .as_str()
+            .context("the box names no relay (not a relay_fleet scenario?)")?
+            .to_owned();
+        RELAYS
+            .iter()
+            .find(|(n, ..)| *n == relay)
+            .map(|(.., proc_name)| (relay.clone(), *proc_name))
+            .with_context(|| format!("unknown relay {relay}"))
     }
 
     /// Starts snaptd in the internet namespace (kept as "snaptd") and waits
     /// until it listens.
     pub fn start_snaptd(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {
+        if self.fleet {
+            return self.start_fleet(world, procs);
+        }
         // A restarted snaptd appends to the same log.
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -202,6 +262,31 @@ impl Daemons {
             .stderr(file)
             .spawn()?;
         procs.push("snaptd", c);
+        world.wait_listening("internet", 4433, Duration::from_secs(10))
+    }
+
+    /// The fleet: three snaptd and HAProxy in front of them, in the
+    /// internet namespace.
+    fn start_fleet(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {
+        for (n, (_, port, proc_name)) in RELAYS.iter().enumerate() {
+            let c = world
+                .exec("internet", bin("snaptd")?.to_str().context("path")?)
+                .arg("-c")
+                .arg(self.dir.join(format!("relay-{}.toml", n + 1)))
+                .stderr(log(&self.dir, proc_name)?)
+                .spawn()?;
+            procs.push(proc_name, c);
+            world.wait_listening("internet", *port, Duration::from_secs(10))?;
+        }
+        let c = world
+            .exec("internet", "haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(self.dir.join("haproxy.cfg"))
+            .stderr(log(&self.dir, "haproxy")?)
+            .spawn()
+            .context("haproxy (apt-get install haproxy; the test command installs it)")?;
+        procs.push("haproxy", c);
         world.wait_listening("internet", 4433, Duration::from_secs(10))
     }
 
@@ -254,4 +339,21 @@ impl Daemons {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// HAProxy in TCP mode routing on the TLS SNI to the fleet's relays, with
+/// the health checks docs/operations.md recommends.
+fn haproxy_config(internet: &str) -> String {
+    let mut c = format!(
+        "global\n    maxconn 4000\n\
+         defaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 60s\n    timeout server 60s\n    retries 1\n    default-server check inter 500ms fall 2 rise 2\n\
+         frontend relays\n    bind {internet}:4433\n    tcp-request inspect-delay 5s\n    tcp-request content accept if {{ req_ssl_hello_type 1 }}\n"
+    );
+    for (n, (name, ..)) in RELAYS.iter().enumerate() {
+        c += &format!("    use_backend r{n} if {{ req.ssl_sni -i {name} }}\n");
+    }
+    for (n, (_, port, _)) in RELAYS.iter().enumerate() {
+        c += &format!("backend r{n}\n    server s{n} {internet}:{port}\n");
+    }
+    c
 }

@@ -102,6 +102,8 @@ pub fn run_mode(
     let mut view = LiveView::new(live, sc.download_mib);
     // A restarted snaptd comes back at this time.
     let mut snaptd_back: Option<Instant> = None;
+    // The box's relay killed (fleet scenarios): when, and which.
+    let mut relay_killed: Option<(Instant, String)> = None;
     let limit = sc.duration_s + 120.0;
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -150,6 +152,10 @@ pub fn run_mode(
                     snaptd_back = Some(Instant::now() + Duration::from_secs_f64(*down_s));
                     Ok(())
                 }
+                Action::RelayKill => daemons.box_relay().map(|(relay, proc_name)| {
+                    procs.kill(proc_name);
+                    relay_killed = Some((Instant::now(), relay));
+                }),
                 a => apply(&world, &wifi, &lte, box_sock, a),
             };
             if let Err(err) = r {
@@ -165,8 +171,24 @@ pub fn run_mode(
             daemons.start_snaptd(&world, &mut procs)?;
             view.event(t, "snaptd is back");
         }
+        if let Some((at, dead)) = &relay_killed
+            && let Some(v) = procs::status(box_sock)
+            && v["sites"][0]["state"] == "Established"
+            && v["sites"][0]["relay"].as_str().is_some_and(|r| r != dead)
+        {
+            notes.push(format!(
+                "relay {dead} killed: a new session on {} after {} ms",
+                v["sites"][0]["relay"].as_str().unwrap_or_default(),
+                at.elapsed().as_millis()
+            ));
+            relay_killed = None;
+        }
         view.tick(t, box_sock, &phone.got);
-        if phone.done(&mut procs) && events.is_empty() && snaptd_back.is_none() {
+        if phone.done(&mut procs)
+            && events.is_empty()
+            && snaptd_back.is_none()
+            && relay_killed.is_none()
+        {
             break;
         }
         if t > limit {
@@ -176,6 +198,12 @@ pub fn run_mode(
         std::thread::sleep(Duration::from_millis(100));
     }
     view.end();
+    if let Some((_, dead)) = relay_killed {
+        notes.push(format!(
+            "relay {dead} killed: no new session on another relay"
+        ));
+        failed_steps += 1;
+    }
     let reconnected = match apps::fresh_download(&world, dir, box_sock) {
         Ok(()) => true,
         Err(e) => {
@@ -321,6 +349,7 @@ fn describe(a: &Action) -> String {
         Action::Mode { mode } => format!("user sets {mode} mode"),
         Action::Approve => "user approves the suggested switch".into(),
         Action::SnaptRestart { down_s } => format!("snaptd killed, back in {down_s} s"),
+        Action::RelayKill => "the box's relay is killed".into(),
         Action::Modem {
             registered,
             rsrp_dbm,

@@ -36,6 +36,11 @@ pub struct Scenario {
     /// back and new connections work).
     #[serde(default = "default_true")]
     pub streams_survive: bool,
+    /// The hosted side as a fleet: three snaptd (relay-1…3) behind
+    /// Debian's HAProxy routing on the TLS SNI, all in the internet
+    /// namespace; the box lists the relays (`[[snapt]] relays`).
+    #[serde(default)]
+    pub relay_fleet: bool,
     /// The box also has a wired WAN (`eth1` to a site router), its
     /// preferred uplink; the timeline starts with the box on it.
     #[serde(default)]
@@ -246,6 +251,9 @@ pub enum Action {
         #[serde(default)]
         down_s: f64,
     },
+    /// The relay the box's session is on is killed (SIGKILL) and stays
+    /// dead (`relay_fleet` scenarios): the box must start anew on another.
+    RelayKill,
     /// The LTE modem (emulated on the box's AT port): registration lost or
     /// back (the data call and `wwan0` follow), signal, or a reset (the
     /// port disappears for two seconds).

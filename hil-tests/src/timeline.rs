@@ -77,6 +77,7 @@ pub(crate) fn apply(
         Action::Mode { mode } => ctl(sock, &["mode", mode])?,
         Action::Approve => ctl(sock, &["approve"])?,
         Action::SnaptRestart { .. } => bail!("the runner restarts snaptd itself"),
+        Action::RelayKill => bail!("the runner kills the relay itself"),
         // A pulled cable: the site router's end goes, the box sees its
         // carrier go.
         Action::LinkDown {

@@ -132,6 +132,9 @@ impl BoxDriver {
                     let relay = s.relays.current().unwrap_or_default().to_owned();
                     warn!(site, %relay, "the session's relay is gone; starting anew on another");
                     s.relays.failed(now(), relays::DOWN_FOR);
+                    // The next relay is another host: no reason to wait the
+                    // back-off this one's failures built up.
+                    s.backoff.reset();
                     if let Some(session) = self.coord.site(site) {
                         session.close(&format!(
                             "relay {relay} unreachable behind the router ({error})"

@@ -31,7 +31,7 @@ const SESSION: &str =
 fn haproxy_config(front: u16, backends: &[u16]) -> String {
     let mut c = format!(
         "global\n    maxconn 2000\n\
-         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n    retries 1\n    default-server check inter 500ms fall 2 rise 2\n\
+         defaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 60s\n    timeout server 60s\n    retries 1\n    default-server check inter 500ms fall 2 rise 2\n\
          frontend relays\n    bind 127.0.0.1:{front}\n    tcp-request inspect-delay 5s\n    tcp-request content accept if {{ req_ssl_hello_type 1 }}\n"
     );
     for (i, name) in RELAYS.iter().enumerate() {

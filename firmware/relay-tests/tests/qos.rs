@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use qos_notify::Notice;
 use qos_notify::feed::{Client, ClientError};
 use relay_tests::apps::{echo_server, echo_transfer};
-use relay_tests::bed::{Bed, ctl, free_port, wait_established};
+use relay_tests::bed::{Bed, ctl, free_port, snapt_ctl, wait_established};
 use relay_tests::cutter::Cutter;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -107,7 +107,7 @@ async fn servers_and_phone_apps_are_told_of_each_handover_and_the_path_rates() {
     let (sport, qport, lport, wport) = (free_port(), free_port(), free_port(), free_port());
     let feed: SocketAddr = format!("127.0.0.1:{qport}").parse().unwrap();
     let page: SocketAddr = format!("127.0.0.1:{wport}").parse().unwrap();
-    bed.snaptd(
+    let snapt_control = bed.snaptd(
         "snaptd",
         sport,
         "",
@@ -237,4 +237,9 @@ async fn servers_and_phone_apps_are_told_of_each_handover_and_the_path_rates() {
         ctl(&control, &["status"]).unwrap()["sites"][0]["state"],
         "Established"
     );
+    // The relay's status counts the feed: its subscribers and notices.
+    let q = &snapt_ctl(&snapt_control, &["status"]).unwrap()["qos"];
+    assert!(q["subscribers"].as_u64().unwrap() >= 4, "{q}");
+    assert!(q["notices"].as_u64().unwrap() > 0, "{q}");
+    assert!(q["dropped"].is_u64(), "{q}");
 }

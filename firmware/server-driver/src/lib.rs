@@ -907,6 +907,14 @@ impl ServerDriver {
                         "deadline_in_s": d.saturating_duration_since(Instant::now()).as_secs(),
                         "sessions_left": self.server.sessions().count(),
                     })),
+                    "qos": self.qos.as_ref().map(|q| {
+                        let h = q.hub();
+                        json!({
+                            "subscribers": h.subscribers(),
+                            "notices": h.stats().published.load(Ordering::Relaxed),
+                            "dropped": h.stats().dropped.load(Ordering::Relaxed),
+                        })
+                    }),
                     "handshakes_running": self.handshakes.running(),
                     "handshakes_waiting": self.handshakes.waiting(),
                     "handshakes_shed": self.handshakes.shed(),
