@@ -24,7 +24,7 @@ ensure_packages shellcheck device-tree-compiler systemd iproute2 nftables ethtoo
 command -v cargo >/dev/null || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
 
 step "shellcheck"
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh hil-tests/radio-vm/*.sh .ci/run
 
 step "rustfmt"
 cargo fmt --all -- --check
@@ -112,6 +112,15 @@ if ! "$DBUSMOCK_VENV/bin/python" -c "import dbus, dbusmock, sys; sys.exit(dbusmo
 fi
 export CBOX_DBUSMOCK_PYTHON="$DBUSMOCK_VENV/bin/python"
 echo "ok: $("$CBOX_DBUSMOCK_PYTHON" -c 'import dbus, dbusmock; print("python-dbusmock", dbusmock.__version__, "dbus-python", dbus.__version__)')"
+
+step "radio bench: the Debian VM with the real radio stacks (built once, then reused)"
+# The radio tests (hil-tests/tests/radio_*.rs) boot it under QEMU; see
+# docs/testing.md, "The radio bench".
+if [ "$(id -u)" -eq 0 ]; then
+    hil-tests/radio-vm/build-image.sh
+else
+    echo "skipped: building the image needs root (the radio tests will say so)"
+fi
 
 step "cargo test --workspace"
 # --all-targets: unit, integration and property tests (there are no doc tests).

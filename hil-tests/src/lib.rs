@@ -19,6 +19,7 @@ pub mod modem_emu;
 pub mod pan;
 pub mod procs;
 pub mod radio;
+pub mod radio_vm;
 pub mod report;
 pub mod runner;
 pub mod scenario;

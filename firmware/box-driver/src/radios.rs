@@ -11,6 +11,9 @@ use super::{BoxDriver, now};
 #[derive(Debug, Default)]
 pub(super) struct WifiStatus {
     pub(super) view: status::WifiView,
+    /// wpa_supplicant's ids of the configured networks, in the config's
+    /// order.
+    network_ids: Vec<u32>,
 }
 
 /// What the modem driver last said.
@@ -26,11 +29,16 @@ impl BoxDriver {
         };
         match ev {
             W::Configured(ids) => {
-                info!(uplink = %name, networks = ?ids, "Wi-Fi networks configured")
+                info!(uplink = %name, networks = ?ids, "Wi-Fi networks configured");
+                st.network_ids = ids;
             }
             W::Association { ssid, bssid, freq } => {
                 info!(uplink = %name, ?ssid, ?bssid, ?freq, "Wi-Fi association");
-                st.view.problem = None;
+                // A problem (a wrong passphrase, wpa_supplicant away) stays
+                // shown until the radio is associated again.
+                if ssid.is_some() {
+                    st.view.problem = None;
+                }
                 st.view.ssid = ssid;
                 st.view.bssid = bssid;
                 st.view.freq = freq;
@@ -55,6 +63,21 @@ impl BoxDriver {
             } => {
                 info!(uplink = %name, %from, %to, signal_dbm, "Wi-Fi roaming");
                 st.view.roams += 1;
+            }
+            W::Event(wpa_ctrl::Event::WrongKey { id }) => {
+                let ssid = id
+                    .and_then(|id| st.network_ids.iter().position(|&n| n == id))
+                    .and_then(|i| self.cfg.uplinks[uplink].wifi.as_ref()?.networks.get(i))
+                    .map(|n| n.ssid.clone());
+                let p = match ssid {
+                    Some(s) => format!(
+                        "wrong passphrase for \"{s}\": the hotspot refused the key \
+                         (check uplink.wifi.network psk); wpa_supplicant retries with growing waits"
+                    ),
+                    None => "wrong passphrase: a hotspot refused the key".to_string(),
+                };
+                warn!(uplink = %name, problem = %p, "Wi-Fi");
+                st.view.problem = Some(p);
             }
             W::Event(e) => debug!(uplink = %name, event = ?e, "Wi-Fi event"),
             W::Problem(p) => {

@@ -227,6 +227,9 @@ kind = "wifi"
 interface = "wlan0"
 [uplink.wifi]
 ctrl = "/run/wpa_supplicant/wlan0"
+[[uplink.wifi.network]]
+ssid = "cbox-field"
+psk = "field-passphrase-1"
 [[uplink]]
 name = "lte"
 kind = "lte"
@@ -503,6 +506,41 @@ async fn a_busy_relay_is_left_alone_for_the_wait_it_asks() {
         "connected after {waited:?}"
     );
     assert_eq!(busy.load(Ordering::Relaxed), 1, "refused once, not again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_passphrase_is_shown_until_the_radio_joins_again() {
+    use box_os::wifi::WifiEvent as W;
+    let w = World::start().await;
+    let wifi = |event| (w.os)(OsEvent::Wifi { uplink: 0, event });
+    let problem = || async {
+        let s = w.status().await;
+        s.uplinks[0].wifi.as_ref().and_then(|v| v.problem.clone())
+    };
+    wifi(W::Configured(vec![4]));
+    wifi(W::Event(wpa_ctrl::Event::WrongKey { id: Some(4) }));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let p = problem().await.unwrap_or_default();
+    assert!(
+        p.contains("wrong passphrase for \"cbox-field\"") && p.contains("psk"),
+        "{p}"
+    );
+    // Still not associated: the problem stays.
+    wifi(W::Association {
+        ssid: None,
+        bssid: None,
+        freq: None,
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(problem().await.as_deref(), Some(p.as_str()));
+    // Associated (the passphrase was fixed): gone.
+    wifi(W::Association {
+        ssid: Some("cbox-field".into()),
+        bssid: Some("02:00:00:00:00:00".into()),
+        freq: Some(2412),
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(problem().await, None);
 }
 
 #[tokio::test(start_paused = true)]
