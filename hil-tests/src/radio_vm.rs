@@ -231,8 +231,15 @@ impl RadioVm {
                 root.display()
             );
         }
+        // The test's own settings (CBOX_*) go along, shell-quoted.
+        let mut env = String::new();
+        for (k, v) in std::env::vars() {
+            if k.starts_with("CBOX_") && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                env.push_str(&format!("export {k}='{}'\n", v.replace('\'', "'\\''")));
+            }
+        }
         let script = format!(
-            "cd {root}\nexport {IN_VM_ENV}=1 RUST_BACKTRACE=1\nexec {exe} --exact {name} --nocapture --test-threads=1\n",
+            "cd {root}\n{env}export {IN_VM_ENV}=1 RUST_BACKTRACE=1\nexec {exe} --exact {name} --nocapture --test-threads=1\n",
             root = root.display(),
             exe = exe.display(),
         );

@@ -8,7 +8,12 @@
 //!
 //! On the host the test boots the VM and runs itself there (needs the image
 //! of `hil-tests/radio-vm/build-image.sh`, which the test command builds).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 mod common;
 

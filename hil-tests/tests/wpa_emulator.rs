@@ -103,7 +103,8 @@ fn the_wifi_driver_joins_scans_and_roams_on_the_emulator() {
             WifiEvent::Roaming {
                 from: A.into(),
                 to: B.into(),
-                signal_dbm: -76
+                signal_dbm: -76,
+                to_signal_dbm: -55,
             }
         );
         expect(

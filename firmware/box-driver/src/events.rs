@@ -286,7 +286,9 @@ impl BoxDriver {
             let st = s.stats();
             (st.bytes_buffered, st.bytes_replayed)
         });
-        let from = self.sites[site].uplink.or(self.sites[site].last_uplink);
+        // After a loss the session may already be reconnecting elsewhere
+        // (NeedTunnel came first): the uplink lost is the one left.
+        let from = self.sites[site].last_uplink.or(self.sites[site].uplink);
         let intent = self.sites[site].intent.take();
         let reason = self.sites[site].cause.take().unwrap_or_else(|| {
             let name = from.map_or("the uplink", |u| self.cfg.uplinks[u].name.as_str());

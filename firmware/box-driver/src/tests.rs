@@ -544,6 +544,185 @@ async fn a_wrong_passphrase_is_shown_until_the_radio_joins_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_roam_to_a_strong_access_point_keeps_the_box_on_wifi() {
+    use box_os::wifi::WifiEvent as W;
+    let w = World::start().await;
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    let wifi = |event| (w.os)(OsEvent::Wifi { uplink: 0, event });
+    // The access point in use fades; the driver roams to a strong one of
+    // the network (reported before the weak reading, as the driver does).
+    wifi(W::Roaming {
+        from: "02:00:00:00:00:0a".into(),
+        to: "02:00:00:00:00:0b".into(),
+        signal_dbm: -80,
+        to_signal_dbm: -45,
+    });
+    for _ in 0..3 {
+        wifi(W::Signal(Some(-80)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    wifi(W::Association {
+        ssid: Some("cbox-field".into()),
+        bssid: Some("02:00:00:00:00:0b".into()),
+        freq: Some(2437),
+    });
+    for _ in 0..10 {
+        wifi(W::Signal(Some(-45)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let s = w.status().await;
+    assert!(s.handovers.is_empty(), "{:?}", s.handovers);
+    assert_eq!(s.uplinks[0].wifi.as_ref().unwrap().roams, 1);
+    assert_eq!(s.uplinks[0].signal_dbm, Some(-45));
+    // A roam that never completes: after its grace the weak signal
+    // counts, and the box leaves the Wi-Fi.
+    wifi(W::Roaming {
+        from: "02:00:00:00:00:0b".into(),
+        to: "02:00:00:00:00:0a".into(),
+        signal_dbm: -80,
+        to_signal_dbm: -50,
+    });
+    let start = tokio::time::Instant::now();
+    for _ in 0..30 {
+        wifi(W::Signal(Some(-80)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if w.status().await.handovers.len() == 1 {
+            break;
+        }
+    }
+    let s = w.status().await;
+    assert_eq!(
+        s.handovers.len(),
+        1,
+        "the box stayed on a roam that never came"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(5),
+        "left within the roam's grace"
+    );
+    assert!(
+        s.handovers[0].reason.contains("signal -80"),
+        "{}",
+        s.handovers[0].reason
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_carrier_blink_of_a_roam_is_not_a_lost_link_but_a_carrier_that_stays_down_is() {
+    use box_os::wifi::WifiEvent as W;
+    let w = World::start().await;
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    let wifi = |event| (w.os)(OsEvent::Wifi { uplink: 0, event });
+    let roam = |to: &str| {
+        wifi(W::Roaming {
+            from: "02:00:00:00:00:0a".into(),
+            to: to.into(),
+            signal_dbm: -80,
+            to_signal_dbm: -45,
+        })
+    };
+    // A mac80211 station leaves the old access point before it joins the
+    // new one: the carrier blinks for a few hundred ms.
+    // (systemd-networkd keeps the address through it: IgnoreCarrierLoss=
+    // in the image's 20-uplinks.network.)
+    let carrier = |up| {
+        (w.os)(OsEvent::Link(LinkEvent::Link {
+            iface: "wlan0".into(),
+            up,
+        }))
+    };
+    roam("02:00:00:00:00:0b");
+    carrier(false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    carrier(true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let s = w.status().await;
+    assert!(s.handovers.is_empty(), "{:?}", s.handovers);
+    // A roam whose carrier does not come back: the loss counts when the
+    // roam's grace ends.
+    roam("02:00:00:00:00:0c");
+    let start = tokio::time::Instant::now();
+    carrier(false);
+    let s = w.settled_on("lte", Duration::from_secs(30)).await;
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(7),
+        "left after {waited:?}"
+    );
+    let h = s.handovers.last().unwrap();
+    assert_eq!(h.kind, status::HandoverKind::Sudden, "{h:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn weak_readings_wait_for_the_roaming_scan_then_count() {
+    use box_os::wifi::WifiEvent as W;
+    let w = World::start().await;
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    let wifi = |event| (w.os)(OsEvent::Wifi { uplink: 0, event });
+    wifi(W::RoamScan { signal_dbm: -80 });
+    for _ in 0..3 {
+        wifi(W::Signal(Some(-80)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let s = w.status().await;
+    assert!(
+        s.handovers.is_empty(),
+        "left during the scan: {:?}",
+        s.handovers
+    );
+    assert_eq!(
+        s.uplinks[0].wifi.as_ref().unwrap().signal_dbm,
+        Some(-80),
+        "shown as it is"
+    );
+    // The scan found nothing better: the weak readings count, also when
+    // the driver scans again at once (one hold per weak spell).
+    wifi(W::Candidates(vec![]));
+    wifi(W::RoamScan { signal_dbm: -80 });
+    wifi(W::Signal(Some(-80)));
+    let s = w.settled_on("lte", Duration::from_secs(10)).await;
+    assert!(
+        s.handovers[0].reason.contains("signal -80"),
+        "{}",
+        s.handovers[0].reason
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_that_fled_a_roams_gap_returns_without_the_hold_down() {
+    use box_os::wifi::WifiEvent as W;
+    let w = World::start().await;
+    w.settled_on("wifi", Duration::from_secs(10)).await;
+    w.standby_on("lte").await;
+    let wifi = |event| (w.os)(OsEvent::Wifi { uplink: 0, event });
+    wifi(W::Roaming {
+        from: "02:00:00:00:00:0a".into(),
+        to: "02:00:00:00:00:0b".into(),
+        signal_dbm: -80,
+        to_signal_dbm: -45,
+    });
+    // The reassociation gap: the Wi-Fi path carries nothing, long enough
+    // for the session to leave it.
+    w.net.silence("wlan0", true);
+    let s = w.settled_on("lte", Duration::from_secs(10)).await;
+    let left = tokio::time::Instant::now();
+    assert_eq!(
+        s.handovers.last().unwrap().kind,
+        status::HandoverKind::Sudden
+    );
+    wifi(W::Association {
+        ssid: Some("cbox-field".into()),
+        bssid: Some("02:00:00:00:00:0b".into()),
+        freq: Some(2437),
+    });
+    w.net.silence("wlan0", false);
+    w.settled_on("wifi", Duration::from_secs(30)).await;
+    let back = left.elapsed();
+    let hold_down = decision::Policy::default().hold_down;
+    assert!(back < hold_down, "back on the Wi-Fi after {back:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_fading_wifi_left_by_a_planned_switch_is_held_down_before_the_return() {
     let w = World::start().await;
     w.settled_on("wifi", Duration::from_secs(10)).await;

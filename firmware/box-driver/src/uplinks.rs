@@ -109,6 +109,10 @@ impl BoxDriver {
                     ..
                 }
         );
+        let ev_kind = match &ev {
+            LinkEvent::Link { up, .. } => Some(*up),
+            _ => None,
+        };
         let (iface, obs): (String, Box<dyn Fn(usize) -> Observation>) = match ev {
             LinkEvent::Link { iface, up } => {
                 info!(%iface, up, "link");
@@ -132,6 +136,9 @@ impl BoxDriver {
         };
         for i in 0..self.cfg.uplinks.len() {
             if self.cfg.uplinks[i].interface.as_deref() == Some(iface.as_str()) {
+                if ev_kind.is_some_and(|up| self.hold_link_change(i, up, t)) {
+                    continue;
+                }
                 self.up.task.observe(obs(i), t);
             }
         }
@@ -160,6 +167,7 @@ impl BoxDriver {
     /// first.
     pub(super) fn decision_timeout(&mut self) {
         let t = now();
+        self.end_expired_roams(t);
         if t < self.up.task.poll_timeout() {
             return;
         }

@@ -474,6 +474,19 @@ impl DecisionTask {
         }
     }
 
+    /// Uplink `i` was left since `since` for a reason that is explained
+    /// and over — a Wi-Fi roam between access points of one network, whose
+    /// reassociation gap the sessions fled —: no hold-down for it. It must
+    /// still be measured good for the dwell time before it is chosen again,
+    /// and switches stay `min_interval` apart.
+    pub fn forgive(&mut self, i: usize, since: Instant) {
+        if let Some(Some(l)) = self.left.get_mut(i)
+            && l.at >= since
+        {
+            l.degraded = false;
+        }
+    }
+
     /// Whether `i` is within its hold-down at `now`.
     pub fn held_down(&self, i: usize, now: Instant) -> bool {
         self.left.get(i).copied().flatten().is_some_and(|l| {

@@ -264,6 +264,49 @@ fn flapping_wifi_does_not_ping_pong() {
 }
 
 #[test]
+fn an_uplink_left_during_a_roam_is_forgiven_its_hold_down() {
+    for forgiven in [false, true] {
+        let mut w = World::new(Mode::Automatic);
+        w.run_until(1.0, healthy);
+        let roam_started = w.now;
+        // The roam's reassociation gap: the sessions' path on Wi-Fi fails.
+        w.observe(Observation::Lost { uplink: WIFI });
+        w.observe(Observation::Active { uplink: Some(LTE) });
+        w.run_until(1.5, healthy);
+        if forgiven {
+            // Joined the new access point: the loss is explained.
+            w.task.forgive(WIFI, roam_started);
+        }
+        w.run_until(45.0, healthy);
+        let s = w.switches();
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!((s[0].1, s[0].2), ("sudden", LTE));
+        assert_eq!((s[1].1, s[1].2), ("planned", WIFI));
+        let hold_down = Policy::default().hold_down.as_secs_f64();
+        if forgiven {
+            // Back after min_interval, well within the hold-down.
+            assert!(s[1].0 >= 11.0 && s[1].0 < 1.0 + hold_down, "{s:?}");
+        } else {
+            assert!(s[1].0 >= 1.0 + hold_down, "{s:?}");
+        }
+    }
+    // A loss before the roam began is not forgiven.
+    let mut w = World::new(Mode::Automatic);
+    w.run_until(1.0, healthy);
+    w.observe(Observation::Lost { uplink: WIFI });
+    w.observe(Observation::Active { uplink: Some(LTE) });
+    w.run_until(2.0, healthy);
+    w.task.forgive(WIFI, w.now);
+    w.run_until(45.0, healthy);
+    let s = w.switches();
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert!(
+        s[1].0 >= 1.0 + Policy::default().hold_down.as_secs_f64(),
+        "{s:?}"
+    );
+}
+
+#[test]
 fn both_down_then_recovery() {
     let mut w = World::new(Mode::Automatic);
     w.run_until(1.0, healthy);

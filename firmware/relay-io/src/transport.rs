@@ -443,10 +443,14 @@ impl SendGate {
         path
     }
 
-    /// Returns once little enough waits in the socket (or it cannot say).
+    /// Returns once little enough waits in the socket (or it cannot say,
+    /// or the socket is closed or failed: the write reports that).
     pub async fn ready(&self) {
         use std::sync::atomic::Ordering;
         loop {
+            // Never a loop that does not yield: the box and the relay run
+            // on one thread each.
+            tokio::task::coop::consume_budget().await;
             let Ok(i) = tcp_info(self.fd.get_ref()) else {
                 return;
             };
@@ -462,9 +466,19 @@ impl SendGate {
             let Some(wait) = v.wait else {
                 return;
             };
-            if let Ok(Ok(mut guard)) = tokio::time::timeout(wait, self.fd.writable()).await {
-                // Writable by the kernel's measure; ours decides.
-                guard.clear_ready();
+            match tokio::time::timeout(wait, self.fd.writable()).await {
+                Ok(Ok(mut guard)) => {
+                    // Closed or failed: tokio keeps that readiness for good
+                    // (waiting on it again would return at once, forever).
+                    let r = guard.ready();
+                    if r.is_write_closed() || r.is_error() {
+                        return;
+                    }
+                    // Writable by the kernel's measure; ours decides.
+                    guard.clear_ready();
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
             }
         }
     }
@@ -663,6 +677,46 @@ mod tests {
             .await
             .unwrap();
         reader.await.unwrap();
+    }
+
+    /// Found on the radio bench: a tunnel closed with bytes still unsent
+    /// (its path had died) keeps the "write closed" readiness tokio never
+    /// clears; the gate must return (the write reports the error), not
+    /// spin without yielding — which froze cnaptd's whole runtime.
+    #[test]
+    fn a_closed_socket_with_bytes_unsent_opens_the_gate_instead_of_spinning() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let r = rt.block_on(async {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                    .await
+                    .unwrap();
+                let (_far, _) = l.accept().await.unwrap();
+                let gate = SendGate::new(&c, 4096).unwrap();
+                let chunk = vec![7u8; 64 * 1024];
+                while let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_millis(100), c.write(&chunk)).await
+                {
+                }
+                assert!(tcp_info(&c).unwrap().notsent > 4096);
+                // Both directions shut: the socket hangs up with its queue.
+                let c = c.into_std().unwrap();
+                c.shutdown(std::net::Shutdown::Both).unwrap();
+                let r = tokio::time::timeout(Duration::from_secs(5), gate.ready()).await;
+                drop(c);
+                r
+            });
+            let _ = done_tx.send(r.is_ok());
+        });
+        let opened = done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the gate spun without yielding: the runtime froze");
+        assert!(opened, "the gate held a closed socket");
     }
 
     #[test]

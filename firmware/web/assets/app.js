@@ -68,6 +68,10 @@ function render(s) {
     c.appendChild(text("div", u.kind + radio + " · " + (u.active ? "in use" : u.link ? "standby" : "no link"), "detail"));
     const rtt = u.rtt_ms == null ? "–" : u.rtt_ms.toFixed(0) + " ms";
     c.appendChild(text("div", u.health + " · rtt " + rtt + " · loss " + Math.round(u.loss * 100) + " %", "detail"));
+    // What the radio's driver reports as wrong (a refused passphrase, a
+    // SIM asking for its PIN): the technician can act on it.
+    const problem = (u.wifi && u.wifi.problem) || (u.modem && u.modem.problem);
+    if (problem) c.appendChild(text("div", problem, "detail problem"));
     if (!u.active) {
       const b = text("button", "Use " + u.name, "secondary");
       b.disabled = !u.link;

@@ -61,6 +61,7 @@ def main():
             return {
               cards: q('#uplinks .card').map(c => c.dataset.uplink + ':' + c.className),
               bars_on: q('#uplinks .card:first-child .bars i.on').length,
+              problems: q('#uplinks .card .problem').map(p => p.closest('.card').dataset.uplink + ': ' + p.textContent),
               suggestion: document.getElementById('suggestion-text').textContent,
               banner_visible: !document.getElementById('suggestion').hidden,
               handovers: q('#handovers tbody tr').map(r => r.innerText),

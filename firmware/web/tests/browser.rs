@@ -22,7 +22,8 @@ fn snapshot(active: &str, suggest: bool) -> Value {
                "health": health, "why": "ok", "link": true, "address": "198.18.10.2",
                "signal_dbm": signal, "rtt_ms": if name == "wifi" { 12.0 } else { 85.0 },
                "loss": 0.0, "priority": 0, "cost": 0, "auto_connect": true, "changed_s_ago": 3.0,
-               "modem": null,
+               "modem": if kind == "lte" { json!({"operator": "Field Telecom",
+                        "problem": "the SIM asks for its PIN: set uplink.modem.pin"}) } else { Value::Null },
                "wifi": if kind == "wifi" { json!({"ssid": "site-office", "bssid": null, "freq": 2412,
                         "signal_dbm": signal, "candidates": [], "roams": 0, "problem": null}) } else { Value::Null }})
     };
@@ -116,6 +117,11 @@ async fn the_page_shows_the_box_and_its_buttons_act_in_headless_chromium() {
     assert_eq!(r["cards"][0], "wifi:card warning active", "{r}");
     assert_eq!(r["cards"][1], "lte:card good", "{r}");
     assert_eq!(r["bars_on"], 3, "-58 dBm is three bars");
+    // What the radio's driver reports as wrong is on its card.
+    assert_eq!(
+        r["problems"][0], "lte: the SIM asks for its PIN: set uplink.modem.pin",
+        "{r}"
+    );
     assert!(
         r["suggestion"].as_str().unwrap().contains("suggests lte"),
         "{r}"

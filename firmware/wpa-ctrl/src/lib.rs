@@ -25,6 +25,10 @@ pub enum Request {
     Status,
     /// `SCAN` (→ `OK`, or `FAIL-BUSY`).
     Scan,
+    /// `SCAN freq=<MHz>,…`: only these channels (a roaming scan over the
+    /// network's known channels takes a fraction of a full one); empty
+    /// is a full scan.
+    ScanFreqs(Vec<u32>),
     /// `SCAN_RESULTS`.
     ScanResults,
     /// `SIGNAL_POLL`.
@@ -95,6 +99,11 @@ impl Request {
             Request::Ping => "PING".into(),
             Request::Status => "STATUS".into(),
             Request::Scan => "SCAN".into(),
+            Request::ScanFreqs(f) if f.is_empty() => "SCAN".into(),
+            Request::ScanFreqs(f) => format!(
+                "SCAN freq={}",
+                f.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            ),
             Request::ScanResults => "SCAN_RESULTS".into(),
             Request::SignalPoll => "SIGNAL_POLL".into(),
             Request::ListNetworks => "LIST_NETWORKS".into(),

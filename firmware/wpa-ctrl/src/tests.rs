@@ -180,6 +180,11 @@ fn quoting_and_validation() {
     );
     assert!(Request::Roam("02:11:22:33:44".into()).render().is_err());
     assert_eq!(
+        Request::ScanFreqs(vec![2412, 2437]).render().unwrap(),
+        "SCAN freq=2412,2437"
+    );
+    assert_eq!(Request::ScanFreqs(vec![]).render().unwrap(), "SCAN");
+    assert_eq!(
         parse_add_network("FAIL\n"),
         Err(ReplyError::Refused("FAIL".into()))
     );
