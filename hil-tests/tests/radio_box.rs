@@ -3,7 +3,9 @@
 //! wpa_supplicant (nl80211), two hostapd access points of its network
 //! bridged in an "ap" namespace, and a wired second uplink; the real snaptd
 //! in an "internet" namespace. Both paths have netem on them (Wi-Fi 5 ms
-//! ± 1 ms, the second uplink 40 ms ± 5 ms, LTE-like). An echo stream runs
+//! ± 1 ms round trip, the second uplink 40 ms ± 5 ms, LTE-like), or with
+//! `CBOX_RADIO_LINKS=emulator` the simulated world's userspace link
+//! emulator with the same delays. An echo stream runs
 //! through the tunnel the whole time while:
 //!
 //! 1. the access point in use fades (−80 dBm) with the other one strong:
@@ -57,13 +59,16 @@ fn the_box_on_real_wifi_roams_switches_and_keeps_every_byte() {
 }
 
 /// The radios and namespaces (the VM is thrown away afterwards, but the
-/// processes are still ended on the way out of the test).
+/// processes are still ended on the way out of the test). Both uplinks'
+/// paths cross the "lnk" namespace, where netem or the userspace link
+/// emulator shapes them.
 const NETWORK: &str = r#"
 set -e
 modprobe mac80211_hwsim radios=3
 modprobe sch_netem
 ip netns add ap
 ip netns add inet
+ip netns add lnk
 iw phy phy0 set netns name ap
 iw phy phy1 set netns name ap
 # The access points' network: both radios bridged, the gateway on the bridge.
@@ -72,7 +77,9 @@ ip -n ap addr add 198.18.1.1/24 dev br0
 ip -n ap link set br0 up
 ip -n ap link set lo up
 ip netns exec ap sysctl -qw net.ipv4.ip_forward=1
-ip link add v-ap netns ap type veth peer name v-inet netns inet
+# Its backhaul to the internet, through lnk.
+ip link add v-ap netns ap type veth peer name lw1 netns lnk
+ip link add lw2 netns lnk type veth peer name v-inet netns inet
 ip -n ap addr add 198.18.9.2/30 dev v-ap
 ip -n ap link set v-ap up
 ip -n inet addr add 198.18.9.1/30 dev v-inet
@@ -83,27 +90,58 @@ ip -n inet link set lo up
 ip -n inet addr add 198.18.100.1/32 dev lo
 ip -n inet route add 198.18.1.0/24 via 198.18.9.2
 ip netns exec inet sysctl -qw net.ipv4.ip_forward=1
-# The second uplink, a cable into the internet namespace.
-ip link add eth1 type veth peer name v-wired netns inet
+# The second uplink, a cable into the internet namespace through lnk.
+ip link add eth1 type veth peer name lc1 netns lnk
+ip link add lc2 netns lnk type veth peer name v-wired netns inet
 ip -n inet addr add 198.18.2.1/24 dev v-wired
 ip -n inet link set v-wired up
 ip addr add 198.18.2.2/24 dev eth1
 ip link set eth1 up
+for i in lw1 lw2 lc1 lc2; do ip -n lnk link set "$i" up; done
 # The box's station.
 ip addr add 198.18.1.2/24 dev wlan2
 ip link set wlan2 up
 ip route add default via 198.18.2.1 dev eth1 metric 200
 ip route add default via 198.18.1.1 dev wlan2 metric 100 onlink
-# netem both ways on each path: Wi-Fi 5 ms +-1 ms, the other 40 ms +-5 ms.
-ip netns exec ap tc qdisc add dev v-ap root netem delay 2500us 500us
-ip netns exec inet tc qdisc add dev v-inet root netem delay 2500us 500us
-tc qdisc add dev eth1 root netem delay 20ms 2500us
-ip netns exec inet tc qdisc add dev v-wired root netem delay 20ms 2500us
 "#;
+
+/// netem in lnk: each path bridged there, each direction delayed on its
+/// way out (Wi-Fi 5 ms ± 1 ms round trip, the other 40 ms ± 5 ms).
+const NETEM: &str = r#"
+set -e
+ip -n lnk link add brw type bridge
+ip -n lnk link add brc type bridge
+for i in lw1 lw2; do ip -n lnk link set "$i" master brw; done
+for i in lc1 lc2; do ip -n lnk link set "$i" master brc; done
+ip -n lnk link set brw up
+ip -n lnk link set brc up
+for i in lw1 lw2; do ip netns exec lnk tc qdisc add dev "$i" root netem delay 2500us 500us; done
+for i in lc1 lc2; do ip netns exec lnk tc qdisc add dev "$i" root netem delay 20ms 2500us; done
+"#;
+
+/// For the userspace link emulator: finished, MTU-sized frames around it
+/// (as in the simulated world).
+const NO_OFFLOADS: &str = r#"
+set -e
+for i in lw1 lw2 lc1 lc2; do ip netns exec lnk ethtool -K "$i" tx off rx off tso off gso off gro off >/dev/null; done
+ip netns exec ap ethtool -K v-ap tx off rx off tso off gso off gro off >/dev/null
+ip netns exec inet ethtool -K v-inet tx off rx off tso off gso off gro off >/dev/null
+ip netns exec inet ethtool -K v-wired tx off rx off tso off gso off gro off >/dev/null
+ethtool -K eth1 tx off rx off tso off gso off gro off >/dev/null
+"#;
+
+/// What shapes the paths: `CBOX_RADIO_LINKS=emulator` for the simulated
+/// world's userspace link emulator (the comparison in docs/performance.md),
+/// netem otherwise.
+fn use_emulator() -> bool {
+    std::env::var("CBOX_RADIO_LINKS").is_ok_and(|v| v == "emulator")
+}
 
 struct Radios {
     dir: PathBuf,
     children: Vec<std::process::Child>,
+    /// The userspace link emulators, when they shape the paths.
+    emulators: Vec<hil_tests::radio::Radio>,
 }
 
 impl Drop for Radios {
@@ -120,7 +158,9 @@ impl Radios {
         let dir = PathBuf::from("/tmp/radio-box");
         std::fs::create_dir_all(dir.join("hostapd")).unwrap();
         std::fs::create_dir_all(dir.join("wpa")).unwrap();
-        let out = Command::new("sh").arg("-c").arg(NETWORK).output().unwrap();
+        let emulate = use_emulator();
+        let script = format!("{NETWORK}{}", if emulate { NO_OFFLOADS } else { NETEM });
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
         assert!(
             out.status.success(),
             "network set-up: {}",
@@ -129,7 +169,23 @@ impl Radios {
         let mut r = Self {
             dir,
             children: Vec::new(),
+            emulators: Vec::new(),
         };
+        if emulate {
+            use hil_tests::radio::{LinkParams, Radio};
+            // The same delays as netem's: uniform within ± the jitter.
+            let link = |delay_us: u64, jitter_us: u64| LinkParams {
+                delay: Duration::from_micros(delay_us - jitter_us),
+                jitter: Duration::from_micros(2 * jitter_us),
+                loss: 0.0,
+                rate_bps: 0,
+                down: false,
+            };
+            r.emulators
+                .push(Radio::start("lnk", "lw1", "lw2", link(2_500, 500)).unwrap());
+            r.emulators
+                .push(Radio::start("lnk", "lc1", "lc2", link(20_000, 2_500)).unwrap());
+        }
         r.signal(0, -35);
         r.signal(1, -45);
         for (i, channel) in [(0, 1), (1, 6)] {
@@ -375,7 +431,14 @@ fn cnapt_body(radios: &Radios, psk: &str) -> String {
 fn guest() {
     let t0 = Instant::now();
     let radios = Radios::start();
-    log(t0, "radios, access points, namespaces and netem up");
+    log(
+        t0,
+        if use_emulator() {
+            "radios, access points, namespaces and the userspace link emulator up"
+        } else {
+            "radios, access points, namespaces and netem up"
+        },
+    );
     echo_server_in_inet();
     let mut bed = Bed::new("radio-box");
     bed.pki(&["server", "relay", "--san", RELAY]);
@@ -446,6 +509,19 @@ fn phases(bed: &mut Bed, radios: &Radios, sock: &Path, t0: Instant) {
         t0,
         &format!("established over Wi-Fi (access point {first})"),
     );
+    // The paths as shaped, measured.
+    for dev in ["wlan2", "eth1"] {
+        let o = Command::new("ping")
+            .args(["-I", dev, "-c", "20", "-i", "0.05", "-q", RELAY])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        let rtt = text
+            .lines()
+            .find(|l| l.contains("min/avg"))
+            .unwrap_or("no answer");
+        log(t0, &format!("path over {dev}: {rtt}"));
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let st = Arc::new(Stream::default());
     let stream = rt.spawn(echo_stream(
