@@ -57,8 +57,27 @@ fn answer(
     }
 }
 
-/// The agent; its answers come from `shared`, its news go to `events`.
-pub(super) fn agent(shared: Arc<Shared>, events: mpsc::UnboundedSender<AgentEvent>) -> Agent {
+/// A request for a device on another adapter than the box's (bluetoothd
+/// asks the default agent for every adapter: a second controller — a USB
+/// dongle, or the phone's controller on the radio bench — is not ours to
+/// pair): refused.
+fn foreign(ours: &str, adapter: &str, device: BdAddr, what: &str) -> Option<ReqResult<()>> {
+    if adapter == ours {
+        return None;
+    }
+    warn!(%device, adapter, ours, what, "pairing request for another adapter refused");
+    Some(Err(ReqError::Rejected))
+}
+
+/// The agent for `adapter`; its answers come from `shared`, its news go to
+/// `events`.
+pub(super) fn agent(
+    adapter: &str,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<AgentEvent>,
+) -> Agent {
+    let ours: Arc<str> = Arc::from(adapter);
+    let (o1, o2, o3, o4, o5) = (ours.clone(), ours.clone(), ours.clone(), ours.clone(), ours);
     let (s1, e1) = (shared.clone(), events.clone());
     let (s2, e2) = (shared.clone(), events.clone());
     let (s3, e3) = (shared.clone(), events.clone());
@@ -67,9 +86,12 @@ pub(super) fn agent(shared: Arc<Shared>, events: mpsc::UnboundedSender<AgentEven
     Agent {
         request_default: true,
         request_confirmation: Some(Box::new(move |r| {
-            let (s, e) = (s1.clone(), e1.clone());
+            let (s, e, o1) = (s1.clone(), e1.clone(), o1.clone());
             Box::pin(async move {
                 let device = addr(r.device);
+                if let Some(r) = foreign(&o1, &r.adapter, device, "confirmation") {
+                    return r;
+                }
                 let a = s.with(|w, now| w.confirm(now, device, r.passkey));
                 if a != Answer::AskTechnician {
                     return answer(&s, &e, "confirmation", device, &a);
@@ -113,17 +135,23 @@ pub(super) fn agent(shared: Arc<Shared>, events: mpsc::UnboundedSender<AgentEven
             })
         })),
         request_authorization: Some(Box::new(move |r| {
-            let (s, e) = (s2.clone(), e2.clone());
+            let (s, e, o2) = (s2.clone(), e2.clone(), o2.clone());
             Box::pin(async move {
                 let device = addr(r.device);
+                if let Some(r) = foreign(&o2, &r.adapter, device, "just-works authorization") {
+                    return r;
+                }
                 let a = s.with(|w, now| w.authorize(now));
                 answer(&s, &e, "just-works authorization", device, &a)
             })
         })),
         display_passkey: Some(Box::new(move |r| {
-            let (s, e) = (s3.clone(), e3.clone());
+            let (s, e, o3) = (s3.clone(), e3.clone(), o3.clone());
             Box::pin(async move {
                 let device = addr(r.device);
+                if let Some(r) = foreign(&o3, &r.adapter, device, "passkey display") {
+                    return r;
+                }
                 let a = s.with(|w, now| w.display(now, device, r.passkey));
                 if a == Answer::Accept {
                     info!(%device, passkey = format!("{:06}", r.passkey), "passkey on show: type it on the phone");
@@ -132,9 +160,12 @@ pub(super) fn agent(shared: Arc<Shared>, events: mpsc::UnboundedSender<AgentEven
             })
         })),
         display_pin_code: Some(Box::new(move |r| {
-            let (s, e) = (s4.clone(), e4.clone());
+            let (s, e, o4) = (s4.clone(), e4.clone(), o4.clone());
             Box::pin(async move {
                 let device = addr(r.device);
+                if let Some(r) = foreign(&o4, &r.adapter, device, "PIN display") {
+                    return r;
+                }
                 let Ok(pin) = r.pincode.parse::<u32>() else {
                     warn!(%device, "pairing refused: a PIN code that is not six digits");
                     return Err(ReqError::Rejected);
@@ -144,9 +175,12 @@ pub(super) fn agent(shared: Arc<Shared>, events: mpsc::UnboundedSender<AgentEven
             })
         })),
         authorize_service: Some(Box::new(move |r| {
-            let (s, e) = (s5.clone(), e5.clone());
+            let (s, e, o5) = (s5.clone(), e5.clone(), o5.clone());
             Box::pin(async move {
                 let device = addr(r.device);
+                if let Some(r) = foreign(&o5, &r.adapter, device, "service authorization") {
+                    return r;
+                }
                 let uuid = r.service.to_string();
                 let a = s.with_trusted(|w, t| w.authorize_service(device, &uuid, t));
                 match &a {
@@ -159,5 +193,20 @@ pub(super) fn agent(shared: Arc<Shared>, events: mpsc::UnboundedSender<AgentEven
             })
         })),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_for_another_adapters_devices_are_refused() {
+        let d = BdAddr([0, 0xaa, 1, 1, 0, 1]);
+        assert!(foreign("hci0", "hci0", d, "confirmation").is_none());
+        assert!(matches!(
+            foreign("hci0", "hci1", d, "confirmation"),
+            Some(Err(ReqError::Rejected))
+        ));
     }
 }

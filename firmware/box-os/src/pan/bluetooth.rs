@@ -230,7 +230,7 @@ impl Task {
             );
         }
         let handle = session
-            .register_agent(agent(self.shared.clone(), events))
+            .register_agent(agent(&self.s.adapter, self.shared.clone(), events))
             .await
             .map_err(|e| format!("registering the pairing agent: {e}"))?;
         let nap = nap::register(&self.s.adapter, &self.s.bridge).await?;
