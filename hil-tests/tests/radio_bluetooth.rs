@@ -290,7 +290,21 @@ fn phases(stack: &mut Stack, control: &Path, t0: Instant) {
     let paired = std::panic::catch_unwind(|| {
         wait(Duration::from_secs(60), "paired", || {
             prop(&dev, "org.bluez.Device1", "Paired").ends_with("true")
-        })
+        });
+        // The phone browses the box's services after pairing: its NAP
+        // (Network1 on the device) appears once that is done.
+        wait(
+            Duration::from_secs(60),
+            "the box's NAP seen by the phone",
+            || {
+                bluez(
+                    &dev,
+                    "org.freedesktop.DBus.Properties.Get",
+                    &["string:org.bluez.Network1", "string:Connected"],
+                )
+                .is_ok()
+            },
+        );
     });
     let _ = scan.kill();
     let _ = scan.wait();
