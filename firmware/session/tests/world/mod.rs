@@ -897,11 +897,24 @@ impl World {
 
     /// The longest period without any uplink.
     pub fn longest_outage(&self) -> Duration {
-        self.outage_spans
-            .iter()
-            .map(|(a, b)| *b - *a)
-            .max()
-            .unwrap_or_default()
+        self.longest_outage_bridging(Duration::ZERO)
+    }
+
+    /// The longest period without any uplink, counting outages separated by
+    /// less than `gap` (too short to reconnect in) as one.
+    pub fn longest_outage_bridging(&self, gap: Duration) -> Duration {
+        let mut longest = Duration::ZERO;
+        let mut current: Option<(Instant, Instant)> = None;
+        for &(a, b) in &self.outage_spans {
+            current = match current {
+                Some((start, end)) if a < end + gap => Some((start, end.max(b))),
+                _ => Some((a, b)),
+            };
+            if let Some((start, end)) = current {
+                longest = longest.max(end - start);
+            }
+        }
+        longest
     }
 
     /// Largest gap between consecutive arrivals of a direction's data.
