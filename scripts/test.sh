@@ -19,7 +19,7 @@ step() { printf '\n==> %s\n' "$*"; }
 . scripts/packages.sh
 ensure_packages shellcheck device-tree-compiler systemd iproute2 nftables ethtool curl \
     python3 python3-venv openssh-server openssh-client wpasupplicant mosquitto mosquitto-clients dnsmasq-base busybox haproxy \
-    chromium chromium-driver fonts-dejavu-core \
+    chromium chromium-driver fonts-dejavu-core zbar-tools librsvg2-bin \
     pkg-config libdbus-1-dev dbus-daemon dbus-bin python3-dbus
 command -v cargo >/dev/null || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
 

@@ -91,7 +91,8 @@ impl BoxDriver {
             | Request::PanClose
             | Request::PanConfirm { .. }
             | Request::PanDevices
-            | Request::PanForget { .. } => match &self.os.pan {
+            | Request::PanForget { .. }
+            | Request::PanWifi => match &self.os.pan {
                 Some(p) => p.call(req, reply),
                 None => {
                     let _ = reply.send(Reply::err(box_os::pan::NO_BLUETOOTH));
@@ -150,6 +151,7 @@ impl BoxDriver {
                 .map(|p| p.clients())
                 .unwrap_or_default(),
             bluetooth: self.os.pan.as_ref().and_then(|p| p.bluetooth()),
+            wifi_ap: self.os.pan.as_ref().and_then(|p| p.access_point()),
             handovers: self.history.records().cloned().collect(),
             handovers_total: self.history.total(),
             counters: status::Counters {

@@ -113,7 +113,11 @@ impl Adapters {
         if let Some(p) = &cfg.pan
             && let Some(c) = a.commands.as_mut()
         {
-            c.pan = Some(PanHandle::start(p));
+            let cli_dir = cfg
+                .control_socket
+                .parent()
+                .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+            c.pan = Some(PanHandle::start(p, &cli_dir));
         }
         a.start_link_monitor(cfg, &sink).await;
         a.start_modems(cfg, &sink);

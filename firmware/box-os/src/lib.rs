@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod adapters;
+mod ctrl_socket;
 pub mod front_panel;
 pub mod guard;
 pub mod linkmon;

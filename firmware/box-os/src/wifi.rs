@@ -9,14 +9,15 @@
 //! point of the same network.
 
 use std::path::PathBuf;
-use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use wpa_ctrl::{Bss, Event, NetworkConfig, Request};
+
+use crate::ctrl_socket::{self, CtrlClient};
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,20 +42,6 @@ pub const BACKGROUND_SCAN_INTERVAL: Duration = Duration::from_secs(300);
 /// once from a recent scan keeps the box from leaving the Wi-Fi uplink for
 /// a signal only the current access point has.
 pub const ROAM_CACHE_AGE: Duration = Duration::from_secs(60);
-
-/// A directory of its own for each client socket: wpactrl names its socket
-/// `wpa_ctrl_<pid>-1` and removes a file of that name when it opens, so two
-/// clients of one process in one directory would steal each other's
-/// replies; an abandoned client's cleanup must not hit its successor's.
-fn client_dir(cfg: &WifiConfig, kind: &str) -> Result<PathBuf, String> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = cfg
-        .cli_dir
-        .join(format!("{kind}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok(dir)
-}
 
 /// What to reach and configure.
 #[derive(Debug, Clone)]
@@ -121,86 +108,22 @@ pub enum WifiCommand {
     Scan,
 }
 
-type Job = (String, oneshot::Sender<Result<String, String>>);
-
-/// A request connection on its own thread.
-struct Requester {
-    jobs: std_mpsc::Sender<Job>,
-}
+/// The request connection, speaking [`Request`]s.
+struct Requester(CtrlClient);
 
 impl Requester {
     fn open(cfg: &WifiConfig) -> Result<Self, String> {
-        let dir = client_dir(cfg, "request")?;
-        let client = wpactrl::Client::builder()
-            .ctrl_path(&cfg.ctrl_path)
-            .cli_path(&dir)
-            .open()
-            .map_err(|e| format!("{}: {e}", cfg.ctrl_path.display()))?;
-        let (tx, rx) = std_mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("wpa-request".into())
-            .spawn(move || {
-                let mut client = client;
-                while let Ok((cmd, reply)) = rx.recv() {
-                    let r = client.request(&cmd).map_err(|e| e.to_string());
-                    let _ = reply.send(r);
-                }
-                drop(client);
-                let _ = std::fs::remove_dir(&dir);
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(Self { jobs: tx })
+        CtrlClient::open(&cfg.ctrl_path, &cfg.cli_dir, "wpa", REQUEST_TIMEOUT).map(Self)
     }
 
     async fn ask(&self, req: &Request) -> Result<String, String> {
         let cmd = req.render().map_err(|e| e.to_string())?;
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send((cmd.clone(), tx))
-            .map_err(|_| "the request thread is gone".to_string())?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the request thread is gone".into()),
-            Err(_) => Err(format!("{cmd}: no answer within {REQUEST_TIMEOUT:?}")),
-        }
+        self.0.ask(&cmd).await
     }
 }
 
-/// The attached monitor on its own thread; events go to `out` until it
-/// closes or the socket fails.
 fn spawn_monitor(cfg: &WifiConfig, out: mpsc::UnboundedSender<String>) -> Result<(), String> {
-    let dir = client_dir(cfg, "events")?;
-    let client = wpactrl::Client::builder()
-        .ctrl_path(&cfg.ctrl_path)
-        .cli_path(&dir)
-        .open()
-        .and_then(wpactrl::Client::attach)
-        .map_err(|e| format!("attach: {e}"))?;
-    std::thread::Builder::new()
-        .name("wpa-events".into())
-        .spawn(move || {
-            let mut client = client;
-            loop {
-                match client.recv() {
-                    Ok(Some(msg)) => {
-                        if out.send(msg).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => {
-                        if out.is_closed() {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(_) => break,
-                }
-            }
-            drop(client);
-            let _ = std::fs::remove_dir(&dir);
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    ctrl_socket::spawn_monitor(&cfg.ctrl_path, &cfg.cli_dir, "wpa", out)
 }
 
 /// Runs the Wi-Fi driver until `out` closes: (re)connects to

@@ -11,8 +11,10 @@
 //!     cboxctl disconnect                 end the sessions (DISCONNECT)
 //!     cboxctl snapt status|kick BOX      the same for snaptd
 //!     cboxctl snapt drain [--deadline S] snaptd: no new sessions, then none
-//!     cboxctl pki init|server|box|revoke|list --dir DIR
+//!     cboxctl pan status|pair|close|wifi …  the PAN side (pairing, access point)
+//!     cboxctl pki init|server|box|label|revoke|list --dir DIR
 
+mod label;
 mod pan;
 mod views;
 
@@ -140,13 +142,31 @@ enum PkiCmd {
         #[arg(long, default_value_t = 730)]
         days: i64,
     },
-    /// Issue a box certificate (CN = box id).
+    /// Issue a box certificate (CN = box id), and the passphrase of the
+    /// box's Wi-Fi access point if it has none yet.
     Box {
         /// The box id (CNAPT ID).
         id: String,
         /// Validity in days.
         #[arg(long, default_value_t = 730)]
         days: i64,
+    },
+    /// The box's label (SVG, 90 × 50 mm): id, Wi-Fi network and
+    /// passphrase, and the QR code phones join from; the code is also
+    /// printed in the terminal.
+    Label {
+        /// The box id.
+        id: String,
+        /// The network's name, if not the default `cbox-<id>`.
+        #[arg(long)]
+        ssid: Option<String>,
+        /// `[pan.wifi] outside_window` is `visible` (the QR code then does
+        /// not tell phones the network is hidden).
+        #[arg(long)]
+        visible: bool,
+        /// Where to write it (default: boxes/<id>.label.svg in the PKI).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Revoke a box's certificate and rewrite the CRL (snaptd reloads it).
     Revoke {
@@ -358,6 +378,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 if !v["bluetooth"].is_null() {
                     pan::print_bluetooth(&v["bluetooth"]);
                 }
+                pan::print_access_point(&v["wifi_ap"]);
                 let hs = v["handovers"].as_array().cloned().unwrap_or_default();
                 if !hs.is_empty() {
                     println!("last handovers:");
@@ -512,6 +533,46 @@ fn pki(p: &Pki, cmd: PkiCmd, json: bool) -> anyhow::Result<()> {
             let id = BoxId::new(&id).map_err(|e| anyhow::anyhow!("box id {id:?}: {e}"))?;
             let (cert, key) = p.issue_box(&id, days)?;
             println!("box certificate {} (key {})", cert.display(), key.display());
+            let (f, new) = label::ensure_passphrase(p.dir(), id.as_str())?;
+            println!(
+                "Wi-Fi access point passphrase {} ({}); provision it as ap-passphrase, print the label: cboxctl pki label {}",
+                f.display(),
+                if new { "new" } else { "kept" },
+                id.as_str()
+            );
+        }
+        PkiCmd::Label {
+            id,
+            ssid,
+            visible,
+            out,
+        } => {
+            let id = BoxId::new(&id).map_err(|e| anyhow::anyhow!("box id {id:?}: {e}"))?;
+            let pass = label::read_passphrase(p.dir(), id.as_str())?;
+            let ssid = ssid.unwrap_or_else(|| {
+                let mut s = format!("cbox-{}", id.as_str());
+                while s.len() > 32 {
+                    s.pop();
+                }
+                s
+            });
+            let ap = wpa_ctrl::hostapd::AccessPoint {
+                ssid: ssid.clone(),
+                passphrase: pass.clone(),
+                security: wpa_ctrl::hostapd::ApSecurity::Wpa2Wpa3,
+            };
+            ap.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let uri = ap.join_uri(!visible);
+            let svg = label::label_svg(id.as_str(), &ssid, &pass, &uri)?;
+            let out = out.unwrap_or_else(|| {
+                p.dir()
+                    .join("boxes")
+                    .join(format!("{}.label.svg", id.as_str()))
+            });
+            std::fs::write(&out, svg).with_context(|| out.display().to_string())?;
+            print!("{}", pairing::join_code::text(&uri)?);
+            println!("box {}: Wi-Fi {ssid:?}, passphrase {pass}", id.as_str());
+            println!("label written: {}", out.display());
         }
         PkiCmd::Revoke { id } => {
             let serial = p.revoke("box", &id)?;

@@ -30,6 +30,9 @@ pub enum PanCmd {
         /// Its Bluetooth address, like 00:1A:7D:DA:71:13.
         address: String,
     },
+    /// How a phone joins the box's Wi-Fi access point: the QR code to scan
+    /// (iPhone and Android cameras), the name and the passphrase.
+    Wifi,
 }
 
 impl PanCmd {
@@ -45,6 +48,7 @@ impl PanCmd {
             PanCmd::Forget { address } => Request::PanForget {
                 address: address.clone(),
             },
+            PanCmd::Wifi => Request::PanWifi,
         }
     }
 
@@ -53,12 +57,32 @@ impl PanCmd {
         match self {
             PanCmd::Status => {
                 print_bluetooth(&v["bluetooth"]);
+                print_access_point(&v["wifi_ap"]);
                 print_clients(&v["pan_clients"]);
+            }
+            PanCmd::Wifi => {
+                if let Some(uri) = v["uri"].as_str() {
+                    match pairing::join_code::text(uri) {
+                        Ok(t) => print!("{t}"),
+                        Err(e) => println!("(no QR code: {e})"),
+                    }
+                }
+                println!(
+                    "Wi-Fi {} ({}{}), passphrase {}",
+                    s(&v["ssid"]),
+                    s(&v["security"]),
+                    if v["hidden"] == Value::Bool(true) {
+                        ", hidden outside a pairing window: join it from the code or as a hidden network"
+                    } else {
+                        ""
+                    },
+                    s(&v["passphrase"])
+                );
             }
             PanCmd::Devices => print_devices(v),
             PanCmd::Pair { .. } => {
                 println!(
-                    "pairing window open for {} s ({}): pair from the phone's Bluetooth settings now",
+                    "pairing window open for {} s ({}): pair from the phone's Bluetooth settings, or join the box's Wi-Fi (cboxctl pan wifi), now",
                     s(&v["seconds"]),
                     s(&v["policy"])
                 );
@@ -141,6 +165,37 @@ pub fn print_bluetooth(b: &Value) {
     }
     let t = b["trusted"].as_array().map_or(0, Vec::len);
     println!("  {t} trusted device(s)");
+}
+
+/// The Wi-Fi access point's lines (also in `cboxctl status`).
+pub fn print_access_point(a: &Value) {
+    if a.is_null() {
+        return;
+    }
+    let state = match a["problem"].as_str() {
+        Some(p) => format!("down: {p}"),
+        None => format!(
+            "{} on {}, {}",
+            s(&a["state"]),
+            s(&a["bridge"]),
+            if a["visible"] == Value::Bool(true) {
+                "visible"
+            } else {
+                "hidden"
+            }
+        ),
+    };
+    println!(
+        "wifi access point {} \"{}\" ({}): {state}",
+        s(&a["interface"]),
+        s(&a["ssid"]),
+        s(&a["security"])
+    );
+    let n = a["stations"].as_array().map_or(0, Vec::len);
+    println!(
+        "  {n} phone(s) joined; outside a pairing window: {}; join code: cboxctl pan wifi",
+        s(&a["outside_window"])
+    );
 }
 
 /// Who is on the bridge (also in `cboxctl status`).

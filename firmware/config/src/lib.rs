@@ -25,7 +25,7 @@ pub use common::{
     CipherChoice, Compress, ConfigError, Protocol, SessionSection, TlsSection, UdpTimeouts,
 };
 pub use mqtt::Mqtt;
-pub use pan::{Bluetooth, Pan};
+pub use pan::{Bluetooth, OutsideWindow, Pan, WifiAp};
 pub use pinmap::{Line, PinMap};
 pub use policy::{BoxPolicy, DestinationRule};
 pub use qos::{BoxQos, QosListen, RelayQos};
@@ -47,6 +47,45 @@ mod tests {
             .join(name);
         let text = std::fs::read_to_string(&p).unwrap();
         (p, text)
+    }
+
+    #[test]
+    fn the_access_point_section_has_defaults_and_names_a_bad_key() {
+        let (p, t) = doc("cnapt.toml");
+        let c = CnaptConfig::parse(&p, &t).unwrap();
+        let w = c.pan.unwrap().wifi.unwrap();
+        assert_eq!(w.interface, "wlan1");
+        assert_eq!(w.ctrl, Path::new("/run/hostapd/wlan1"));
+        assert_eq!(w.ssid, format!("cbox-{}", c.box_id));
+        assert_eq!(w.outside_window, OutsideWindow::Hidden);
+        for (from, to, key) in [
+            (
+                "security = \"wpa2-wpa3\"",
+                "security = \"wep\"",
+                "pan.wifi.security",
+            ),
+            (
+                "outside_window = \"hidden\"",
+                "outside_window = \"off\"",
+                "pan.wifi.outside_window",
+            ),
+            ("# ssid = \"cbox-box-7\"", "ssid = \"\"", "pan.wifi.ssid"),
+            (
+                "interface = \"wlan1\"",
+                "interface = \"eth0\"",
+                "pan.wifi.interface",
+            ),
+            (
+                "passphrase_file = \"/data",
+                "passphrase_file = \"data",
+                "pan.wifi.passphrase_file",
+            ),
+        ] {
+            let bad = t.replacen(from, to, 1);
+            assert_ne!(bad, t, "{from}");
+            let e = CnaptConfig::parse(&p, &bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

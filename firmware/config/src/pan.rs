@@ -20,6 +20,27 @@ pub(crate) struct PanSection {
     ethernet: Vec<String>,
     #[serde(default)]
     bluetooth: Option<BluetoothSection>,
+    #[serde(default)]
+    wifi: Option<WifiApSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WifiApSection {
+    #[serde(default = "default_ap_interface")]
+    interface: String,
+    #[serde(default)]
+    ctrl: Option<PathBuf>,
+    #[serde(default)]
+    ssid: Option<String>,
+    #[serde(default = "default_ap_passphrase_file")]
+    passphrase_file: PathBuf,
+    #[serde(default = "default_ap_security")]
+    security: String,
+    #[serde(default = "default_outside_window")]
+    outside_window: String,
+    #[serde(default = "default_ap_stations_file")]
+    stations_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +78,21 @@ fn default_max_window() -> u32 {
 fn default_trusted_file() -> PathBuf {
     "/var/lib/cbox/trusted-devices.json".into()
 }
+fn default_ap_interface() -> String {
+    "wlan1".into()
+}
+fn default_ap_passphrase_file() -> PathBuf {
+    "/data/cbox/ap-passphrase".into()
+}
+fn default_ap_security() -> String {
+    "wpa2-wpa3".into()
+}
+fn default_outside_window() -> String {
+    "hidden".into()
+}
+fn default_ap_stations_file() -> PathBuf {
+    "/var/lib/cbox/ap-stations.json".into()
+}
 
 /// The PAN side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +103,52 @@ pub struct Pan {
     pub ethernet: Vec<String>,
     /// The Bluetooth network access point.
     pub bluetooth: Option<Bluetooth>,
+    /// The Wi-Fi access point for phones (hostapd, bridged into the PAN).
+    pub wifi: Option<WifiAp>,
+}
+
+/// What the box's access point does outside a pairing window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutsideWindow {
+    /// Its name is not broadcast; phones that know it (joined from the QR
+    /// code, which says "hidden") still join.
+    Hidden,
+    /// Always visible (anyone with the passphrase joins).
+    Visible,
+    /// Hidden, and only phones that joined during a window may join again
+    /// (others are sent away at once).
+    Closed,
+}
+
+impl OutsideWindow {
+    /// The name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutsideWindow::Hidden => "hidden",
+            OutsideWindow::Visible => "visible",
+            OutsideWindow::Closed => "closed",
+        }
+    }
+}
+
+/// `[pan.wifi]`: the access point phones join when Bluetooth PAN will not
+/// do (every iPhone; any phone or laptop by choice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WifiAp {
+    /// The AP interface hostapd runs on (`wlan1`).
+    pub interface: String,
+    /// hostapd's control socket (`/run/hostapd/<interface>`).
+    pub ctrl: PathBuf,
+    /// The network's name.
+    pub ssid: String,
+    /// The file holding the box's passphrase (written at provisioning).
+    pub passphrase_file: PathBuf,
+    /// How phones authenticate.
+    pub security: wpa_ctrl::hostapd::ApSecurity,
+    /// Outside a pairing window.
+    pub outside_window: OutsideWindow,
+    /// The phones that joined during a window (for `closed`).
+    pub stations_file: PathBuf,
 }
 
 /// `[pan.bluetooth]`.
@@ -117,10 +199,25 @@ impl PanSection {
             .as_ref()
             .map(|b| b.build(path, box_id))
             .transpose()?;
+        let wifi = self
+            .wifi
+            .as_ref()
+            .map(|w| w.build(path, box_id))
+            .transpose()?;
+        if let Some(w) = &wifi
+            && (self.ethernet.contains(&w.interface) || w.interface == self.bridge)
+        {
+            return Err(invalid(
+                path,
+                "pan.wifi.interface",
+                format!("{} is also the bridge or in pan.ethernet", w.interface),
+            ));
+        }
         Ok(Pan {
             bridge: self.bridge.clone(),
             ethernet: self.ethernet.clone(),
             bluetooth,
+            wifi,
         })
     }
 }
@@ -167,6 +264,73 @@ impl BluetoothSection {
             pairing_seconds: self.pairing_seconds,
             max_pairing_seconds: self.max_pairing_seconds,
             trusted_file: self.trusted_file.clone(),
+        })
+    }
+}
+
+impl WifiApSection {
+    fn build(&self, path: &Path, box_id: &str) -> Result<WifiAp, ConfigError> {
+        let key = |k: &str| format!("pan.wifi.{k}");
+        if !is_interface_name(&self.interface) {
+            return Err(invalid(
+                path,
+                key("interface"),
+                "an interface name like wlan1",
+            ));
+        }
+        let ssid = self.ssid.clone().unwrap_or_else(|| {
+            let mut s = format!("cbox-{box_id}");
+            while s.len() > 32 {
+                s.pop();
+            }
+            s
+        });
+        if !wpa_ctrl::hostapd::valid_ssid(&ssid) {
+            return Err(invalid(
+                path,
+                key("ssid"),
+                "1 to 32 bytes without control characters",
+            ));
+        }
+        let security = self
+            .security
+            .parse()
+            .map_err(|e: String| invalid(path, key("security"), e))?;
+        let outside_window = match self.outside_window.as_str() {
+            "hidden" => OutsideWindow::Hidden,
+            "visible" => OutsideWindow::Visible,
+            "closed" => OutsideWindow::Closed,
+            _ => {
+                return Err(invalid(
+                    path,
+                    key("outside_window"),
+                    "one of \"hidden\", \"visible\", \"closed\"",
+                ));
+            }
+        };
+        for (k, p) in [
+            ("passphrase_file", &self.passphrase_file),
+            ("stations_file", &self.stations_file),
+        ] {
+            if !p.is_absolute() {
+                return Err(invalid(path, key(k), "an absolute path"));
+            }
+        }
+        let ctrl = match &self.ctrl {
+            Some(c) if !c.is_absolute() => {
+                return Err(invalid(path, key("ctrl"), "an absolute path"));
+            }
+            Some(c) => c.clone(),
+            None => PathBuf::from("/run/hostapd").join(&self.interface),
+        };
+        Ok(WifiAp {
+            interface: self.interface.clone(),
+            ctrl,
+            ssid,
+            passphrase_file: self.passphrase_file.clone(),
+            security,
+            outside_window,
+            stations_file: self.stations_file.clone(),
         })
     }
 }

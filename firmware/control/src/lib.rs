@@ -33,7 +33,8 @@ pub enum Request {
         /// The mode.
         mode: String,
     },
-    /// cnaptd: open the Bluetooth pairing window (default length if none).
+    /// cnaptd: open the pairing window (Bluetooth and the Wi-Fi access
+    /// point; default length if none).
     PanPair {
         /// How long, in seconds.
         #[serde(default)]
@@ -53,6 +54,9 @@ pub enum Request {
         /// Its Bluetooth address.
         address: String,
     },
+    /// cnaptd: how a phone joins the box's Wi-Fi access point (name,
+    /// passphrase, the QR code's `WIFI:` URI).
+    PanWifi,
     /// snaptd: end a box's session.
     Kick {
         /// The box id.

@@ -13,9 +13,12 @@
 //!   the technician to type on the phone;
 //! * the **trusted devices** ([`Trusted`]): what the box remembers across
 //!   restarts (its own file, beside BlueZ's store), and the only devices
-//!   whose network connections are authorized.
+//!   whose network connections are authorized;
+//! * the **join code** of the Wi-Fi access point ([`join_code`]): the QR
+//!   code phones scan, for the page, the label and a terminal.
 
 mod address;
+pub mod join_code;
 mod trusted;
 mod window;
 

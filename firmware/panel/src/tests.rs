@@ -209,6 +209,7 @@ fn the_snapshot_decides_uplink_degradation_and_fault() {
         }],
         pan_clients: Vec::new(),
         bluetooth: None,
+        wifi_ap: None,
         handovers: Vec::new(),
         handovers_total: 0,
         counters: status::Counters::default(),

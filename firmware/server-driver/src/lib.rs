@@ -953,7 +953,8 @@ impl ServerDriver {
             | Request::PanClose
             | Request::PanConfirm { .. }
             | Request::PanDevices
-            | Request::PanForget { .. } => Reply::err("this is a cnaptd command"),
+            | Request::PanForget { .. }
+            | Request::PanWifi => Reply::err("this is a cnaptd command"),
         }
     }
 }

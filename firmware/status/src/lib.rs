@@ -181,6 +181,35 @@ pub struct TrustedView {
     pub connected: bool,
 }
 
+/// The Wi-Fi access point on the PAN side (hostapd). Never carries the
+/// passphrase (this view goes to MQTT): the join code is asked for on its
+/// own (`cboxctl pan wifi`, the page's QR code behind its PIN).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessPointView {
+    /// The AP interface (`wlan1`).
+    pub interface: String,
+    /// The network's name.
+    pub ssid: String,
+    /// `wpa2-wpa3`, `wpa3` or `wpa2`.
+    pub security: String,
+    /// Outside a pairing window: `hidden`, `visible` or `closed`.
+    pub outside_window: String,
+    /// The bridge phones land on.
+    pub bridge: String,
+    /// hostapd's state (`enabled`, …), `down` when unreachable.
+    pub state: String,
+    /// The name is broadcast now.
+    pub visible: bool,
+    /// The pairing window is open.
+    pub pairing_open: bool,
+    /// Phones joined now (their Wi-Fi addresses).
+    pub stations: Vec<String>,
+    /// Phones that joined during a pairing window (for `closed`).
+    pub known_phones: usize,
+    /// Why it is not up, when it is not.
+    pub problem: Option<String>,
+}
+
 /// The Bluetooth network access point.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BluetoothView {
@@ -242,6 +271,9 @@ pub struct Snapshot {
     /// The Bluetooth NAP, when configured.
     #[serde(default)]
     pub bluetooth: Option<BluetoothView>,
+    /// The Wi-Fi access point on the PAN side, when configured.
+    #[serde(default)]
+    pub wifi_ap: Option<AccessPointView>,
     /// The last handovers, oldest first.
     pub handovers: Vec<HandoverRecord>,
     /// Handovers since start (also those no longer kept).

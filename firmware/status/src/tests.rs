@@ -49,6 +49,7 @@ fn snapshot() -> Snapshot {
         }],
         pan_clients: Vec::new(),
         bluetooth: None,
+        wifi_ap: None,
         handovers: Vec::new(),
         handovers_total: 0,
         counters: Counters::default(),

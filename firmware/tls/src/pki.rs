@@ -147,6 +147,11 @@ impl Pki {
         Self { dir: dir.into() }
     }
 
+    /// The PKI's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Path of the CA certificate.
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.join("ca.pem")

@@ -121,8 +121,20 @@ function renderPan(s) {
     line = "Bluetooth " + state + " · " + win + " · " + bt.trusted.length + " trusted";
   }
   $("bluetooth").textContent = line;
-  $("pair").textContent = p && p.open ? "Close pairing" : "Open pairing";
-  $("pair").disabled = !bt;
+  const ap = s.wifi_ap;
+  $("wifi-ap").hidden = !ap;
+  let open = p ? p.open : false;
+  if (ap) {
+    open = open || ap.pairing_open;
+    const state = ap.problem ? "down (" + ap.problem + ")" : "\u201c" + ap.ssid + "\u201d " + (ap.visible ? "visible" : "hidden");
+    $("wifi-ap").textContent = "Wi-Fi " + state + " · " + ap.security + " · " + ap.stations.length + " joined";
+  }
+  // The join code while pairing is open (fetched once per opening).
+  const showQr = !!(ap && open && !ap.problem);
+  if (showQr && $("wifi-join").hidden) { $("wifi-qr").src = "/api/wifi-qr.svg?t=" + Date.now(); }
+  $("wifi-join").hidden = !showQr;
+  $("pair").textContent = open ? "Close pairing" : "Open pairing";
+  $("pair").disabled = !bt && !ap;
   const list = $("pan-clients");
   list.replaceChildren();
   for (const c of s.pan_clients || []) {
@@ -166,7 +178,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("toggle-mode").addEventListener("click", () =>
     post("/api/mode", { mode: current && current.mode === "manual" ? "automatic" : "manual" }));
   $("pair").addEventListener("click", () => {
-    const open = current && current.bluetooth && current.bluetooth.pairing.open;
+    const open = current && ((current.bluetooth && current.bluetooth.pairing.open) || (current.wifi_ap && current.wifi_ap.pairing_open));
     post(open ? "/api/pair/close" : "/api/pair");
   });
   $("passkey-yes").addEventListener("click", () => post("/api/pair/confirm", { yes: true }));

@@ -218,6 +218,37 @@ async fn status(State(app): State<Shared>, headers: HeaderMap) -> Response {
     reply(ask(&app, Request::Status).await)
 }
 
+/// The QR code phones join the box's Wi-Fi access point from (behind the
+/// PIN, never cached: it carries the passphrase).
+async fn wifi_qr(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if !authed(&app, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "log in with the admin PIN");
+    }
+    let r = ask(&app, Request::PanWifi).await;
+    if !r.ok {
+        return error(
+            StatusCode::NOT_FOUND,
+            r.error.unwrap_or_else(|| "no access point".into()),
+        );
+    }
+    let Some(uri) = r.data["uri"].as_str() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "no join code");
+    };
+    match pairing::join_code::svg(uri, 240) {
+        Ok(svg) => {
+            let mut resp = svg.into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn stream(State(app): State<Shared>, headers: HeaderMap) -> Response {
     if !authed(&app, &headers) {
         return error(StatusCode::UNAUTHORIZED, "log in with the admin PIN");
@@ -316,6 +347,7 @@ pub fn router(calls: mpsc::UnboundedSender<Call>, pin: String, ttl: Duration) ->
         .route("/api/logout", post(logout))
         .route("/api/status", get(status))
         .route("/api/stream", get(stream))
+        .route("/api/wifi-qr.svg", get(wifi_qr))
         .route(
             "/api/switch",
             act(|x| {

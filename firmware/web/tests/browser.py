@@ -69,8 +69,15 @@ def main():
               passkey: document.getElementById('passkey').hidden ? '' : document.getElementById('passkey').innerText,
               bluetooth: document.getElementById('bluetooth').textContent,
               clients: q('#pan-clients .client').map(c => c.textContent),
+              wifi_ap: document.getElementById('wifi-ap').textContent,
             };""")
         result.update(page)
+        # The join code shows while pairing is open; its pixels for zbar.
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('wifi-qr');"
+            "return !document.getElementById('wifi-join').hidden && i.complete && i.naturalWidth > 0"))
+        result["wifi_qr_loaded"] = True
+        d.find_element(By.ID, "wifi-qr").screenshot(str(out / "wifi-qr.png"))
         d.save_screenshot(str(out / "status-desktop.png"))
         # The buttons: use LTE, approve the suggestion, manual mode.
         d.execute_script("document.querySelector('.card[data-uplink=\"lte\"] button').click()")

@@ -48,7 +48,18 @@ fn snapshot(active: &str, suggest: bool) -> Value {
                          "pairing": {"open": suggest, "policy": "passkey", "seconds_left": if suggest { json!(87) } else { Value::Null },
                                      "passkey": if suggest { json!("042517") } else { Value::Null },
                                      "device": if suggest { json!("00:1A:7D:DA:71:13") } else { Value::Null }},
-                         "trusted": [{"address": "00:1A:7D:DA:71:13", "name": "Pixel 7", "connected": true}]}})
+                         "trusted": [{"address": "00:1A:7D:DA:71:13", "name": "Pixel 7", "connected": true}]},
+           "wifi_ap": {"interface": "wlan1", "ssid": "cbox-box-0042", "security": "wpa2-wpa3",
+                       "outside_window": "hidden", "bridge": "pan0", "state": "enabled", "visible": suggest,
+                       "pairing_open": suggest, "stations": ["02:00:00:00:01:00"], "known_phones": 1,
+                       "problem": null}})
+}
+
+/// The join code the test's box gives.
+const JOIN_URI: &str = "WIFI:T:WPA;S:cbox-box-0042;P:ewhmx-a5bgy-t4yfa-6fhpp;H:true;;";
+
+fn seen_has_wifi(seen: &Arc<Mutex<Vec<Request>>>) -> bool {
+    seen.lock().unwrap().contains(&Request::PanWifi)
 }
 
 /// PNG width and height from the IHDR chunk.
@@ -77,6 +88,7 @@ async fn the_page_shows_the_box_and_its_buttons_act_in_headless_chromium() {
                     *st.lock().unwrap() = snapshot("lte", false);
                     Reply::ok(json!({"uplink": "lte"}))
                 }
+                Request::PanWifi => Reply::ok(json!({"ssid": "cbox-box-0042", "uri": JOIN_URI})),
                 _ => Reply::ok(json!({})),
             };
             sn.lock().unwrap().push(req);
@@ -162,6 +174,25 @@ async fn the_page_shows_the_box_and_its_buttons_act_in_headless_chromium() {
         "{r}"
     );
     assert_eq!(r["live_active"], "lte", "the page followed the box");
+    // The Wi-Fi access point: its line, and while pairing is open the QR
+    // code, which a real reader (zbar) reads off the browser's pixels.
+    assert_eq!(
+        r["wifi_ap"], "Wi-Fi \u{201c}cbox-box-0042\u{201d} visible · wpa2-wpa3 · 1 joined",
+        "{r}"
+    );
+    assert_eq!(r["wifi_qr_loaded"], true, "{r}");
+    let qr = out.join("wifi-qr.png");
+    let z = std::process::Command::new("zbarimg")
+        .args(["-q", "--raw"])
+        .arg(&qr)
+        .output()
+        .expect("zbarimg (zbar-tools; scripts/test.sh installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&z.stdout).trim(),
+        JOIN_URI,
+        "the code on the page, as a camera reads it"
+    );
+    assert!(seen_has_wifi(&seen), "the page asked for the join code");
     let seen = seen.lock().unwrap().clone();
     assert!(
         seen.contains(&Request::Switch {

@@ -3,9 +3,11 @@
 //! replies it reads (`STATUS`, `SCAN_RESULTS`, `SIGNAL_POLL`,
 //! `LIST_NETWORKS`, `ADD_NETWORK`, `OK`/`FAIL`) and the unsolicited events
 //! of an attached monitor (`<3>CTRL-EVENT-…`). The socket (through
-//! `wpactrl`) belongs to the runtime.
+//! `wpactrl`) belongs to the runtime. hostapd speaks the same protocol: its
+//! side (the box's access point on the PAN side) is [`hostapd`].
 
 mod event;
+pub mod hostapd;
 mod reply;
 mod roam;
 

@@ -65,9 +65,9 @@ impl Up {
     }
 }
 
-/// Starts the task; control calls (`Pan*` requests) go in, the view
-/// comes out.
-pub(crate) fn spawn(s: Settings) -> (mpsc::UnboundedSender<Call>, watch::Receiver<BluetoothView>) {
+/// The pairing state of a box with a Bluetooth NAP: its policy's window
+/// and the trusted devices from their file.
+pub(crate) fn shared_state(s: &Settings) -> Arc<Shared> {
     let trusted = match std::fs::read_to_string(&s.trusted_file) {
         Ok(text) => Trusted::from_json(&text).unwrap_or_else(|e| {
             warn!(file = %s.trusted_file.display(), "trusted devices not read, starting with none: {e}");
@@ -80,7 +80,15 @@ pub(crate) fn spawn(s: Settings) -> (mpsc::UnboundedSender<Call>, watch::Receive
         }
     };
     info!(adapter = %s.adapter, trusted = trusted.len(), policy = s.policy.as_str(), "Bluetooth NAP");
-    let shared = Arc::new(Shared::new(Window::new(s.policy, s.max_secs), trusted));
+    Arc::new(Shared::new(Window::new(s.policy, s.max_secs), trusted))
+}
+
+/// Starts the task on `shared` (the pairing window the access point
+/// follows too); control calls (`Pan*` requests) go in, the view comes out.
+pub(crate) fn spawn(
+    s: Settings,
+    shared: Arc<Shared>,
+) -> (mpsc::UnboundedSender<Call>, watch::Receiver<BluetoothView>) {
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let (view_tx, view_rx) = watch::channel(BluetoothView {
         adapter: s.adapter.clone(),
