@@ -302,7 +302,7 @@ check_vars() {
     e=$WORK/env-$machine
     mkdir -p "$e"
     [ "$(id -u)" -ne 0 ] || chown "$BUILD_USER:" "$e"
-    for recipe in cbox cbox-image rauc-conf bluez5 cbox-board; do
+    for recipe in cbox cbox-image rauc-conf bluez5 cbox-board cbox-ap; do
         bb "bitbake -e $recipe > '$e/$recipe.env'" >/dev/null 2>&1 ||
             { tail -n 20 "$e/$recipe.env" >&2; fail "bitbake -e $recipe failed for $machine"; }
     done
@@ -320,6 +320,11 @@ check_vars() {
         fail "WKS_FULL_PATH is $(getvar "$e/cbox-image.env" WKS_FULL_PATH)"
     expect_word "$e/cbox-image.env" IMAGE_INSTALL cbox
     expect_word "$e/cbox-image.env" IMAGE_INSTALL rauc
+    expect_word "$e/cbox-image.env" IMAGE_INSTALL cbox-ap
+    # The access point: hostapd and its unit, enabled.
+    expect_word "$e/cbox-ap.env" RDEPENDS:cbox-ap hostapd
+    expect_word "$e/cbox-ap.env" SYSTEMD_SERVICE:cbox-ap cbox-hostapd.service
+    expect_not_word "$e/cbox-ap.env" SYSTEMD_AUTO_ENABLE:cbox-ap disable
     expect_word "$e/cbox-image.env" IMAGE_FEATURES read-only-rootfs
     # The daemons' packages, units and run-time dependencies.
     expect_word "$e/cbox.env" RDEPENDS:cbox cbox-provision

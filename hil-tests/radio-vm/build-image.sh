@@ -39,7 +39,7 @@ echo "radio VM image: debootstrapping bookworm (about 2 min) …"
 # Not the -cloud kernel: it has neither WLAN nor Bluetooth. `mount` is not
 # Essential, so it is listed.
 mmdebstrap --mode=root --variant=apt --quiet \
-    --include=linux-image-amd64,kmod,udev,mount,busybox-static,iproute2,iw,wireless-regdb,hostapd,wpasupplicant,rfkill,bluez,bluez-test-tools,bluez-tools,dbus,python3-dbus,iputils-ping,procps,isc-dhcp-client,dnsmasq-base,curl,openssh-client,gdb,ethtool \
+    --include=linux-image-amd64,kmod,udev,mount,busybox-static,iproute2,iw,wireless-regdb,hostapd,wpasupplicant,rfkill,bluez,bluez-test-tools,bluez-tools,dbus,python3-dbus,iputils-ping,procps,isc-dhcp-client,dnsmasq-base,curl,openssh-client,openssh-server,gdb,ethtool \
     bookworm "$root" http://deb.debian.org/debian
 
 kver=$(basename "$(ls -d "$root"/lib/modules/*)")

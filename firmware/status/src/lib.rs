@@ -206,6 +206,9 @@ pub struct AccessPointView {
     pub stations: Vec<String>,
     /// Phones that joined during a pairing window (for `closed`).
     pub known_phones: usize,
+    /// Phones refused outside a window since start (`closed`).
+    #[serde(default)]
+    pub strangers_refused: u64,
     /// Why it is not up, when it is not.
     pub problem: Option<String>,
 }

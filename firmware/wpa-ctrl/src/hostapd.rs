@@ -1,8 +1,11 @@
 //! hostapd's control interface (the same socket protocol as
 //! wpa_supplicant's), sans-IO: the box's access point on the PAN side as
 //! settings ([`AccessPoint`]) rendered into `SET` commands applied by
-//! `DISABLE`/`ENABLE`, the window's visibility (`ignore_broadcast_ssid` +
-//! `UPDATE_BEACON`, which keeps the stations), the station events of an
+//! `DISABLE`/`ENABLE`/`UPDATE_BEACON` (the image's base configuration
+//! starts the BSS disabled: nothing beacons with its placeholder name and
+//! passphrase), the window's visibility (`ignore_broadcast_ssid` +
+//! `UPDATE_BEACON`, which keeps the stations), strangers refused
+//! (`DENY_ACL`), the station events of an
 //! attached monitor and the `STATUS`/`STA` replies. The Wi-Fi QR code
 //! phones scan (`WIFI:` URI) is built here too.
 
@@ -92,8 +95,10 @@ impl AccessPoint {
         Ok(())
     }
 
-    /// The `SET` commands that configure hostapd's BSS as this access
-    /// point, visible or hidden; `DISABLE` then `ENABLE` apply them.
+    /// The commands that configure hostapd's BSS as this access point,
+    /// visible or hidden, and start it: the `SET`s, then `DISABLE` (which
+    /// may answer FAIL when the BSS is down), `ENABLE` and `UPDATE_BEACON`
+    /// (a BSS the configuration started disabled beacons only after it).
     pub fn commands(&self, hidden: bool) -> Result<Vec<String>, ApError> {
         self.check()?;
         let (key_mgmt, pmf) = match self.security {
@@ -115,6 +120,8 @@ impl AccessPoint {
             c.push(format!("SET sae_password {}", self.passphrase));
         }
         c.push(visibility(hidden));
+        c.push("SET start_disabled 0".to_string());
+        c.extend(["DISABLE", "ENABLE", "UPDATE_BEACON"].map(String::from));
         Ok(c)
     }
 
@@ -147,13 +154,21 @@ pub fn visibility(hidden: bool) -> String {
     format!("SET ignore_broadcast_ssid {}", u8::from(hidden))
 }
 
-/// `DEAUTHENTICATE <addr>`: a station sent away.
-pub fn deauthenticate(addr: &str) -> Result<String, ApError> {
+/// A station refused from now on and sent away: `DENY_ACL ADD_MAC <addr>`
+/// then `DEAUTHENTICATE <addr>` (sent away only, it would come straight
+/// back).
+pub fn refuse(addr: &str) -> Result<[String; 2], ApError> {
     if !is_bssid(addr) {
         return Err(ApError::BadAddress(addr.into()));
     }
-    Ok(format!("DEAUTHENTICATE {addr}"))
+    Ok([
+        format!("DENY_ACL ADD_MAC {addr}"),
+        format!("DEAUTHENTICATE {addr}"),
+    ])
 }
+
+/// Everyone may try again (a pairing window opened).
+pub const DENY_CLEAR: &str = "DENY_ACL CLEAR";
 
 /// A station event of hostapd's monitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,12 +249,16 @@ mod tests {
                 "SET wpa_passphrase lemon-harbor-7-quiet",
                 "SET sae_password lemon-harbor-7-quiet",
                 "SET ignore_broadcast_ssid 0",
+                "SET start_disabled 0",
+                "DISABLE",
+                "ENABLE",
+                "UPDATE_BEACON",
             ]
         );
         let w3 = ap(ApSecurity::Wpa3).commands(true).unwrap();
         assert!(w3.contains(&"SET ieee80211w 2".to_string()));
         assert!(!w3.iter().any(|l| l.starts_with("SET wpa_passphrase")));
-        assert_eq!(w3.last().unwrap(), "SET ignore_broadcast_ssid 1");
+        assert!(w3.contains(&"SET ignore_broadcast_ssid 1".to_string()));
         let w2 = ap(ApSecurity::Wpa2).commands(false).unwrap();
         assert!(!w2.iter().any(|l| l.starts_with("SET sae_password")));
     }
@@ -256,7 +275,14 @@ mod tests {
         assert_eq!(a.commands(false), Err(ApError::BadSsid));
         a.ssid = "x".repeat(33);
         assert_eq!(a.commands(false), Err(ApError::BadSsid));
-        assert!(deauthenticate("02:00:00:00:01:00\nDISABLE").is_err());
+        assert!(refuse("02:00:00:00:01:00\nDISABLE").is_err());
+        assert_eq!(
+            refuse("02:00:00:00:01:00").unwrap(),
+            [
+                "DENY_ACL ADD_MAC 02:00:00:00:01:00",
+                "DEAUTHENTICATE 02:00:00:00:01:00"
+            ]
+        );
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub(crate) fn spawn(s: Settings, shared: Arc<Shared>) -> Outputs {
         view: view_tx,
         join: join_tx,
         known,
+        refused_total: 0,
     };
     tokio::spawn(task.run());
     Outputs {
@@ -106,6 +107,8 @@ struct Task {
     view: watch::Sender<AccessPointView>,
     join: watch::Sender<Option<AccessPoint>>,
     known: Trusted,
+    /// Strangers refused since start.
+    refused_total: u64,
 }
 
 /// One connected period's state.
@@ -115,6 +118,8 @@ struct Up {
     hidden: bool,
     stations: BTreeSet<String>,
     state: String,
+    /// Strangers on hostapd's deny list since the last window.
+    refused: u32,
 }
 
 impl Task {
@@ -160,6 +165,13 @@ impl Task {
             security: self.s.ap.security,
         };
         self.join.send_replace(Some(ap.clone()));
+        if !self.s.ap.ctrl.exists() {
+            return Err(format!(
+                "hostapd's control socket {} is missing: no access point radio ({}) or hostapd not running (cbox-hostapd.service starts when the radio is there)",
+                self.s.ap.ctrl.display(),
+                self.s.ap.interface
+            ));
+        }
         let rq = CtrlClient::open(&self.s.ap.ctrl, &self.s.cli_dir, "hostapd", REQUEST_TIMEOUT)?;
         let pong = rq.ask("PING").await?;
         if pong.trim() != "PONG" {
@@ -190,6 +202,7 @@ impl Task {
             hidden,
             stations: BTreeSet::new(),
             state: String::new(),
+            refused: 0,
         };
         up.state = hostapd::parse_ap_state(&up.rq.ask("STATUS").await?)
             .unwrap_or("?")
@@ -234,6 +247,14 @@ impl Task {
                         }
                     }
                 }
+            }
+            let open = self.shared.with(|w, now| w.is_open(now));
+            if open && up.refused > 0 {
+                // Whoever was refused may join within the window.
+                if let Err(e) = up.rq.ask(hostapd::DENY_CLEAR).await {
+                    return e;
+                }
+                up.refused = 0;
             }
             let hidden = self.hidden_now();
             if hidden != up.hidden {
@@ -286,12 +307,16 @@ impl Task {
                         self.save_known();
                     }
                 } else if self.s.ap.outside_window == OutsideWindow::Closed && !known {
-                    info!(station = %sta, "a phone that never joined during a pairing window: sent away");
-                    match hostapd::deauthenticate(&sta) {
-                        Ok(c) => {
-                            if let Err(e) = up.rq.ask(&c).await {
-                                warn!(station = %sta, "could not send the phone away: {e}");
+                    info!(station = %sta, "a phone that never joined during a pairing window: refused");
+                    match hostapd::refuse(&sta) {
+                        Ok(cmds) => {
+                            for c in cmds {
+                                if let Err(e) = up.rq.ask(&c).await {
+                                    warn!(station = %sta, "could not refuse the phone: {e}");
+                                }
                             }
+                            up.refused += 1;
+                            self.refused_total += 1;
                         }
                         Err(e) => warn!("{e}"),
                     }
@@ -339,6 +364,7 @@ impl Task {
                 visible: up.is_some_and(|u| !u.hidden),
                 stations: up.map_or_else(Vec::new, |u| u.stations.iter().cloned().collect()),
                 known_phones: self.known.len(),
+                strangers_refused: self.refused_total,
                 pairing_open,
                 problem,
                 ..v.clone()

@@ -1,5 +1,6 @@
 SUMMARY = "cbox connectivity box image"
-DESCRIPTION = "Read-only root file system with cnaptd, BlueZ NAP, wpa_supplicant, \
+DESCRIPTION = "Read-only root file system with cnaptd, BlueZ NAP, the Wi-Fi access point \
+(hostapd), wpa_supplicant, \
 systemd-networkd PAN bridge, RAUC A/B updates and a persistent /data partition."
 LICENSE = "MIT"
 
@@ -13,6 +14,7 @@ IMAGE_INSTALL += "\
     cbox-provision \
         cbox-network \
     cbox-board \
+    cbox-ap \
     bluez5 \
     wpa-supplicant \
     iw \
