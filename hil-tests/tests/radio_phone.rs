@@ -30,14 +30,12 @@ mod phone;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hil_tests::radio_vm::{RadioVm, in_vm, workspace_root};
 use relay_tests::bed::{Bed, ctl};
 use serde_json::Value;
 
-const RELAY: &str = "198.18.100.1";
 const DIR: &str = "/tmp/radio-phone";
 
 #[test]
@@ -54,44 +52,18 @@ fn a_phone_on_the_box_wifi_keeps_its_download_and_ssh_across_handovers() {
     .unwrap();
 }
 
-/// Radios, namespaces, uplinks through netem, the PAN bridge.
-const NETWORK: &str = r#"
+/// Radios and the phones' namespaces (the uplinks, the internet and the
+/// PAN bridge: [`phone::UPLINKS`]).
+const RADIOS: &str = r#"
 set -e
 modprobe mac80211_hwsim radios=3
-modprobe sch_netem
 ip netns add phone
 ip netns add stranger
-iw phy phy2 set netns name stranger
-ip -n stranger link set wlan2 up
-ip netns add inet
-ip netns add lnk
 iw phy phy1 set netns name phone
+iw phy phy2 set netns name stranger
 ip -n phone link set lo up
 ip -n phone link set wlan1 up
-ip -n inet link set lo up
-ip -n inet addr add 198.18.100.1/32 dev lo
-ip netns exec inet sysctl -qw net.ipv4.ip_forward=1
-# Two uplinks, cables into the internet through lnk, netem on each way.
-for u in 1 2; do
-  ip link add eth$u type veth peer name l${u}a netns lnk
-  ip link add l${u}b netns lnk type veth peer name v$u netns inet
-  ip -n lnk link add br$u type bridge
-  ip -n lnk link set l${u}a master br$u
-  ip -n lnk link set l${u}b master br$u
-  for i in l${u}a l${u}b br$u; do ip -n lnk link set $i up; done
-  ip -n inet addr add 198.18.$((u+1)).1/24 dev v$u
-  ip -n inet link set v$u up
-  ip addr add 198.18.$((u+1)).2/24 dev eth$u
-  ip link set eth$u up
-done
-for i in l1a l1b; do ip netns exec lnk tc qdisc add dev $i root netem delay 2500us 500us; done
-for i in l2a l2b; do ip netns exec lnk tc qdisc add dev $i root netem delay 20ms 2500us; done
-ip route add default via 198.18.2.1 dev eth1 metric 100
-ip route add default via 198.18.3.1 dev eth2 metric 200
-# The PAN bridge with CBoxIP (the image: pan0.netdev/.network).
-ip link add pan0 type bridge
-ip addr add 10.77.0.1/24 dev pan0
-ip link set pan0 up
+ip -n stranger link set wlan2 up
 "#;
 
 fn log(t0: Instant, what: &str) {
@@ -106,14 +78,6 @@ fn sh(cmd: &str) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn wait(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The processes of the bench, ended on every way out.
@@ -220,7 +184,8 @@ fn guest() {
     let t0 = Instant::now();
     let _ = std::fs::remove_dir_all(DIR);
     std::fs::create_dir_all(Path::new(DIR).join("hostapd")).unwrap();
-    sh(NETWORK);
+    sh(phone::UPLINKS);
+    sh(RADIOS);
     let mut procs = Procs(Vec::new());
     let conf = hostapd_conf();
     spawn(
@@ -245,52 +210,28 @@ fn guest() {
         ],
         "dnsmasq.log",
     );
-    phone::download_server("inet", 7001, 8 * 1024, Duration::from_millis(20)).unwrap();
-    let (sshd, key) = phone::sshd("inet", &Path::new(DIR).join("ssh")).unwrap();
-    procs.0.push(sshd);
+    let mut bed = Bed::new("radio-phone");
+    procs.0.push(phone::start_relay(&mut bed, 8 * 1024));
     log(
         t0,
-        "radios, netem uplinks, hostapd (BSS disabled), pan0, download and SSH servers up",
+        "radios, netem uplinks, hostapd (BSS disabled), pan0, snaptd, download and SSH servers up",
     );
-
-    let mut bed = Bed::new("radio-phone");
-    bed.pki(&["server", "relay", "--san", RELAY]);
-    let p = bed.path("pki");
-    let relay_sock = bed.path("relay.sock");
-    bed.wrapper = ["ip", "netns", "exec", "inet"].map(String::from).to_vec();
-    bed.start(
-        "snaptd",
-        "relay",
-        &format!(
-            "listen = \"{RELAY}:4433\"\ncontrol_socket = \"{}\"\n\
-             [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/relay.pem\"\nkey = \"{p}/servers/relay.key\"\ncrl = \"{p}/crl.pem\"\n\
-             [[service]]\nname = \"download\"\ntarget = \"127.0.0.1:7001\"\n\
-             [[service]]\nname = \"ssh\"\ntarget = \"127.0.0.1:22\"\n",
-            relay_sock.display(),
-            p = p.display()
-        ),
-    );
-    bed.wrapper.clear();
-    wait(Duration::from_secs(30), "snaptd", || relay_sock.exists());
     // The box's passphrase: made by `cboxctl pki box` (Bed issues the box's
     // certificate with it), as at provisioning.
     let pass_file = bed.path("pki/boxes/box-phone.ap-passphrase");
     let sock = bed.cnaptd(
         "box-phone",
         &format!(
-            "[[snapt]]\nname = \"relay\"\naddress = \"{RELAY}:4433\"\nserver_name = \"{RELAY}\"\n\
-             [[uplink]]\nname = \"cable\"\nkind = \"wired\"\ninterface = \"eth1\"\nsource = \"198.18.2.2\"\n\
-             [[uplink]]\nname = \"backup\"\nkind = \"wired\"\ninterface = \"eth2\"\nsource = \"198.18.3.2\"\ncost = 5\n\
+            "{}\
              [pan]\nbridge = \"pan0\"\nethernet = []\n\
              [pan.wifi]\ninterface = \"wlan0\"\nctrl = \"{DIR}/hostapd/wlan0\"\n\
-             passphrase_file = \"{}\"\nstations_file = \"{DIR}/ap-stations.json\"\noutside_window = \"closed\"\n\
-             [[service]]\nname = \"download\"\nlisten = \"10.77.0.1:7100\"\n\
-             [[service]]\nname = \"ssh\"\nlisten = \"10.77.0.1:2222\"\n",
+             passphrase_file = \"{}\"\nstations_file = \"{DIR}/ap-stations.json\"\noutside_window = \"closed\"\n",
+            phone::BOX_BODY,
             pass_file.display()
         ),
     );
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        phases(&mut procs, &sock, &key, t0);
+        phases(&mut procs, &sock, &bed.path("ssh/client_key"), t0);
     }));
     if let Err(e) = outcome {
         for (name, text) in [
@@ -313,7 +254,7 @@ fn guest() {
             ),
             (
                 "sshd",
-                std::fs::read_to_string(Path::new(DIR).join("ssh/sshd.log")).unwrap_or_default(),
+                std::fs::read_to_string(bed.path("ssh/sshd.log")).unwrap_or_default(),
             ),
         ] {
             let lines: Vec<&str> = text.lines().collect();
@@ -497,72 +438,7 @@ fn phases(procs: &mut Procs, sock: &Path, key: &Path, t0: Instant) {
     assert_eq!(l.get(2), Some(&"10.77.0.1"), "DNS: {leased}");
 
     // 3. Download and SSH through the box across a planned and a sudden switch.
-    wait(Duration::from_secs(60), "the session on the cable", || {
-        on(sock, "cable")
-    });
-    let dl = phone::Download::start("phone", "10.77.0.1:7100".parse().unwrap());
-    let ssh = phone::ssh_ticks("phone", key, "10.77.0.1", 2222, 250);
-    wait(Duration::from_secs(30), "download bytes", || {
-        dl.bytes.load(Ordering::Relaxed) > 100_000
-    });
-    log(t0, "download and SSH running through the box");
-    ctl(sock, &["mode", "manual"]).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    let planned = Instant::now();
-    ctl(sock, &["switch", "backup"]).unwrap();
-    wait(Duration::from_secs(30), "the planned switch", || {
-        on(sock, "backup")
-    });
-    log(
-        t0,
-        &format!(
-            "planned switch to the backup uplink in {:.2} s",
-            planned.elapsed().as_secs_f64()
-        ),
-    );
-    std::thread::sleep(Duration::from_secs(5));
-    let cut = Instant::now();
-    sh("ip link set eth2 down");
-    wait(Duration::from_secs(30), "the sudden switch", || {
-        on(sock, "cable")
-    });
-    log(
-        t0,
-        &format!(
-            "backup uplink lost: on the cable after {:.2} s",
-            cut.elapsed().as_secs_f64()
-        ),
-    );
-    let ssh = ssh.join().unwrap();
-    let bytes = dl.bytes.load(Ordering::Relaxed);
-    let gap = dl.max_gap_us.load(Ordering::Relaxed) as f64 / 1000.0;
-    let r = dl.finish(Duration::from_secs(10));
-    log(
-        t0,
-        &format!(
-            "download: {bytes} bytes, every one right, longest gap {gap:.0} ms: {r:?}; SSH: 250 lines, longest gap {:?}",
-            ssh.as_ref().map(|d| d.as_millis())
-        ),
-    );
-    r.unwrap();
-    ssh.unwrap();
-    let s = status(sock);
-    for h in s["handovers"].as_array().unwrap() {
-        println!(
-            "  handover {} {}→{} stall {:.0} ms: {}",
-            h["kind"],
-            h["from_uplink"],
-            h["to_uplink"],
-            h["stall_ms"].as_f64().unwrap_or(0.0),
-            h["outcome"]["result"]
-        );
-        assert_eq!(h["outcome"]["result"], "completed", "{h}");
-    }
-}
-
-fn on(sock: &Path, uplink: &str) -> bool {
-    let s = status(sock);
-    s["sites"][0]["state"] == "Established" && s["sites"][0]["uplink"] == uplink
+    phone::across_switches(sock, "phone", key, t0);
 }
 
 fn wait_ap(sock: &Path, what: &str, f: impl Fn(&Value) -> bool) -> Value {

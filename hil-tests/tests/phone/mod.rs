@@ -4,6 +4,9 @@
 //! and an SSH session printing a line every 100 ms. Both record their
 //! longest silence; a reset, a wrong byte or a missing line is an error.
 //! Each side runs on a thread of its own entered into its namespace.
+//! Also the box's surroundings those tests share: two cable uplinks
+//! through netem to an internet namespace with the real snaptd, the
+//! servers behind it, and the handovers the phone's traffic must survive.
 //! Shared by the radio bench's phone tests (`mod phone;`).
 #![allow(dead_code)]
 
@@ -15,7 +18,187 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use relay_tests::bed::{Bed, ctl};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The relay's address in the internet namespace.
+pub const RELAY: &str = "198.18.100.1";
+
+/// The internet namespace with the relay's address, two uplinks (`eth1`
+/// 5 ms ± 1 ms and `eth2` 40 ms ± 5 ms round trip, netem in a link
+/// namespace on each way) and the PAN bridge `pan0` with CBoxIP (the
+/// image: pan0.netdev/.network).
+pub const UPLINKS: &str = r#"
+set -e
+modprobe sch_netem
+ip netns add inet
+ip netns add lnk
+ip -n inet link set lo up
+ip -n inet addr add 198.18.100.1/32 dev lo
+ip netns exec inet sysctl -qw net.ipv4.ip_forward=1
+for u in 1 2; do
+  ip link add eth$u type veth peer name l${u}a netns lnk
+  ip link add l${u}b netns lnk type veth peer name v$u netns inet
+  ip -n lnk link add br$u type bridge
+  ip -n lnk link set l${u}a master br$u
+  ip -n lnk link set l${u}b master br$u
+  for i in l${u}a l${u}b br$u; do ip -n lnk link set $i up; done
+  ip -n inet addr add 198.18.$((u+1)).1/24 dev v$u
+  ip -n inet link set v$u up
+  ip addr add 198.18.$((u+1)).2/24 dev eth$u
+  ip link set eth$u up
+done
+for i in l1a l1b; do ip netns exec lnk tc qdisc add dev $i root netem delay 2500us 500us; done
+for i in l2a l2b; do ip netns exec lnk tc qdisc add dev $i root netem delay 20ms 2500us; done
+ip route add default via 198.18.2.1 dev eth1 metric 100
+ip route add default via 198.18.3.1 dev eth2 metric 200
+ip link add pan0 type bridge
+ip addr add 10.77.0.1/24 dev pan0
+ip link set pan0 up
+"#;
+
+/// cnaptd's configuration for those surroundings (before `[pan]`): the
+/// relay, the two uplinks (`cable` preferred, `backup`), and the phone's
+/// services on CBoxIP: `download` on 7100, `ssh` on 2222.
+pub const BOX_BODY: &str = "[[snapt]]\nname = \"relay\"\naddress = \"198.18.100.1:4433\"\nserver_name = \"198.18.100.1\"\n\
+     [[uplink]]\nname = \"cable\"\nkind = \"wired\"\ninterface = \"eth1\"\nsource = \"198.18.2.2\"\n\
+     [[uplink]]\nname = \"backup\"\nkind = \"wired\"\ninterface = \"eth2\"\nsource = \"198.18.3.2\"\ncost = 5\n\
+     [[service]]\nname = \"download\"\nlisten = \"10.77.0.1:7100\"\n\
+     [[service]]\nname = \"ssh\"\nlisten = \"10.77.0.1:2222\"\n";
+
+/// Starts, in the internet namespace, the download server (`chunk` bytes
+/// every 20 ms), OpenSSH (keys under the bed's `ssh/`) and snaptd with both
+/// as services; returns sshd's process for the caller to end.
+pub fn start_relay(bed: &mut Bed, chunk: usize) -> std::process::Child {
+    download_server("inet", 7001, chunk, Duration::from_millis(20)).unwrap();
+    let (sshd, _) = sshd("inet", &bed.path("ssh")).unwrap();
+    bed.pki(&["server", "relay", "--san", RELAY]);
+    let p = bed.path("pki");
+    let relay_sock = bed.path("relay.sock");
+    bed.wrapper = ["ip", "netns", "exec", "inet"].map(String::from).to_vec();
+    bed.start(
+        "snaptd",
+        "relay",
+        &format!(
+            "listen = \"{RELAY}:4433\"\ncontrol_socket = \"{}\"\n\
+             [tls]\nca = \"{p}/ca.pem\"\ncert = \"{p}/servers/relay.pem\"\nkey = \"{p}/servers/relay.key\"\ncrl = \"{p}/crl.pem\"\n\
+             [[service]]\nname = \"download\"\ntarget = \"127.0.0.1:7001\"\n\
+             [[service]]\nname = \"ssh\"\ntarget = \"127.0.0.1:22\"\n",
+            relay_sock.display(),
+            p = p.display()
+        ),
+    );
+    bed.wrapper.clear();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !relay_sock.exists() {
+        assert!(
+            Instant::now() < until,
+            "snaptd did not start:\n{}",
+            bed.log("relay")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sshd
+}
+
+/// Lines of the SSH session: 16 s, the switches take about 11.
+const SSH_LINES: u32 = 160;
+
+fn status(sock: &Path) -> Value {
+    ctl(sock, &["status"]).unwrap_or(Value::Null)
+}
+
+fn on(sock: &Path, uplink: &str) -> bool {
+    let s = status(sock);
+    s["sites"][0]["state"] == "Established" && s["sites"][0]["uplink"] == uplink
+}
+
+fn wait_on(sock: &Path, uplink: &str, what: &str) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !on(sock, uplink) {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn log(t0: Instant, what: &str) {
+    println!("[{:6.1} s] {what}", t0.elapsed().as_secs_f64());
+}
+
+/// From the phone's namespace `ns`: a download (every byte checked) and an SSH session (160 lines, one
+/// per 100 ms) through the box, while the box makes a planned switch to
+/// the backup uplink and then loses it (a sudden switch back to the
+/// cable). Asserts nothing was lost or reset and both handovers completed.
+pub fn across_switches(sock: &Path, ns: &str, key: &Path, t0: Instant) {
+    wait_on(sock, "cable", "the session on the cable");
+    let dl = Download::start(ns, "10.77.0.1:7100".parse().unwrap());
+    let ssh = ssh_ticks(ns, key, "10.77.0.1", 2222, SSH_LINES);
+    let until = Instant::now() + Duration::from_secs(30);
+    while dl.bytes.load(Ordering::Relaxed) < 100_000 {
+        assert!(Instant::now() < until, "no download through the box");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log(t0, "download and SSH running through the box");
+    ctl(sock, &["mode", "manual"]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let planned = Instant::now();
+    ctl(sock, &["switch", "backup"]).unwrap();
+    wait_on(sock, "backup", "the planned switch");
+    log(
+        t0,
+        &format!(
+            "planned switch to the backup uplink in {:.2} s",
+            planned.elapsed().as_secs_f64()
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let cut = Instant::now();
+    let ok = Command::new("ip")
+        .args(["link", "set", "eth2", "down"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    wait_on(sock, "cable", "the sudden switch");
+    log(
+        t0,
+        &format!(
+            "backup uplink lost: on the cable after {:.2} s",
+            cut.elapsed().as_secs_f64()
+        ),
+    );
+    let ssh = ssh.join().unwrap();
+    let bytes = dl.bytes.load(Ordering::Relaxed);
+    let gap = dl.max_gap_us.load(Ordering::Relaxed) as f64 / 1000.0;
+    let r = dl.finish(Duration::from_secs(10));
+    log(
+        t0,
+        &format!(
+            "download: {bytes} bytes, every one right, longest gap {gap:.0} ms: {r:?}; SSH: {SSH_LINES} lines, longest gap {:?} ms",
+            ssh.as_ref().map(|d| d.as_millis())
+        ),
+    );
+    r.unwrap();
+    ssh.unwrap();
+    let s = status(sock);
+    for h in s["handovers"].as_array().unwrap() {
+        println!(
+            "  handover {} {}→{} stall {:.0} ms: {}",
+            h["kind"],
+            h["from_uplink"],
+            h["to_uplink"],
+            h["stall_ms"].as_f64().unwrap_or(0.0),
+            h["outcome"]["result"]
+        );
+        assert_eq!(h["outcome"]["result"], "completed", "{h}");
+    }
+    // Back as it was, for whatever the test does next.
+    let _ = Command::new("ip")
+        .args(["link", "set", "eth2", "up"])
+        .status();
+    ctl(sock, &["mode", "automatic"]).unwrap();
+}
 
 /// Enters the named network namespace (this thread only).
 fn enter(ns: &str) -> Result<()> {
