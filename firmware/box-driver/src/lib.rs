@@ -46,7 +46,7 @@ mod events;
 pub mod net;
 mod qos;
 mod radios;
-mod relays;
+pub mod relays;
 mod shares;
 mod switching;
 mod transparent;

@@ -84,11 +84,14 @@ pub fn next_uplink(s: &status::Snapshot) -> Option<String> {
 }
 
 impl Pairing {
-    /// The pairing window as the status model reports it.
+    /// The pairing window as the status model reports it (the Bluetooth
+    /// NAP's, or on a box with only the Wi-Fi access point, the access
+    /// point's: one window for both).
     pub fn of(s: &status::Snapshot) -> Self {
         match s.bluetooth.as_ref().map(|b| &b.pairing) {
             Some(p) if p.passkey.is_some() => Pairing::Passkey,
             Some(p) if p.open => Pairing::Open,
+            _ if s.wifi_ap.as_ref().is_some_and(|a| a.pairing_open) => Pairing::Open,
             _ => Pairing::Closed,
         }
     }

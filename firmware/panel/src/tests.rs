@@ -303,6 +303,14 @@ fn the_blue_led_follows_the_pairing_window_in_the_status() {
     bt.pairing.passkey = Some("042517".into());
     s.bluetooth = Some(bt);
     assert_eq!(Pairing::of(&s), Pairing::Passkey);
+    // A box with only the Wi-Fi access point: its window blinks the LED.
+    s.bluetooth = None;
+    let mut ap = status::AccessPointView::default();
+    s.wifi_ap = Some(ap.clone());
+    assert_eq!(Pairing::of(&s), Pairing::Closed);
+    ap.pairing_open = true;
+    s.wifi_ap = Some(ap);
+    assert_eq!(Pairing::of(&s), Pairing::Open);
 }
 
 fn snapshot_for_pairing() -> status::Snapshot {

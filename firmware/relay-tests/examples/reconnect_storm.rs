@@ -8,7 +8,12 @@
 //! shipped limits and once with them lifted, in the same run; printed:
 //! time until every box has its session, attempts, refusals, connections
 //! closed before their handshake, peak handshakes a second (client side,
-//! 100 ms windows), snaptd's CPU seconds.
+//! 100 ms windows), snaptd's CPU seconds. Then the same crowd against a
+//! fleet of three snaptd behind HAProxy (SNI routing, shipped limits):
+//! each box picks its relay as cnaptd does (`box_driver`'s rendezvous hash
+//! over the relay set) and names it in the SNI — a restart of every relay
+//! of the fleet at once; printed beside the single relay's row, with each
+//! relay's share and the CPU of the relays and of the router.
 //!
 //! ```text
 //! cargo build --release --workspace
@@ -29,6 +34,7 @@ use relay_tests::apps::echo_server;
 use relay_tests::bed::{Bed, free_port, snapt_ctl};
 use relay_tests::procinfo::cpu_seconds;
 use relay_tests::raw::Raw;
+use relay_tests::router::{RELAYS, start_fleet};
 use wire::{BoxId, Frame, RefuseCode, VERSION};
 
 #[derive(Default)]
@@ -55,6 +61,7 @@ async fn one_box(
     pki: std::path::PathBuf,
     id: String,
     snapt: SocketAddr,
+    server: String,
     start: Instant,
     tally: Arc<Mutex<Tally>>,
 ) -> Option<Raw> {
@@ -62,7 +69,7 @@ async fn one_box(
     let mut backoff = Duration::from_millis(200);
     for incarnation in 1..=200u64 {
         tally.lock().unwrap().attempts.push(start.elapsed());
-        let wait = match Raw::connect(&pki, &id, snapt).await {
+        let wait = match Raw::connect_to(&pki, &id, snapt, &server).await {
             Ok(mut raw) => {
                 let connect = Frame::Connect {
                     version: VERSION,
@@ -133,6 +140,7 @@ async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
             bed.path("pki"),
             id.clone(),
             snapt,
+            "127.0.0.1".into(),
             start,
             tally.clone(),
         ));
@@ -145,6 +153,22 @@ async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
     }
     let cpu = cpu_seconds(pid) - cpu0;
     let st = snapt_ctl(&ctl, &["status"]).unwrap_or_default();
+    row(
+        label,
+        &tally,
+        kept.len(),
+        ids.len(),
+        &st["handshakes_shed"].to_string(),
+        &format!("{cpu:.2}"),
+    );
+    drop(kept);
+    if let Some(d) = bed.daemons.last_mut() {
+        d.terminate(Duration::from_secs(5));
+    }
+}
+
+/// One row of the table.
+fn row(label: &str, tally: &Mutex<Tally>, kept: usize, boxes: usize, shed: &str, cpu: &str) {
     let t = tally.lock().unwrap();
     let all = t.done.iter().max().copied().unwrap_or_default();
     let mut windows = std::collections::HashMap::<u128, usize>::new();
@@ -156,22 +180,99 @@ async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
     done.sort();
     let median = done.get(done.len() / 2).copied().unwrap_or_default();
     println!(
-        "| {label} | {}/{} | {:.2} s | {:.2} s | {} | {} | {} | {} | {peak} | {cpu:.2} |",
-        kept.len(),
-        ids.len(),
+        "| {label} | {kept}/{boxes} | {:.2} s | {:.2} s | {} | {} | {} | {shed} | {peak} | {cpu} |",
         median.as_secs_f64(),
         all.as_secs_f64(),
         t.attempts.len(),
         t.busy,
         t.failed,
-        st["handshakes_shed"],
     );
     if let Some(r) = &t.reason {
         eprintln!("{label}: first refusal: {r}");
     }
+}
+
+/// The crowd against three relays behind HAProxy, each box on the relay
+/// cnaptd's rendezvous hash gives it.
+async fn fleet_storm(bed: &mut Bed, ids: &[String]) {
+    let echo = echo_server().await;
+    let fleet = start_fleet(
+        bed,
+        "max_boxes = 100000",
+        &format!(
+            "[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n[session]\ninactivity_timeout_ms = 120000\n"
+        ),
+    );
+    let pids: Vec<u32> = fleet
+        .daemons
+        .iter()
+        .map(|i| bed.daemons[*i].pid())
+        .collect();
+    let router_pid = bed.daemons[fleet.router_daemon].pid();
+    let names: Vec<String> = RELAYS.iter().map(|r| (*r).to_string()).collect();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let cpu0: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let router0 = cpu_seconds(router_pid);
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let mut planned = [0usize; 3];
+    for id in ids {
+        let mut set_of = box_driver::relays::RelaySet::new(names.clone());
+        let relay = set_of
+            .relay(id, std::time::Instant::now())
+            .unwrap_or(RELAYS[0])
+            .to_string();
+        if let Some(i) = RELAYS.iter().position(|r| *r == relay) {
+            planned[i] += 1;
+        }
+        set.spawn(one_box(
+            bed.path("pki"),
+            id.clone(),
+            fleet.router,
+            relay,
+            start,
+            tally.clone(),
+        ));
+    }
+    let mut kept = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(Some(raw)) = r {
+            kept.push(raw);
+        }
+    }
+    let relays_cpu: f64 = pids
+        .iter()
+        .zip(&cpu0)
+        .map(|(p, c)| cpu_seconds(*p) - c)
+        .sum();
+    let router_cpu = cpu_seconds(router_pid) - router0;
+    let mut shed = 0u64;
+    let mut held = Vec::new();
+    for c in &fleet.controls {
+        let st = snapt_ctl(c, &["status"]).unwrap_or_default();
+        shed += st["handshakes_shed"].as_u64().unwrap_or(0);
+        held.push(st["boxes"].as_array().map_or(0, Vec::len));
+    }
+    row(
+        "fleet: 3 relays behind HAProxy, shipped limits",
+        &tally,
+        kept.len(),
+        ids.len(),
+        &shed.to_string(),
+        &format!("{relays_cpu:.2} (+ HAProxy {router_cpu:.2})"),
+    );
+    println!(
+        "\nsessions per relay (planned by the hash / held): {}",
+        RELAYS
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{r} {} / {}", planned[i], held[i]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     drop(kept);
-    if let Some(d) = bed.daemons.last_mut() {
-        d.terminate(Duration::from_secs(5));
+    for i in fleet.daemons.iter().chain([&fleet.router_daemon]) {
+        bed.daemons[*i].terminate(Duration::from_secs(5));
     }
 }
 
@@ -200,6 +301,7 @@ async fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     storm(&mut bed, "shipped limits (1000/s, 64 handshakes)", "", &ids).await;
+    fleet_storm(&mut bed, &ids).await;
     storm(
         &mut bed,
         "limits lifted",

@@ -3,7 +3,8 @@
 //! when the bed is dropped, also on panic), application servers, and a TCP
 //! cutter between cnaptd and snaptd that resets or silently blackholes
 //! tunnels, and what a daemon costs (`/proc`). Used by `tests/` and by the
-//! examples (`bench`, `datapath`, `abuse`).
+//! examples (`bench`, `datapath`, `abuse`, `reconnect_storm`); a relay
+//! fleet behind HAProxy ([`router`]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,3 +18,4 @@ pub mod bed;
 pub mod cutter;
 pub mod procinfo;
 pub mod raw;
+pub mod router;

@@ -22,6 +22,17 @@ pub struct Raw {
 impl Raw {
     /// Connects with the box certificate in `pki/boxes/<id>.pem`.
     pub async fn connect(pki: &Path, id: &str, addr: SocketAddr) -> std::io::Result<Self> {
+        Self::connect_to(pki, id, addr, "127.0.0.1").await
+    }
+
+    /// As [`Raw::connect`], naming `server` in the SNI and checking the
+    /// server's certificate against it (a relay of a fleet behind a router).
+    pub async fn connect_to(
+        pki: &Path,
+        id: &str,
+        addr: SocketAddr,
+        server: &str,
+    ) -> std::io::Result<Self> {
         let cfg = tls::client_config(
             &pki.join("ca.pem"),
             &pki.join(format!("boxes/{id}.pem")),
@@ -30,7 +41,7 @@ impl Raw {
         )
         .map_err(std::io::Error::other)?;
         let tcp = TcpStream::connect(addr).await?;
-        let name = ServerName::try_from("127.0.0.1").map_err(std::io::Error::other)?;
+        let name = ServerName::try_from(server.to_string()).map_err(std::io::Error::other)?;
         let s = TlsConnector::from(cfg).connect(name, tcp).await?;
         Ok(Self { s, buf: Vec::new() })
     }

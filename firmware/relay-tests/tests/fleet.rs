@@ -14,36 +14,17 @@
 )]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use relay_tests::apps::{echo_server, echo_transfer};
 use relay_tests::bed::{Bed, ctl, free_port, snapt_ctl, wait_established, wait_until};
+use relay_tests::router::{RELAYS, start_fleet};
 use serde_json::Value;
-
-const RELAYS: [&str; 3] = ["relay-1.test", "relay-2.test", "relay-3.test"];
 
 const SESSION: &str =
     "[session]\nkeepalive_ms = 200\ninactivity_timeout_ms = 1500\nswitch_timeout_ms = 10000\n";
-
-fn haproxy_config(front: u16, backends: &[u16]) -> String {
-    let mut c = format!(
-        "global\n    maxconn 2000\n\
-         defaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 60s\n    timeout server 60s\n    retries 1\n    default-server check inter 500ms fall 2 rise 2\n\
-         frontend relays\n    bind 127.0.0.1:{front}\n    tcp-request inspect-delay 5s\n    tcp-request content accept if {{ req_ssl_hello_type 1 }}\n"
-    );
-    for (i, name) in RELAYS.iter().enumerate() {
-        c.push_str(&format!(
-            "    use_backend r{i} if {{ req.ssl_sni -i {name} }}\n"
-        ));
-    }
-    for (i, port) in backends.iter().enumerate() {
-        c.push_str(&format!("backend r{i}\n    server s{i} 127.0.0.1:{port}\n"));
-    }
-    c
-}
 
 fn status(control: &Path) -> Value {
     ctl(control, &["status"]).unwrap()
@@ -64,49 +45,14 @@ fn holders(relays: &[PathBuf], box_id: &str) -> Vec<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_stays_on_its_relay_and_a_dead_relay_costs_only_its_boxes() {
-    if Command::new("haproxy").arg("-v").output().is_err() {
-        panic!("haproxy is not installed (apt-get install haproxy; the test command installs it)");
-    }
     let echo = echo_server().await;
     let mut bed = Bed::new("fleet");
-    let mut relay_ctl = Vec::new();
-    let mut relay_daemon = Vec::new();
-    let mut ports = Vec::new();
-    for (i, name) in RELAYS.iter().enumerate() {
-        bed.pki(&["server", &format!("relay-{}", i + 1), "--san", name]);
-        let port = free_port();
-        relay_ctl.push(bed.snaptd_as(
-            &format!("snaptd-{}", i + 1),
-            &format!("relay-{}", i + 1),
-            port,
-            "",
-            &format!("[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n{SESSION}"),
-        ));
-        relay_daemon.push(bed.daemons.len() - 1);
-        ports.push(port);
-    }
-    let front = free_port();
-    let cfg = bed.path("haproxy.cfg");
-    std::fs::write(&cfg, haproxy_config(front, &ports)).unwrap();
-    let check = Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "haproxy -c: {}",
-        String::from_utf8_lossy(&check.stderr)
+    let fleet = start_fleet(
+        &mut bed,
+        "",
+        &format!("[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n{SESSION}"),
     );
-    bed.spawn(
-        "haproxy",
-        Command::new("haproxy").arg("-db").arg("-f").arg(&cfg),
-    );
-    let router: SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
-    wait_until(Duration::from_secs(5), "haproxy to listen", || {
-        std::net::TcpStream::connect(router).is_ok()
-    });
+    let (relay_ctl, relay_daemon, router) = (fleet.controls, fleet.daemons, fleet.router);
     let relays_toml = RELAYS
         .iter()
         .map(|r| format!("\"{r}\""))
