@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use relay_tests::apps::echo_server;
 use relay_tests::bed::{Bed, free_port, snapt_ctl};
-use relay_tests::procinfo::cpu_seconds;
+use relay_tests::procinfo::{cpu_seconds, rss_mib};
 use relay_tests::raw::Raw;
 use relay_tests::router::{RELAYS, start_fleet};
 use wire::{BoxId, Frame, RefuseCode, VERSION};
@@ -133,6 +133,7 @@ async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
     let snapt: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let cpu0 = cpu_seconds(pid);
+    let rss0 = rss_mib(pid);
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for id in ids {
@@ -152,6 +153,7 @@ async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
         }
     }
     let cpu = cpu_seconds(pid) - cpu0;
+    let rss = rss_mib(pid) - rss0;
     let st = snapt_ctl(&ctl, &["status"]).unwrap_or_default();
     row(
         label,
@@ -160,6 +162,7 @@ async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
         ids.len(),
         &st["handshakes_shed"].to_string(),
         &format!("{cpu:.2}"),
+        rss,
     );
     drop(kept);
     if let Some(d) = bed.daemons.last_mut() {
@@ -168,7 +171,15 @@ async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
 }
 
 /// One row of the table.
-fn row(label: &str, tally: &Mutex<Tally>, kept: usize, boxes: usize, shed: &str, cpu: &str) {
+fn row(
+    label: &str,
+    tally: &Mutex<Tally>,
+    kept: usize,
+    boxes: usize,
+    shed: &str,
+    cpu: &str,
+    rss_mib: f64,
+) {
     let t = tally.lock().unwrap();
     let all = t.done.iter().max().copied().unwrap_or_default();
     let mut windows = std::collections::HashMap::<u128, usize>::new();
@@ -180,12 +191,15 @@ fn row(label: &str, tally: &Mutex<Tally>, kept: usize, boxes: usize, shed: &str,
     done.sort();
     let median = done.get(done.len() / 2).copied().unwrap_or_default();
     println!(
-        "| {label} | {kept}/{boxes} | {:.2} s | {:.2} s | {} | {} | {} | {shed} | {peak} | {cpu} |",
+        "| {label} | {kept}/{boxes} | {:.2} s | {:.2} s | {} | {} | {} | {shed} | {peak} | {cpu} | {:.1} MiB ({:.1} KiB per box, {:.0} boxes per GiB) |",
         median.as_secs_f64(),
         all.as_secs_f64(),
         t.attempts.len(),
         t.busy,
         t.failed,
+        rss_mib,
+        rss_mib * 1024.0 / kept.max(1) as f64,
+        kept as f64 / (rss_mib / 1024.0).max(1e-9),
     );
     if let Some(r) = &t.reason {
         eprintln!("{label}: first refusal: {r}");
@@ -212,6 +226,7 @@ async fn fleet_storm(bed: &mut Bed, ids: &[String]) {
     let names: Vec<String> = RELAYS.iter().map(|r| (*r).to_string()).collect();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let cpu0: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let rss0: f64 = pids.iter().map(|p| rss_mib(*p)).sum();
     let router0 = cpu_seconds(router_pid);
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -246,6 +261,7 @@ async fn fleet_storm(bed: &mut Bed, ids: &[String]) {
         .map(|(p, c)| cpu_seconds(*p) - c)
         .sum();
     let router_cpu = cpu_seconds(router_pid) - router0;
+    let rss = pids.iter().map(|p| rss_mib(*p)).sum::<f64>() - rss0;
     let mut shed = 0u64;
     let mut held = Vec::new();
     for c in &fleet.controls {
@@ -260,6 +276,7 @@ async fn fleet_storm(bed: &mut Bed, ids: &[String]) {
         ids.len(),
         &shed.to_string(),
         &format!("{relays_cpu:.2} (+ HAProxy {router_cpu:.2})"),
+        rss,
     );
     println!(
         "\nsessions per relay (planned by the hash / held): {}",
@@ -297,11 +314,10 @@ async fn main() {
         "{boxes} boxes arriving within 200 ms (a relay restart), loopback, 2 cores shared by the boxes and snaptd\n"
     );
     println!(
-        "| snaptd | sessions | median | all back | TLS attempts | refused Busy | closed or failed | shed by snaptd | peak attempts/s | snaptd CPU s |"
+        "| snaptd | sessions | median | all back | TLS attempts | refused Busy | closed or failed | shed by snaptd | peak attempts/s | snaptd CPU s | relay memory for the sessions |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     storm(&mut bed, "shipped limits (1000/s, 64 handshakes)", "", &ids).await;
-    fleet_storm(&mut bed, &ids).await;
     storm(
         &mut bed,
         "limits lifted",
@@ -323,4 +339,5 @@ async fn main() {
         &ids,
     )
     .await;
+    fleet_storm(&mut bed, &ids).await;
 }
