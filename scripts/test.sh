@@ -29,6 +29,15 @@ shellcheck scripts/*.sh hil-tests/radio-vm/*.sh .ci/run
 step "rustfmt"
 cargo fmt --all -- --check
 
+# The Yocto check (bitbake parsing the layer against the real layers) is
+# mostly one core of Python: it runs beside the compile-only steps below and
+# is joined before anything that measures time (the simulated world).
+step "firmware image: meta-cbox against the real Yocto wrynose layers — started beside the build"
+yocto_log=$(mktemp)
+./scripts/yocto-check.sh </dev/null >"$yocto_log" 2>&1 &
+yocto_pid=$!
+trap 'kill "$yocto_pid" 2>/dev/null || true' EXIT
+
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -48,7 +57,7 @@ fi
 # … and find none in snaptd's real tree.
 scripts/check-deps.sh
 
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 if [ "$FUZZ_SECONDS" -gt 0 ] && cargo +nightly --version >/dev/null 2>&1; then
     step "fuzz smoke: ${FUZZ_SECONDS}s per target over the committed corpus"
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
@@ -76,6 +85,18 @@ fi
 step "build the daemons (the integration tests run the real binaries)"
 cargo build --workspace --locked
 
+step "firmware image: meta-cbox against the real Yocto wrynose layers (bitbake parse, variables, task graph)"
+# Skips with a message when neither the layers nor a local mirror of them
+# are present (docs/image.md, "Checking the layer").
+yocto_status=0
+wait "$yocto_pid" || yocto_status=$?
+cat "$yocto_log"
+rm -f "$yocto_log"
+if [ "$yocto_status" -ne 0 ]; then
+    echo "error: the Yocto check failed (exit $yocto_status)" >&2
+    exit 1
+fi
+
 step "simulated world: the scenario suite (real daemons in network namespaces)"
 if [ "$(id -u)" -eq 0 ]; then
     ./target/debug/cbox-world run --json target/hil-report.json hil-tests/scenarios/*.toml
@@ -86,10 +107,6 @@ fi
 step "firmware image: static checks"
 ./scripts/check-image.sh
 
-step "firmware image: meta-cbox against the real Yocto wrynose layers (bitbake parse, variables, task graph)"
-# Skips with a message when neither the layers nor a local mirror of them
-# are present (docs/image.md, "Checking the layer").
-./scripts/yocto-check.sh
 
 step "browser for the status page test: selenium in a venv (PyPI)"
 SELENIUM_VERSION=4.40.0
@@ -123,9 +140,11 @@ else
 fi
 
 step "cargo test --workspace"
-# --all-targets: unit, integration and property tests (there are no doc tests).
+# Unit, integration and property tests and the benches' test mode (there
+# are no doc tests); the examples are compiled by clippy above, not linked
+# again here.
 results=$(mktemp)
-cargo test --workspace --all-targets --locked 2>&1 | tee "$results"
+cargo test --workspace --lib --bins --tests --benches --locked 2>&1 | tee "$results"
 passed=$(grep -Eo '[0-9]+ passed' "$results" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$results" | awk '{s += $1} END {print s + 0}')
 rm -f "$results"
