@@ -19,6 +19,9 @@
 //!    100 ms) run through the box while it makes a planned switch and then
 //!    loses the uplink in use (a sudden switch): nothing is reset, every
 //!    byte and every line arrives.
+//! 4. hostapd killed and started again: cnaptd sets the access point up
+//!    again (hidden, outside a window) and the phone, known from its
+//!    window, joins again.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -439,6 +442,44 @@ fn phases(procs: &mut Procs, sock: &Path, key: &Path, t0: Instant) {
 
     // 3. Download and SSH through the box across a planned and a sudden switch.
     phone::across_switches(sock, "phone", key, t0);
+
+    // 4. hostapd restarts (a crash, an upgrade): cnaptd sets it up again,
+    // and the phone — known from its window — joins again outside one.
+    let hostapd = &mut procs.0[0];
+    let _ = hostapd.kill();
+    let _ = hostapd.wait();
+    wait_ap(sock, "cnaptd sees hostapd gone", |a| {
+        a["problem"].is_string()
+    });
+    let restarted = Instant::now();
+    let conf = Path::new(DIR).join("cbox-ap.conf");
+    let out = std::fs::File::create(Path::new(DIR).join("hostapd-2.log")).unwrap();
+    procs.0[0] = Command::new("hostapd")
+        .arg(&conf)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let s = wait_ap(sock, "the access point set up again", |a| {
+        a["state"] == "enabled" && a["problem"].is_null()
+    });
+    assert_eq!(
+        s["wifi_ap"]["visible"], false,
+        "hidden again: {}",
+        s["wifi_ap"]
+    );
+    let up = restarted.elapsed();
+    wait_ap(sock, "the phone back on the access point", |a| {
+        a["stations"].as_array().is_some_and(|l| !l.is_empty())
+    });
+    log(
+        t0,
+        &format!(
+            "hostapd restarted: the access point set up again after {:.1} s, the phone joined again after {:.1} s (outside a window, known)",
+            up.as_secs_f64(),
+            restarted.elapsed().as_secs_f64()
+        ),
+    );
 }
 
 fn wait_ap(sock: &Path, what: &str, f: impl Fn(&Value) -> bool) -> Value {
