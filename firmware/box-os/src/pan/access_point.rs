@@ -28,6 +28,10 @@ const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// A station list longer than this is not walked (hostapd's own limit is
 /// far lower; a reply loop must end).
 const MAX_STATIONS: usize = 256;
+/// Strangers on hostapd's deny list at most: a peer cycling random
+/// addresses would grow it for ever; at this size it is cleared (whoever
+/// comes back is refused again on arrival).
+const MAX_DENIED: u32 = 256;
 
 /// What the task needs.
 #[derive(Debug, Clone)]
@@ -308,6 +312,13 @@ impl Task {
                     }
                 } else if self.s.ap.outside_window == OutsideWindow::Closed && !known {
                     info!(station = %sta, "a phone that never joined during a pairing window: refused");
+                    if up.refused >= MAX_DENIED {
+                        warn!(denied = up.refused, "hostapd's deny list full: cleared");
+                        if let Err(e) = up.rq.ask(hostapd::DENY_CLEAR).await {
+                            return Some(e);
+                        }
+                        up.refused = 0;
+                    }
                     match hostapd::refuse(&sta) {
                         Ok(cmds) => {
                             for c in cmds {
