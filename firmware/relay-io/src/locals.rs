@@ -320,6 +320,17 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
         if let Some(r) = self.map.remove(key).and_then(|l| l.reader) {
             r.abort();
         }
+        self.shrink();
+    }
+
+    /// Gives back the table's room once most of it is empty (a map keeps
+    /// the capacity of its busiest moment: 5,000 connections leave about
+    /// a megabyte behind otherwise). Geometric, so its cost is amortized.
+    fn shrink(&mut self) {
+        let cap = self.map.capacity();
+        if cap > 256 && self.map.len() < cap / 4 {
+            self.map.shrink_to(self.map.len() * 2);
+        }
     }
 
     /// Resets the connection of `key` (RST, nothing more written): the
@@ -334,6 +345,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
                 r.abort();
             }
         }
+        self.shrink();
     }
 
     /// Resets every connection whose key matches (a session ended); how
@@ -354,5 +366,36 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
     /// Whether none are held.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_gives_its_room_back_when_the_connections_are_gone() {
+        let sink: Sink<u32> = Arc::new(|_| true);
+        let mut l = Locals::new(sink);
+        for k in 0..5000u32 {
+            l.reserve(k);
+        }
+        let busy = l.map.capacity();
+        assert!(busy >= 5000);
+        for k in 0..4990u32 {
+            if k % 2 == 0 {
+                l.remove(&k);
+            } else {
+                l.abort(&k);
+            }
+        }
+        assert_eq!(l.map.len(), 10);
+        assert!(
+            l.map.capacity() <= 256,
+            "capacity {} of {busy} kept for 10 connections",
+            l.map.capacity()
+        );
+        // The ten left are still there.
+        assert!((4990..5000).all(|k| l.contains(&k)));
     }
 }
