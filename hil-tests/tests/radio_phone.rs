@@ -141,19 +141,35 @@ fn status(sock: &Path) -> Value {
     ctl(sock, &["status"]).unwrap_or(Value::Null)
 }
 
-/// The SSIDs the phone's radio hears in beacons right now ("" for a
-/// hidden one).
+/// The access points the phone's radio hears on the box's channel: their
+/// SSIDs as beaconed ("" for a hidden one). Passive scans (the phone does
+/// not probe for the name), repeated for up to 10 s until one hears
+/// something (under emulation a scan's dwell sometimes catches no beacon).
 fn phone_scan() -> Vec<String> {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", "phone", "iw", "dev", "wlan1", "scan", "freq", "2437",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("SSID:").map(|s| s.trim().to_string()))
-        .collect()
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", "phone", "iw", "dev", "wlan1", "scan", "freq", "2437", "passive",
+            ])
+            .output()
+            .unwrap();
+        let heard: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("SSID:").map(|s| s.trim().to_string()))
+            .collect();
+        if !heard.is_empty() || Instant::now() > until {
+            if heard.is_empty() {
+                println!(
+                    "the phone's last scan: {} {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            return heard;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// Parses the fields of a `WIFI:` URI (unescaping `\x`).
