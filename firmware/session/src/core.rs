@@ -834,6 +834,7 @@ fn violation(stream: StreamId, v: StreamViolation) -> Violation {
 }
 
 mod datagrams;
+mod image;
 mod output;
 mod resync;
 #[cfg(test)]

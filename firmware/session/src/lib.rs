@@ -50,6 +50,7 @@ mod box_session;
 mod config;
 mod core;
 mod event;
+pub mod image;
 mod keepalive;
 mod liveness;
 mod multisite;

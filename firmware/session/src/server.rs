@@ -281,6 +281,33 @@ impl Server {
         self.sessions.values()
     }
 
+    /// Every live session written down for a relay upgrade.
+    pub fn images(&self) -> Vec<crate::image::SessionImage> {
+        self.sessions
+            .values()
+            .filter(|s| !s.is_released())
+            .map(ServerSession::image)
+            .collect()
+    }
+
+    /// Takes over a session another process wrote down: it waits, without
+    /// a tunnel, for its box to resume it (SWITCH_UNEXPECTED).
+    pub fn import(
+        &mut self,
+        img: crate::image::SessionImage,
+        now: Instant,
+    ) -> Result<(), crate::image::ImageError> {
+        let owner = img.owner.clone();
+        if self.sessions.contains_key(&owner) || self.by_id.contains_key(&img.session_id) {
+            return Err(crate::image::ImageError::Duplicate(owner));
+        }
+        let id = img.session_id;
+        let s = ServerSession::restore(self.cfg.session.clone(), img, now)?;
+        self.by_id.insert(id, owner.clone());
+        self.sessions.insert(owner, s);
+        Ok(())
+    }
+
     /// Bytes to write to a tunnel.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(tx) = self.out.pop_front() {
@@ -293,6 +320,15 @@ impl Server {
             if let Some(tx) = s.poll_transmit() {
                 self.dirty.insert(box_id);
                 return Some(tx);
+            }
+            // Streams that completed while their frames were written
+            // (StreamClosed): the driver hears of them now, not at the
+            // session's next input.
+            while let Some(event) = s.poll_event() {
+                self.events.push_back(ServerEvent {
+                    box_id: Some(box_id.clone()),
+                    event,
+                });
             }
         }
         None

@@ -20,6 +20,7 @@ use wire::{BoxId, DisconnectCode, Frame, RefuseCode, ResetCode, Role, SyncState,
 use crate::config::SessionConfig;
 use crate::core::{Core, SessionStats};
 use crate::event::{CloseReason, Event, SwitchKind, Timer, Transmit, TunnelId};
+use crate::image::{ImageError, SessionImage};
 use crate::keepalive::PathStats;
 use crate::streams::Streams;
 use crate::violation::Violation;
@@ -107,6 +108,44 @@ impl ServerSession {
             last_switch: 0,
             standby: None,
         }
+    }
+
+    /// The session written down for a relay upgrade (`crate::image`).
+    pub fn image(&self) -> SessionImage {
+        let (next_index, peer_opened_seen) = self.core.counters();
+        SessionImage {
+            owner: self.owner.clone(),
+            session_id: self.session_id,
+            incarnation: self.incarnation,
+            last_switch: self.last_switch,
+            peer_window: self.core.peer_window,
+            next_index,
+            peer_opened_seen,
+            streams: self.core.stream_images(),
+        }
+    }
+
+    /// A session rebuilt from `img` in a new process: without a tunnel,
+    /// waiting (the switch timeout) for the box to resume it.
+    pub(crate) fn restore(
+        cfg: SessionConfig,
+        img: SessionImage,
+        now: Instant,
+    ) -> Result<Self, ImageError> {
+        let deadline = now + cfg.switch_timeout;
+        let mut core = Core::new(Role::Server, cfg);
+        core.peer_window = img.peer_window;
+        core.restore_streams(img.next_index, img.peer_opened_seen, img.streams)?;
+        Ok(Self {
+            core,
+            owner: img.owner,
+            session_id: img.session_id,
+            incarnation: img.incarnation,
+            phase: Phase::Orphaned { deadline },
+            draining_old: None,
+            last_switch: img.last_switch,
+            standby: None,
+        })
     }
 
     /// The box owning this session.

@@ -106,6 +106,24 @@ impl SendHalf {
         self.buf.len()
     }
 
+    /// A copy of the replay buffer (bytes `[acked, written)`).
+    pub fn unacked(&self) -> Vec<u8> {
+        self.buf.iter().copied().collect()
+    }
+
+    /// A send half rebuilt from an image: nothing counts as sent on the new
+    /// tunnel yet (the resynchronisation says where to resume).
+    pub fn restored(acked: u64, unacked: Vec<u8>, peer_limit: u64, max_sent: u64) -> Self {
+        Self {
+            buf: unacked.into(),
+            acked,
+            sent: acked,
+            peer_limit,
+            max_sent,
+            ..Self::default()
+        }
+    }
+
     /// Appends up to `room` bytes of `data`; returns how many were taken.
     pub fn write(&mut self, data: &[u8], room: usize) -> usize {
         let n = data.len().min(room);

@@ -381,6 +381,47 @@ impl World {
             .push(format!("{:?} stall {d:?}", self.now - self.base));
     }
 
+    /// The relay process of `site` is replaced (a snaptd upgrade): the new
+    /// one takes the sessions' images; whatever the old one received but had
+    /// not delivered to its servers dies with it (the box sends it again);
+    /// its tunnels close — the box learns it after the bytes already on
+    /// their way to it, and nothing more reaches a server through them.
+    pub fn relay_upgrade(&mut self, site: usize) {
+        let sc = ServerConfig {
+            session: self.cfg.clone(),
+            max_sessions: 4,
+            ..ServerConfig::default()
+        };
+        let mut fresh = Server::new(sc, 1000 + site as u64).unwrap();
+        // The old process handles what its sessions said before it writes
+        // them down (its driver drains them after every input).
+        while self.drain_server(site) {}
+        for img in self.servers[site].images() {
+            // Through the encoding, as between the two processes.
+            let bytes = session::image::encode(&[img]);
+            for img in session::image::decode(&bytes).unwrap() {
+                fresh.import(img, self.now).unwrap();
+            }
+        }
+        self.servers[site] = fresh;
+        for s in self.streams.iter_mut().filter(|s| s.site == site) {
+            let d = &mut s.up;
+            if d.undelivered > 0 {
+                d.received -= d.undelivered;
+                d.undelivered = 0;
+                d.fin_received = false;
+            }
+        }
+        for t in self.tunnels.values_mut().filter(|t| t.site == site) {
+            t.server_open = false;
+            t.up.in_flight.clear();
+            t.up.blackhole = true;
+            t.down.closing = true;
+        }
+        self.log
+            .push(format!("{:?} relay {site} upgraded", self.now - self.base));
+    }
+
     /// No uplink can carry a new tunnel for `d` (open tunnels are cut too).
     pub fn outage(&mut self, d: Duration) {
         let end = self.now + d;
