@@ -265,6 +265,34 @@ impl Daemons {
         world.wait_listening("internet", 4433, Duration::from_secs(10))
     }
 
+    /// `cboxctl snapt upgrade` on the (single) relay: the new process
+    /// takes the old one's place in `procs`. Returns the run's note.
+    pub fn upgrade_snaptd(&self, procs: &mut Procs) -> anyhow::Result<String> {
+        anyhow::ensure!(!self.fleet, "snapt_upgrade needs the single relay");
+        let out = std::process::Command::new(bin("cboxctl")?)
+            .arg("--json")
+            .arg("snapt")
+            .arg("--snapt-socket")
+            .arg(self.dir.join("snaptd.sock"))
+            .arg("upgrade")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "snaptd upgrade refused: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let pid = v["successor_pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .context("no successor pid in the upgrade's answer")?;
+        procs.succeeded_by("snaptd", pid);
+        Ok(format!(
+            "snaptd upgraded: pid {pid} took over {} sessions, {} connections, {} flows; handover {} ms",
+            v["sessions"], v["connections"], v["flows"], v["handover_ms"]
+        ))
+    }
+
     /// The fleet: three snaptd and HAProxy in front of them, in the
     /// internet namespace.
     fn start_fleet(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {

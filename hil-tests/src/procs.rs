@@ -10,12 +10,54 @@ use anyhow::{Context, bail};
 
 /// Processes of a run, killed by pid when dropped.
 #[derive(Debug, Default)]
-pub struct Procs(Vec<(String, Child)>);
+pub struct Procs(Vec<(String, Proc)>);
+
+/// A process of the run: started here, or started by one of ours (an
+/// upgraded snaptd: its predecessor started it) and known by pid.
+#[derive(Debug)]
+enum Proc {
+    Child(Child),
+    Descendant(u32),
+}
+
+impl Proc {
+    fn id(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Descendant(pid) => *pid,
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Proc::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Proc::Descendant(pid) => {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
 
 impl Procs {
     /// Keeps `child` under `name`.
     pub fn push(&mut self, name: &str, child: Child) {
-        self.0.push((name.to_string(), child));
+        self.0.push((name.to_string(), Proc::Child(child)));
+    }
+
+    /// `pid` (started by one of ours) takes the place of the process kept
+    /// under `name`, which is kept as `<name>-old` until the run ends.
+    pub fn succeeded_by(&mut self, name: &str, pid: u32) {
+        for (n, _) in self.0.iter_mut().filter(|(n, _)| n == name) {
+            *n = format!("{name}-old");
+        }
+        self.0.push((name.to_string(), Proc::Descendant(pid)));
     }
 
     /// The pid of the process kept under `name`.
@@ -23,20 +65,24 @@ impl Procs {
         self.0.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
     }
 
-    /// Its exit status, if it has ended.
+    /// Its exit status, if it has ended (a descendant's is not known: its
+    /// end is a failure).
     pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
         self.0
             .iter_mut()
             .find(|(n, _)| n == name)
-            .and_then(|(_, c)| c.try_wait().ok().flatten())
+            .and_then(|(_, c)| match c {
+                Proc::Child(c) => c.try_wait().ok().flatten(),
+                Proc::Descendant(pid) => (!Path::new(&format!("/proc/{pid}")).exists())
+                    .then(|| std::os::unix::process::ExitStatusExt::from_raw(1 << 8)),
+            })
     }
 
     /// Kills (SIGKILL, by pid) and reaps the process kept under `name`.
     pub fn kill(&mut self, name: &str) {
         if let Some(i) = self.0.iter().position(|(n, _)| n == name) {
             let (_, mut c) = self.0.remove(i);
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 }
@@ -44,8 +90,7 @@ impl Procs {
 impl Drop for Procs {
     fn drop(&mut self) {
         for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 }

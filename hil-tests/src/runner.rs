@@ -152,6 +152,7 @@ pub fn run_mode(
                     snaptd_back = Some(Instant::now() + Duration::from_secs_f64(*down_s));
                     Ok(())
                 }
+                Action::SnaptUpgrade => daemons.upgrade_snaptd(&mut procs).map(|n| notes.push(n)),
                 Action::RelayKill => daemons.box_relay().map(|(relay, proc_name)| {
                     procs.kill(proc_name);
                     relay_killed = Some((Instant::now(), relay));
@@ -350,6 +351,7 @@ fn describe(a: &Action) -> String {
         Action::Approve => "user approves the suggested switch".into(),
         Action::SnaptRestart { down_s } => format!("snaptd killed, back in {down_s} s"),
         Action::RelayKill => "the box's relay is killed".into(),
+        Action::SnaptUpgrade => "snaptd upgrades: a new process takes over".into(),
         Action::Modem {
             registered,
             rsrp_dbm,

@@ -251,6 +251,10 @@ pub enum Action {
         #[serde(default)]
         down_s: f64,
     },
+    /// `cboxctl snapt upgrade`: snaptd hands its listeners, sessions and
+    /// server connections to a new snaptd process and exits; the box
+    /// resumes on the new one and no stream is reset.
+    SnaptUpgrade,
     /// The relay the box's session is on is killed (SIGKILL) and stays
     /// dead (`relay_fleet` scenarios): the box must start anew on another.
     RelayKill,

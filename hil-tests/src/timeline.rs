@@ -78,6 +78,7 @@ pub(crate) fn apply(
         Action::Approve => ctl(sock, &["approve"])?,
         Action::SnaptRestart { .. } => bail!("the runner restarts snaptd itself"),
         Action::RelayKill => bail!("the runner kills the relay itself"),
+        Action::SnaptUpgrade => bail!("the runner upgrades snaptd itself"),
         // A pulled cable: the site router's end goes, the box sees its
         // carrier go.
         Action::LinkDown {

@@ -98,7 +98,7 @@ impl BoxDriver {
                     let _ = reply.send(Reply::err(box_os::pan::NO_BLUETOOTH));
                 }
             },
-            Request::Kick { .. } | Request::Drain { .. } => {
+            Request::Kick { .. } | Request::Drain { .. } | Request::Upgrade => {
                 let _ = reply.send(Reply::err("this is a snaptd command"));
             }
         }

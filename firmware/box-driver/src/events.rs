@@ -69,6 +69,7 @@ impl BoxDriver {
             Event::SwitchStarted { kind, since, .. } => self.note_switch_start(site, kind, since),
             Event::SwitchCompleted { kind, to, .. } => {
                 self.proven(site);
+                self.sites[site].relay_closed = false;
                 let uplink = self.tunnels.get(&to).map(|t| t.uplink);
                 if let Some(u) = uplink {
                     self.sites[site].uplink = Some(u);
@@ -110,8 +111,17 @@ impl BoxDriver {
                 self.qos_tick();
             }
             Event::NeedTunnel => {
-                let failed = self.sites[site].uplink.take();
-                self.sites[site].last_uplink = failed.or(self.sites[site].last_uplink);
+                let lost = self.sites[site].uplink.take();
+                self.sites[site].last_uplink = lost.or(self.sites[site].last_uplink);
+                // A tunnel the relay closed itself says nothing against its
+                // uplink: the preferred one is tried first as always.
+                let failed = if std::mem::take(&mut self.sites[site].relay_closed) {
+                    // The uplink that carried it a moment ago goes first.
+                    self.sites[site].resume_on = lost;
+                    None
+                } else {
+                    lost
+                };
                 if self.sites[site].proven {
                     self.connect_site(site, failed);
                 } else {

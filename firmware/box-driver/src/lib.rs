@@ -104,6 +104,10 @@ enum Input {
     },
     TunnelLost {
         tunnel: TunnelId,
+        /// The relay ended it cleanly (TLS close_notify, then FIN) without a
+        /// DISCONNECT: it restarts or hands over to a new process. The path
+        /// carried that, so the uplink is not to blame.
+        closed_by_relay: bool,
     },
     /// The tunnel's writer wrote `n` bytes.
     TunnelWritten {
@@ -156,6 +160,12 @@ struct Site {
     span: tracing::Span,
     /// What set off the next switch, for its handover record.
     cause: Option<String>,
+    /// The relay closed the active tunnel itself: resume over the same
+    /// uplink first.
+    relay_closed: bool,
+    /// The uplink the next recovery tries first (the one whose tunnel the
+    /// relay closed).
+    resume_on: Option<usize>,
     /// How the driver means the next switch (the session only knows planned
     /// or sudden; a prompt switch is sudden to it).
     intent: Option<status::HandoverKind>,
@@ -288,6 +298,8 @@ impl BoxDriver {
                 awaiting_link: false,
                 span: tracing::info_span!("site", box_id = %cfg.box_id, snapt = %s.name),
                 cause: None,
+                relay_closed: false,
+                resume_on: None,
                 intent: None,
                 standby: None,
                 standby_connecting: false,
@@ -537,7 +549,21 @@ impl BoxDriver {
                     self.coord.handle_input(t.site, tunnel, &bytes, now());
                 }
             }
-            Input::TunnelLost { tunnel } => {
+            Input::TunnelLost {
+                tunnel,
+                closed_by_relay: true,
+            } => {
+                if let Some(t) = self.tunnels.get(&tunnel)
+                    && self.coord.site(t.site).and_then(|s| s.active_tunnel()) == Some(tunnel)
+                {
+                    self.sites[t.site].relay_closed = true;
+                }
+                self.tunnel_lost(
+                    tunnel,
+                    "the relay closed the tunnel (restarting or upgrading)",
+                );
+            }
+            Input::TunnelLost { tunnel, .. } => {
                 self.tunnel_lost(tunnel, "the tunnel failed (connection closed or reset)");
             }
             Input::TunnelWritten { tunnel, n } => {

@@ -44,6 +44,12 @@ impl BoxDriver {
             .filter(|u| Some(*u) != failed && usable(u))
             .collect();
         order.extend(failed.filter(usable));
+        if let Some(u) = self.sites[site].resume_on.take()
+            && let Some(i) = order.iter().position(|x| *x == u)
+        {
+            order.remove(i);
+            order.insert(0, u);
+        }
         if order.is_empty() {
             debug!(site, "no uplink has link and address; waiting for one");
             self.sites[site].awaiting_link = true;
@@ -183,8 +189,11 @@ impl BoxDriver {
         spawn_reader(
             rd,
             move |bytes| t1.send(Input::TunnelBytes { tunnel: id, bytes }).is_ok(),
-            move |_| {
-                let _ = t2.send(Input::TunnelLost { tunnel: id });
+            move |err| {
+                let _ = t2.send(Input::TunnelLost {
+                    tunnel: id,
+                    closed_by_relay: err.is_none(),
+                });
             },
             span,
         );

@@ -11,6 +11,7 @@
 //!     cboxctl disconnect                 end the sessions (DISCONNECT)
 //!     cboxctl snapt status|kick BOX      the same for snaptd
 //!     cboxctl snapt drain [--deadline S] snaptd: no new sessions, then none
+//!     cboxctl snapt upgrade              snaptd: hand over to the binary now installed
 //!     cboxctl pan status|pair|close|wifi …  the PAN side (pairing, access point)
 //!     cboxctl pki init|server|box|label|revoke|list --dir DIR
 
@@ -118,6 +119,9 @@ enum SnaptCmd {
         #[arg(long = "deadline", default_value_t = 600)]
         deadline_s: u64,
     },
+    /// Hand everything to the snaptd binary now installed (after a package
+    /// upgrade) without resetting a stream; `systemctl reload snaptd` runs it.
+    Upgrade,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -441,6 +445,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         "draining: no new sessions; {} sessions left, all ended within {} s",
                         s(&v["sessions_left"]),
                         s(&v["deadline_s"])
+                    )
+                });
+            }
+            SnaptCmd::Upgrade => {
+                let v = ask(snapt_socket.clone(), Request::Upgrade).await?;
+                print(args.json, &v, |v| {
+                    println!(
+                        "upgraded: snaptd {} took over {} sessions, {} connections and {} datagram flows; boxes stalled for the handover ({} ms) and their resumption",
+                        s(&v["successor_pid"]),
+                        s(&v["sessions"]),
+                        s(&v["connections"]),
+                        s(&v["flows"]),
+                        s(&v["handover_ms"])
                     )
                 });
             }

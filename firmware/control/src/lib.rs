@@ -69,6 +69,11 @@ pub enum Request {
         /// Seconds until every session left is ended.
         deadline_s: u64,
     },
+    /// snaptd: start the snaptd binary now installed and hand it the
+    /// listeners, the sessions and the connections to the servers; this
+    /// process then exits. Boxes resume on the new process; no stream is
+    /// reset. Answered once the new process has taken everything over.
+    Upgrade,
 }
 
 /// A daemon's answer.

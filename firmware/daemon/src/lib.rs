@@ -13,6 +13,7 @@ pub use crate::watchdog::Heartbeat;
 pub mod accept;
 pub mod backoff;
 pub mod control_socket;
+pub mod handoff;
 pub mod log_throttle;
 pub mod memory;
 pub mod watchdog;
@@ -45,6 +46,16 @@ pub fn init_tracing(name: &str) {
 pub fn notify_ready(hb: Heartbeat) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     crate::watchdog::start_systemd(hb);
+}
+
+/// Tells systemd this process is now the service's main process (a
+/// successor that took over from its predecessor; the unit needs
+/// `NotifyAccess=all`). Harmless outside systemd.
+pub fn notify_main_pid() {
+    let _ = sd_notify::notify(
+        false,
+        &[sd_notify::NotifyState::MainPid(std::process::id())],
+    );
 }
 
 /// Tells systemd the daemon is stopping.

@@ -57,6 +57,14 @@ impl Heartbeat {
         }
     }
 
+    /// Stops watching every task (they were stopped on purpose, and the
+    /// ones that replace them will be watched anew).
+    pub fn forget_tasks(&self) {
+        if let Ok(mut t) = self.0.tasks.lock() {
+            t.clear();
+        }
+    }
+
     /// The first watched task that has ended, if any.
     pub fn ended_task(&self) -> Option<&'static str> {
         let t = self.0.tasks.lock().ok()?;

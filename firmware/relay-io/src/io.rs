@@ -172,17 +172,38 @@ pub fn spawn_writer<W, F, G>(
     tokio::spawn(task.instrument(span));
 }
 
+/// What stops a local connection's writer early.
+#[derive(Debug)]
+pub enum Stop {
+    /// Reset the connection (RST), even in the middle of a write the peer
+    /// does not read.
+    Abort,
+    /// Stop writing — between two system calls, never inside one — report
+    /// what the socket took, and give the write half back untouched (no FIN)
+    /// for another process (a relay upgrade).
+    Release(oneshot::Sender<Released>),
+}
+
+/// A local connection's write half, given back by its writer.
+#[derive(Debug)]
+pub struct Released {
+    /// The half, its socket still open both ways.
+    pub half: OwnedWriteHalf,
+    /// Its FIN was sent (the stream's end reached the socket).
+    pub fin_sent: bool,
+}
+
 /// Spawns the writer of a local (application) TCP connection: as
 /// [`spawn_writer`] (`on_written(stream bytes, bytes written)`: they differ
-/// for decompressed data), and when `abort` fires — even in the middle of a write
-/// the peer does not read — the connection is reset (RST: `SO_LINGER` 0, no
-/// FIN), so that an application reading to EOF can never take a stream the
-/// relay aborted for a complete one. Dropping `abort` without sending is no
-/// abort: the writer drains its channel and closes with FIN as usual.
+/// for decompressed data). `stop` ends it early: [`Stop::Abort`] resets the
+/// connection (RST: `SO_LINGER` 0, no FIN), so that an application reading
+/// to EOF can never take a stream the relay aborted for a complete one;
+/// [`Stop::Release`] hands the half back. Dropping `stop` without sending
+/// is neither: the writer drains its channel and closes with FIN as usual.
 pub fn spawn_local_writer<F, G>(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
-    mut abort: oneshot::Receiver<()>,
+    mut stop: oneshot::Receiver<Stop>,
     mut on_written: F,
     on_end: G,
 ) where
@@ -190,18 +211,20 @@ pub fn spawn_local_writer<F, G>(
     G: FnOnce(Option<std::io::Error>) + Send + 'static,
 {
     tokio::spawn(async move {
-        // Whether `abort` can still fire (its sender was not dropped).
+        // Whether `stop` can still fire (its sender was not dropped).
         let mut armed = true;
+        let mut fin_sent = false;
         let end = loop {
             let cmd = tokio::select! {
                 biased;
-                r = &mut abort, if armed => {
-                    if r.is_ok() {
-                        return reset(wr);
+                r = &mut stop, if armed => match r {
+                    Ok(Stop::Abort) => return reset(wr),
+                    Ok(Stop::Release(reply)) => return release(wr, fin_sent, reply),
+                    Err(_) => {
+                        armed = false;
+                        continue;
                     }
-                    armed = false;
-                    continue;
-                }
+                },
                 cmd = rx.recv() => cmd,
             };
             let (b, count) = match cmd {
@@ -212,6 +235,7 @@ pub fn spawn_local_writer<F, G>(
                 Some(WriteCmd::Decoded { bytes, count }) => (bytes, count),
                 Some(WriteCmd::Finish) => {
                     let _ = wr.shutdown().await;
+                    fin_sent = true;
                     continue;
                 }
                 None => {
@@ -219,34 +243,51 @@ pub fn spawn_local_writer<F, G>(
                     break None;
                 }
             };
-            // `None`: aborted mid-write.
-            let outcome = {
-                let write = async {
-                    wr.write_all(&b).await?;
-                    wr.flush().await
-                };
-                tokio::pin!(write);
+            // One system call at a time, so that a stop between two of
+            // them knows exactly what the socket took.
+            let mut done = 0;
+            let failed = loop {
+                if done == b.len() {
+                    break None;
+                }
                 tokio::select! {
                     biased;
-                    r = &mut abort, if armed => match r {
-                        Ok(()) => None,
-                        // No abort after all: finish this write.
-                        Err(_) => {
-                            armed = false;
-                            Some((&mut write).await)
+                    r = &mut stop, if armed => match r {
+                        Ok(Stop::Abort) => return reset(wr),
+                        Ok(Stop::Release(reply)) => {
+                            // A partly written plain chunk counts what
+                            // went out; a decompressed one cannot be
+                            // split (compressed streams are not handed
+                            // over).
+                            if done > 0 && count == b.len() {
+                                on_written(done, done);
+                            }
+                            return release(wr, fin_sent, reply);
                         }
+                        Err(_) => armed = false,
                     },
-                    r = &mut write => Some(r),
+                    r = wr.write(&b[done..]) => match r {
+                        Ok(0) => break Some(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => done += n,
+                        Err(e) => break Some(e),
+                    },
                 }
             };
-            match outcome {
-                None => return reset(wr),
-                Some(Err(e)) => break Some(e),
-                Some(Ok(())) => on_written(count, b.len()),
+            match failed {
+                Some(e) => break Some(e),
+                None => on_written(count, b.len()),
             }
         };
         on_end(end);
     });
+}
+
+/// Gives the write half back without the FIN its drop would send.
+fn release(wr: OwnedWriteHalf, fin_sent: bool, reply: oneshot::Sender<Released>) {
+    if let Err(Released { half, .. }) = reply.send(Released { half: wr, fin_sent }) {
+        // Nobody took it: the connection ends as if reset.
+        reset(half);
+    }
 }
 
 /// Closes a connection with RST: zero linger, and the write half let go

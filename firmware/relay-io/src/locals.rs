@@ -15,11 +15,11 @@ use session::Streams;
 use stream_codec::{CodecError, Compressor, Decompressor};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use wire::StreamId;
 
 use crate::connect::tune;
-use crate::io::{WriteCmd, spawn_local_writer, spawn_paced_reader};
+use crate::io::{Released, Stop, WriteCmd, spawn_local_writer, spawn_paced_reader};
 
 /// What a local connection reports to its driver.
 #[derive(Debug)]
@@ -63,9 +63,9 @@ struct Local {
     /// From the socket, not yet taken by the session.
     pending: VecDeque<(Vec<u8>, usize, oneshot::Sender<()>)>,
     eof: bool,
-    reader: Option<AbortHandle>,
-    /// Resets the connection (RST) instead of closing it.
-    abort: Option<oneshot::Sender<()>>,
+    reader: Option<JoinHandle<()>>,
+    /// Stops the writer: a reset (RST) instead of a close, or a release.
+    stop: Option<oneshot::Sender<Stop>>,
     /// A compressed stream's two halves.
     compress: Option<Compressor>,
     decompress: Option<Decompressor>,
@@ -73,6 +73,23 @@ struct Local {
     decoded_ahead: usize,
     /// The FIN, held until the last record is decompressed.
     fin_held: bool,
+}
+
+/// A connection stopped for a relay upgrade ([`Locals::release_all`]).
+#[derive(Debug)]
+pub struct Handover<K> {
+    /// Its stream.
+    pub key: K,
+    /// Its reader, aborted: once it has ended, nothing more of this
+    /// connection comes through the sink.
+    pub reader: Option<JoinHandle<()>>,
+    /// Its write half, once the writer stopped.
+    pub writer: oneshot::Receiver<Released>,
+    /// Bytes read from it that the session had not taken yet (more may
+    /// still arrive through the sink: read them after the writer replied).
+    pub unread: Vec<u8>,
+    /// It reached EOF (the FIN for the session is still due).
+    pub eof: bool,
 }
 
 /// Decompressed bytes a connection's writer may have waiting before the
@@ -162,7 +179,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
         tune(&stream);
         let (rd, wr) = stream.into_split();
         let (wtx, wrx) = mpsc::unbounded_channel();
-        let (abort_tx, abort_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
         let (s1, s2, s3, s4) = (
             self.sink.clone(),
             self.sink.clone(),
@@ -173,7 +190,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
         spawn_local_writer(
             wr,
             wrx,
-            abort_rx,
+            stop_rx,
             move |n, plain| {
                 s1(LocalEvent::Delivered {
                     key: k1.clone(),
@@ -211,8 +228,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
             let _ = wtx.send(cmd);
         }
         local.tx = Some(wtx);
-        local.reader = Some(reader.abort_handle());
-        local.abort = Some(abort_tx);
+        local.reader = Some(reader);
+        local.stop = Some(stop_tx);
     }
 
     /// Compresses the stream of `key` with `codec` from now on (before its
@@ -338,8 +355,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
     /// end of stream.
     pub fn abort(&mut self, key: &K) {
         if let Some(l) = self.map.remove(key) {
-            if let Some(a) = l.abort {
-                let _ = a.send(());
+            if let Some(a) = l.stop {
+                let _ = a.send(Stop::Abort);
             }
             if let Some(r) = l.reader {
                 r.abort();
@@ -356,6 +373,45 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Locals<K> {
             self.abort(k);
         }
         keys.len()
+    }
+
+    /// Stops every connection for a relay upgrade: readers at once,
+    /// writers between two system calls, handing back their write half
+    /// (the reply) — reporting first, through the sink, what their socket
+    /// took. Compressed streams (their codec state cannot move) and
+    /// connections not yet made are reset or dropped; each connection's
+    /// bytes read but not yet taken by the session, and whether it reached
+    /// EOF, come back with it. The table is empty afterwards.
+    pub fn release_all(&mut self) -> Vec<Handover<K>> {
+        let mut out = Vec::new();
+        for (key, l) in std::mem::take(&mut self.map) {
+            if let Some(r) = &l.reader {
+                r.abort();
+            }
+            let reader = l.reader;
+            match l.stop {
+                Some(stop) if l.compress.is_none() => {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = stop.send(Stop::Release(tx));
+                    out.push(Handover {
+                        key,
+                        reader,
+                        writer: rx,
+                        unread: l
+                            .pending
+                            .into_iter()
+                            .flat_map(|(b, off, _)| b.into_iter().skip(off))
+                            .collect(),
+                        eof: l.eof,
+                    });
+                }
+                Some(stop) => {
+                    let _ = stop.send(Stop::Abort);
+                }
+                None => {}
+            }
+        }
+        out
     }
 
     /// Connections held.

@@ -103,11 +103,21 @@ pub struct Bed {
     /// A command the daemons started from now on run under (it must exec
     /// them, keeping the pid: `prlimit --nofile=64:64 --`), if any.
     pub wrapper: Vec<String>,
+    /// Processes a daemon of the bed started (an upgraded snaptd), killed
+    /// by pid with the bed.
+    pub descendants: Vec<u32>,
 }
 
 impl Drop for Bed {
     fn drop(&mut self) {
         self.daemons.clear();
+        for pid in self.descendants.drain(..) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
@@ -127,6 +137,7 @@ impl Bed {
             daemons: Vec::new(),
             env: Vec::new(),
             wrapper: Vec::new(),
+            descendants: Vec::new(),
         };
         bed.pki(&["init"]);
         bed.pki(&["server", "snapt", "--san", "127.0.0.1"]);

@@ -58,19 +58,8 @@ impl ServerDriver {
         });
         match sock {
             Ok(sock) => {
-                let sock = Arc::new(sock);
-                let tx = self.tx.clone();
-                let key = (b.clone(), flow);
-                let k2 = key.clone();
-                let recv = spawn_receiver(sock.clone(), move |_, bytes| {
-                    tx.send(Input::UdpOut {
-                        key: k2.clone(),
-                        bytes,
-                    })
-                    .is_ok()
-                });
                 debug!(box_id = %b, %flow, %service, "datagram flow opened");
-                self.flows.insert_opened(key, sock, recv, now());
+                self.start_flow((b, flow), sock);
             }
             Err(reason) => {
                 daemon::warn_throttled!(box_id = %b, %flow, %service, %reason, "datagram flow refused");
@@ -79,6 +68,21 @@ impl ServerDriver {
                 }
             }
         }
+    }
+
+    /// Runs a box's datagram flow on `sock` (connected to its service).
+    pub(crate) fn start_flow(&mut self, key: crate::Key, sock: UdpSocket) {
+        let sock = Arc::new(sock);
+        let tx = self.tx.clone();
+        let k2 = key.clone();
+        let recv = spawn_receiver(sock.clone(), move |_, bytes| {
+            tx.send(Input::UdpOut {
+                key: k2.clone(),
+                bytes,
+            })
+            .is_ok()
+        });
+        self.flows.insert_opened(key, sock, recv, now());
     }
 
     /// A datagram from a server to box `b`'s UDP client service: on the

@@ -166,6 +166,22 @@ impl ServerFlows {
             .collect()
     }
 
+    /// Empties the table for a relay upgrade: every flow's receive loop
+    /// stopped, and the sockets of the flows boxes opened (client-service
+    /// flows share their service's socket, handed over as a listener).
+    pub(crate) fn take_opened(&mut self) -> Vec<(Key, Arc<UdpSocket>)> {
+        self.pushed.clear();
+        self.by_key
+            .drain()
+            .filter_map(|(key, f)| {
+                if let Some(r) = f.recv {
+                    r.abort();
+                }
+                f.pushed.is_none().then_some((key, f.sock))
+            })
+            .collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_key.len()
     }

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use config::{Protocol, SnaptConfig};
-use serde_json::json;
 use session::{Event, Server, ServerEvent, TunnelId};
 use tls::{CipherPreference, revoked_serials, server_config};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,7 +20,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 use wire::{BoxId, Codec, DisconnectCode, ResetCode, ServiceName, StreamId, StreamKind};
 
-use control::{Call, Reply, Request};
+use control::Call;
 use daemon::accept::{AcceptStats, spawn_accept_loop};
 use daemon::watchdog::TURN_EVERY;
 use daemon::{Drain, Lifecycle};
@@ -86,6 +85,10 @@ enum Input {
     },
     Control(Call),
     Revoked(HashSet<String>),
+    /// A new snaptd said HELLO: hand everything over.
+    SuccessorReady(upgrade::Successor),
+    /// The new snaptd did not start; nothing had moved.
+    UpgradeAbandoned,
 }
 
 /// How much longer than the box the SNAPT lets a quiet flow live.
@@ -140,6 +143,19 @@ pub struct ServerDriver {
     qos: Option<qos::RelayQos>,
     /// Drained for maintenance: when the sessions left are ended.
     drain_deadline: Option<Instant>,
+    /// Copies of the listening sockets, for an upgrade.
+    listen_fds: Vec<(upgrade::Label, std::os::fd::OwnedFd)>,
+    /// The accept loops and receive loops of the listening sockets.
+    listen_tasks: Vec<AbortHandle>,
+    /// What a predecessor handed over, until `run` takes it.
+    inherited: Option<upgrade::Inheritance>,
+    /// The predecessor, waiting for TAKEN.
+    predecessor: Option<daemon::handoff::Channel>,
+    /// How to start a successor.
+    upgrade_cmd: Option<(PathBuf, Vec<std::ffi::OsString>)>,
+    /// An upgrade is under way.
+    upgrading: bool,
+    heartbeat: Option<daemon::Heartbeat>,
 }
 
 impl std::fmt::Debug for ServerDriver {
@@ -205,6 +221,13 @@ impl ServerDriver {
             accept_stats: AcceptStats::default(),
             handshakes: handshakes::Handshakes::new(cfg.max_handshakes),
             drain_deadline: None,
+            listen_fds: Vec::new(),
+            listen_tasks: Vec::new(),
+            inherited: None,
+            predecessor: None,
+            upgrade_cmd: None,
+            upgrading: false,
+            heartbeat: None,
             next_tunnel: Arc::new(AtomicU64::new(1)),
             qos: cfg.qos.listen.is_some().then(|| {
                 let services = cfg
@@ -235,17 +258,14 @@ impl ServerDriver {
             ready,
             heartbeat,
         } = life;
-        let listener = TcpListener::bind(self.cfg.listen).await?;
-        info!(listen = %self.cfg.listen, "accepting tunnels");
-        heartbeat.watch_task("tunnel", self.spawn_acceptor(listener));
-        for task in self.spawn_client_service_listeners().await? {
-            heartbeat.watch_task("client service", task);
-        }
-        if let Some(task) = self.spawn_qos_feed().await? {
-            heartbeat.watch_task("qos feed", task);
-        }
+        self.heartbeat = Some(heartbeat.clone());
+        self.start_listeners(&heartbeat).await?;
         if let Some(crl) = self.cfg.tls.crl.clone() {
             self.spawn_crl_watch(crl);
+        }
+        if self.inherited.is_some() {
+            self.adopt();
+            self.tell_predecessor().await;
         }
         let _ = ready.send(());
         let mut drain = Drain::default();
@@ -267,6 +287,14 @@ impl ServerDriver {
             );
             tokio::select! {
                 input = self.rx.recv() => match input {
+                    Some(Input::SuccessorReady(s)) => {
+                        if self.hand_over(s).await {
+                            // The control reply and the tunnels' closes go
+                            // out; the successor owns everything else.
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            std::process::exit(0);
+                        }
+                    }
                     Some(input) => self.handle(input),
                     None => break,
                 },
@@ -300,6 +328,27 @@ impl ServerDriver {
         // Connections still open after the grace are cut (RST).
         self.locals.abort_where(|_| true);
         tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+
+    /// Listens for tunnels, client services and the qos feed (on sockets
+    /// a predecessor handed over, or bound now).
+    async fn start_listeners(&mut self, heartbeat: &daemon::Heartbeat) -> std::io::Result<()> {
+        let listener = self
+            .listen_tcp(upgrade::Label::Tunnel(self.cfg.listen))
+            .await?;
+        info!(listen = %self.cfg.listen, "accepting tunnels");
+        let task = self.spawn_acceptor(listener);
+        heartbeat.watch_task("tunnel", task.clone());
+        self.listen_tasks.push(task);
+        for task in self.spawn_client_service_listeners().await? {
+            heartbeat.watch_task("client service", task.clone());
+            self.listen_tasks.push(task);
+        }
+        if let Some(task) = self.spawn_qos_feed().await? {
+            heartbeat.watch_task("qos feed", task.clone());
+            self.listen_tasks.push(task);
+        }
         Ok(())
     }
 
@@ -338,7 +387,7 @@ impl ServerDriver {
 
     /// One listener per (client service, box that offers it), on the address
     /// allocated to that box (boxes get addresses in order of first mention).
-    async fn spawn_client_service_listeners(&self) -> std::io::Result<Vec<AbortHandle>> {
+    async fn spawn_client_service_listeners(&mut self) -> std::io::Result<Vec<AbortHandle>> {
         let mut tasks = Vec::new();
         let mut order: Vec<String> = Vec::new();
         for c in &self.cfg.client_services {
@@ -353,7 +402,7 @@ impl ServerDriver {
             .cloned()
             .zip(self.cfg.client_service_addresses.iter().copied())
             .collect();
-        for c in &self.cfg.client_services {
+        for c in self.cfg.client_services.clone() {
             for b in &c.boxes {
                 let (Some(ip), Ok(box_id)) = (addrs.get(b), BoxId::new(b)) else {
                     warn!(service = %c.name, box_id = %b, "no client-service address left for this box; skipped");
@@ -361,7 +410,7 @@ impl ServerDriver {
                 };
                 let addr = SocketAddr::new(*ip, c.port);
                 if c.protocol == Protocol::Udp {
-                    let sock = Arc::new(UdpSocket::bind(addr).await?);
+                    let sock = Arc::new(self.listen_udp(upgrade::Label::ClientUdp(addr)).await?);
                     info!(service = %c.name, %box_id, %addr, "UDP client service listening");
                     let (tx, service, s2) = (self.tx.clone(), c.name.clone(), sock.clone());
                     let task = spawn_receiver(sock, move |peer, bytes| {
@@ -377,7 +426,7 @@ impl ServerDriver {
                     tasks.push(task);
                     continue;
                 }
-                let listener = TcpListener::bind(addr).await?;
+                let listener = self.listen_tcp(upgrade::Label::ClientTcp(addr)).await?;
                 info!(service = %c.name, %box_id, %addr, "client service listening");
                 let (tx, service) = (self.tx.clone(), c.name.clone());
                 let task = spawn_accept_loop(
@@ -562,9 +611,13 @@ impl ServerDriver {
                 peer,
                 bytes,
             } => self.pushed_datagram(box_id, service, sock, peer, bytes),
+            Input::Control((control::Request::Upgrade, reply)) => self.start_upgrade(reply),
             Input::Control((req, reply)) => {
                 let _ = reply.send(self.control(req));
             }
+            Input::UpgradeAbandoned => self.upgrading = false,
+            // Handled by the loop itself.
+            Input::SuccessorReady(_) => {}
             Input::Revoked(serials) => {
                 let victims: HashSet<BoxId> = self
                     .tunnels
@@ -875,88 +928,6 @@ impl ServerDriver {
         });
         self.connecting.insert(key, task.abort_handle());
     }
-
-    fn control(&mut self, req: Request) -> Reply {
-        match req {
-            Request::Status => {
-                let boxes: Vec<serde_json::Value> = self
-                    .server
-                    .sessions()
-                    .map(|s| {
-                        let st = s.stats();
-                        let p = s.path_stats();
-                        json!({
-                            "box_id": s.owner().as_str(),
-                            "session_id": s.session_id(),
-                            "state": format!("{:?}", s.state()),
-                            "streams": st.streams_open,
-                            "bytes_sent": st.bytes_sent,
-                            "bytes_received": st.bytes_received,
-                            "bytes_replayed": st.bytes_replayed,
-                            "switches": st.switches,
-                            "rtt_ms": p.srtt.map(|d| d.as_secs_f64() * 1e3),
-                        })
-                    })
-                    .collect();
-                Reply::ok(json!({
-                    "listen": self.cfg.listen.to_string(),
-                    "uptime_s": self.started.elapsed().as_secs(),
-                    "tunnels": self.tunnels.len(),
-                    "accept_errors": self.accept_stats.errors(),
-                    "draining": self.drain_deadline.map(|d| json!({
-                        "deadline_in_s": d.saturating_duration_since(Instant::now()).as_secs(),
-                        "sessions_left": self.server.sessions().count(),
-                    })),
-                    "qos": self.qos.as_ref().map(|q| {
-                        let h = q.hub();
-                        json!({
-                            "subscribers": h.subscribers(),
-                            "notices": h.stats().published.load(Ordering::Relaxed),
-                            "dropped": h.stats().dropped.load(Ordering::Relaxed),
-                        })
-                    }),
-                    "handshakes_running": self.handshakes.running(),
-                    "handshakes_waiting": self.handshakes.waiting(),
-                    "handshakes_shed": self.handshakes.shed(),
-                    "handshakes_timed_out": self.handshakes.timed_out(),
-                    "sessions_refused_busy": self.server.refused_busy(),
-                    "connects_refused": self.admission.refused(),
-                    "connects_delayed": self.admission.delayed(),
-                    "connects_in_flight": self.admission.load().0,
-                    "connects_waiting": self.admission.load().1,
-                    "datagram_flows": self.flows.len(),
-                    "pushed_flows": self.flows.pushed_len(),
-                    "pushed_dropped": self.flows.pushed_dropped,
-                    "boxes": boxes,
-                }))
-            }
-            Request::Kick { box_id } => match BoxId::new(&box_id) {
-                Ok(b)
-                    if self.server.disconnect(
-                        &b,
-                        DisconnectCode::Requested,
-                        "kicked by the operator",
-                    ) =>
-                {
-                    Reply::ok(json!({ "kicked": box_id }))
-                }
-                Ok(_) => Reply::err(format!("box {box_id} has no session")),
-                Err(e) => Reply::err(format!("bad box id: {e}")),
-            },
-            Request::Drain { deadline_s } => self.start_drain(deadline_s),
-            Request::Switch { .. }
-            | Request::Disconnect
-            | Request::Approve
-            | Request::Decline
-            | Request::Mode { .. }
-            | Request::PanPair { .. }
-            | Request::PanClose
-            | Request::PanConfirm { .. }
-            | Request::PanDevices
-            | Request::PanForget { .. }
-            | Request::PanWifi => Reply::err("this is a cnaptd command"),
-        }
-    }
 }
 
 /// Where an authenticated tunnel enters the driver (the TLS acceptor's
@@ -1032,6 +1003,8 @@ mod drain;
 mod flows;
 mod handshakes;
 mod qos;
+mod requests;
+pub mod upgrade;
 
 #[cfg(test)]
 mod tests;

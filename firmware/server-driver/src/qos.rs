@@ -85,17 +85,21 @@ fn handover_name(k: wire::HandoverKind) -> &'static str {
 impl ServerDriver {
     /// Listens for the servers' subscriptions (`[qos] listen`), if
     /// configured.
-    pub(crate) async fn spawn_qos_feed(&self) -> std::io::Result<Option<AbortHandle>> {
-        let (Some(q), Some(listen)) = (self.qos.as_ref(), self.cfg.qos.listen.as_ref()) else {
+    pub(crate) async fn spawn_qos_feed(&mut self) -> std::io::Result<Option<AbortHandle>> {
+        let (Some(q), Some(listen)) = (self.qos.as_ref(), self.cfg.qos.listen.clone()) else {
             return Ok(None);
         };
-        if q.services.is_empty() {
+        let (hub, services) = (q.hub.clone(), q.services.clone());
+        if services.is_empty() {
             warn!(
                 "[qos] listen is set but no service has qos_notify = true: every subscription will be refused"
             );
         }
-        let listener = match listen {
-            QosListen::Tcp(addr) => Listener::Tcp(tokio::net::TcpListener::bind(addr).await?),
+        let listener = match &listen {
+            QosListen::Tcp(addr) => Listener::Tcp(
+                self.listen_tcp(crate::upgrade::Label::QosTcp(*addr))
+                    .await?,
+            ),
             QosListen::Unix(path) => {
                 // A socket left by an earlier run (not any other file).
                 if std::fs::symlink_metadata(path)
@@ -106,12 +110,8 @@ impl ServerDriver {
                 Listener::Unix(tokio::net::UnixListener::bind(path)?)
             }
         };
-        info!(listen = ?listen, services = ?q.services, "qos feed for servers");
-        let feed = Feed::new(
-            q.hub.clone(),
-            q.services.clone(),
-            self.cfg.qos.max_subscribers,
-        );
+        info!(listen = ?listen, services = ?services, "qos feed for servers");
+        let feed = Feed::new(hub, services, self.cfg.qos.max_subscribers);
         let task = tokio::spawn(feed.serve(listener, self.accept_stats.clone()));
         Ok(Some(task.abort_handle()))
     }

@@ -24,6 +24,15 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// Ask the snaptd running with this configuration to hand everything to
+    /// the binary now installed (what `systemctl reload snaptd` runs); waits
+    /// for the outcome and fails if the upgrade did.
+    #[arg(long, conflicts_with = "check")]
+    upgrade: bool,
+    /// Take over from a running snaptd through this inherited descriptor
+    /// (set by `cboxctl snapt upgrade`, never by hand).
+    #[arg(long, value_name = "FD", hide = true)]
+    take_over_fd: Option<i32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +50,9 @@ fn main() -> std::process::ExitCode {
 /// The configuration first: it says how many runtime threads to start.
 fn start(args: Args) -> anyhow::Result<()> {
     let cfg = SnaptConfig::load(&args.config)?;
+    if args.upgrade {
+        return ask_upgrade(&cfg);
+    }
     let runtime = if cfg.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -53,6 +65,44 @@ fn start(args: Args) -> anyhow::Result<()> {
     }
     .context("starting the runtime")?;
     runtime.block_on(run(args, cfg))
+}
+
+/// `--upgrade`: the running snaptd's answer, printed.
+fn ask_upgrade(cfg: &SnaptConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let reply = runtime
+        .block_on(control::call(
+            &cfg.control_socket,
+            &control::Request::Upgrade,
+        ))
+        .with_context(|| format!("asking the snaptd at {}", cfg.control_socket.display()))?;
+    if !reply.ok {
+        anyhow::bail!(
+            "upgrade failed: {}",
+            reply.error.unwrap_or_else(|| "no reason given".into())
+        );
+    }
+    println!("upgraded: {}", reply.data);
+    Ok(())
+}
+
+/// This program's path: where an upgrade finds the binary now installed
+/// (after a package upgrade, `/proc/self/exe` names the replaced file
+/// "… (deleted)").
+fn program_path() -> PathBuf {
+    match std::env::current_exe() {
+        Ok(p) => {
+            let s = p.to_string_lossy();
+            match s.strip_suffix(" (deleted)") {
+                Some(orig) => PathBuf::from(orig),
+                None => p,
+            }
+        }
+        Err(_) => PathBuf::from("/usr/bin/snaptd"),
+    }
 }
 
 async fn run(args: Args, cfg: SnaptConfig) -> anyhow::Result<()> {
@@ -80,7 +130,32 @@ async fn run(args: Args, cfg: SnaptConfig) -> anyhow::Result<()> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(7)
         ^ u64::from(std::process::id());
-    let driver = ServerDriver::new(cfg, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut driver = ServerDriver::new(cfg, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(fd) = args.take_over_fd {
+        let channel = daemon::handoff::Channel::inherited(fd).context("--take-over-fd")?;
+        let (channel, inh) =
+            tokio::task::spawn_blocking(move || server_driver::upgrade::receive(channel))
+                .await
+                .context("taking over")?
+                .context("taking over from the running snaptd")?;
+        // A test's way to make a successor die half-way (after everything
+        // was handed over, before TAKEN): the predecessor must take it all
+        // back (relay-tests/tests/upgrade.rs).
+        if std::env::var("SNAPTD_FAILPOINT").as_deref() == Ok("upgrade-exit-after-receive") {
+            error!("SNAPTD_FAILPOINT: exiting after receiving the handover");
+            std::process::exit(3);
+        }
+        let (sessions, connections, flows) = inh.counts();
+        info!(
+            sessions,
+            connections, flows, "received the running snaptd's sessions"
+        );
+        driver.inherit(inh, channel);
+    }
+    driver.upgrade_command(
+        program_path(),
+        vec!["-c".into(), args.config.clone().into_os_string()],
+    );
     info!(control = %control_path.display(), "snaptd starting");
     let calls = driver.control_handle();
     daemon::supervise(&control_path, calls, move |life| driver.run(life))
