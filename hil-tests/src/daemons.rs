@@ -244,6 +244,25 @@ impl Daemons {
             .with_context(|| format!("unknown relay {relay}"))
     }
 
+    /// The relays' process names (one, or the fleet's three).
+    pub fn relay_procs(&self) -> Vec<&'static str> {
+        if self.fleet {
+            RELAYS.iter().map(|(.., p)| *p).collect()
+        } else {
+            vec!["snaptd"]
+        }
+    }
+
+    /// Starts the relays again after a restart (the fleet's router keeps
+    /// running).
+    pub fn start_relays(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {
+        if self.fleet {
+            self.start_fleet_relays(world, procs)
+        } else {
+            self.start_snaptd(world, procs)
+        }
+    }
+
     /// Starts snaptd in the internet namespace (kept as "snaptd") and waits
     /// until it listens.
     pub fn start_snaptd(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {
@@ -265,15 +284,25 @@ impl Daemons {
         world.wait_listening("internet", 4433, Duration::from_secs(10))
     }
 
-    /// `cboxctl snapt upgrade` on the (single) relay: the new process
-    /// takes the old one's place in `procs`. Returns the run's note.
+    /// `cboxctl snapt upgrade` on the relay (of a fleet: the box's own):
+    /// the new process takes the old one's place in `procs`. Returns the
+    /// run's note.
     pub fn upgrade_snaptd(&self, procs: &mut Procs) -> anyhow::Result<String> {
-        anyhow::ensure!(!self.fleet, "snapt_upgrade needs the single relay");
+        let (sock, proc_name, relay) = if self.fleet {
+            let (relay, proc_name) = self.box_relay()?;
+            let n = RELAYS
+                .iter()
+                .position(|(r, ..)| *r == relay)
+                .context("the box's relay is not one of the fleet")?;
+            (format!("relay-{}.sock", n + 1), proc_name, relay)
+        } else {
+            ("snaptd.sock".into(), "snaptd", "the relay".into())
+        };
         let out = std::process::Command::new(bin("cboxctl")?)
             .arg("--json")
             .arg("snapt")
             .arg("--snapt-socket")
-            .arg(self.dir.join("snaptd.sock"))
+            .arg(self.dir.join(sock))
             .arg("upgrade")
             .output()?;
         anyhow::ensure!(
@@ -286,9 +315,9 @@ impl Daemons {
             .as_u64()
             .and_then(|p| u32::try_from(p).ok())
             .context("no successor pid in the upgrade's answer")?;
-        procs.succeeded_by("snaptd", pid);
+        procs.succeeded_by(proc_name, pid);
         Ok(format!(
-            "snaptd upgraded: pid {pid} took over {} sessions, {} connections, {} flows; handover {} ms",
+            "{relay} upgraded: pid {pid} took over {} sessions, {} connections, {} flows; handover {} ms",
             v["sessions"], v["connections"], v["flows"], v["handover_ms"]
         ))
     }
@@ -296,16 +325,7 @@ impl Daemons {
     /// The fleet: three snaptd and HAProxy in front of them, in the
     /// internet namespace.
     fn start_fleet(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {
-        for (n, (_, port, proc_name)) in RELAYS.iter().enumerate() {
-            let c = world
-                .exec("internet", bin("snaptd")?.to_str().context("path")?)
-                .arg("-c")
-                .arg(self.dir.join(format!("relay-{}.toml", n + 1)))
-                .stderr(log(&self.dir, proc_name)?)
-                .spawn()?;
-            procs.push(proc_name, c);
-            world.wait_listening("internet", *port, Duration::from_secs(10))?;
-        }
+        self.start_fleet_relays(world, procs)?;
         let c = world
             .exec("internet", "haproxy")
             .arg("-db")
@@ -316,6 +336,25 @@ impl Daemons {
             .context("haproxy (apt-get install haproxy; the test command installs it)")?;
         procs.push("haproxy", c);
         world.wait_listening("internet", 4433, Duration::from_secs(10))
+    }
+
+    /// The fleet's three snaptd (a restarted one appends to its log).
+    fn start_fleet_relays(&self, world: &Topology, procs: &mut Procs) -> anyhow::Result<()> {
+        for (n, (_, port, proc_name)) in RELAYS.iter().enumerate() {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(format!("{proc_name}.log")))?;
+            let c = world
+                .exec("internet", bin("snaptd")?.to_str().context("path")?)
+                .arg("-c")
+                .arg(self.dir.join(format!("relay-{}.toml", n + 1)))
+                .stderr(file)
+                .spawn()?;
+            procs.push(proc_name, c);
+            world.wait_listening("internet", *port, Duration::from_secs(10))?;
+        }
+        Ok(())
     }
 
     /// Starts cnaptd in the box namespace and waits (at most 20 s, or until

@@ -10,6 +10,7 @@
 
 pub mod apps;
 pub mod baseline;
+pub mod box_crowd;
 pub mod crowd;
 pub mod daemons;
 pub mod fleet;

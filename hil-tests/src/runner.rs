@@ -87,6 +87,12 @@ pub fn run_mode(
     } else {
         None
     };
+    let box_crowd = match sc.box_crowd {
+        Some(n) => Some(crate::box_crowd::BoxCrowd::start(
+            &world, dir, sc, n, &mut procs,
+        )?),
+        None => None,
+    };
     let phone = PhoneApps::start(&world, dir, sc, &mut procs)?;
     let crowd = match &sc.crowd {
         Some(spec) => Some(crate::crowd::Crowd::start(
@@ -152,6 +158,13 @@ pub fn run_mode(
                     snaptd_back = Some(Instant::now() + Duration::from_secs_f64(*down_s));
                     Ok(())
                 }
+                Action::RelaysRestart { down_s } => {
+                    for name in daemons.relay_procs() {
+                        procs.kill(name);
+                    }
+                    snaptd_back = Some(Instant::now() + Duration::from_secs_f64(*down_s));
+                    Ok(())
+                }
                 Action::SnaptUpgrade => daemons.upgrade_snaptd(&mut procs).map(|n| notes.push(n)),
                 Action::RelayKill => daemons.box_relay().map(|(relay, proc_name)| {
                     procs.kill(proc_name);
@@ -169,8 +182,8 @@ pub fn run_mode(
         }
         if snaptd_back.is_some_and(|at| Instant::now() >= at) {
             snaptd_back = None;
-            daemons.start_snaptd(&world, &mut procs)?;
-            view.event(t, "snaptd is back");
+            daemons.start_relays(&world, &mut procs)?;
+            view.event(t, "the relays are back");
         }
         if let Some((at, dead)) = &relay_killed
             && let Some(v) = procs::status(box_sock)
@@ -240,6 +253,12 @@ pub fn run_mode(
     let site = &st["sites"][0];
     let (cnaptd_cpu_s, cnaptd_peak_rss_mib) = procs::figures(procs.pid("cnaptd"));
     let (snaptd_cpu_s, snaptd_peak_rss_mib) = procs::figures(procs.pid("snaptd"));
+    if let Some(c) = box_crowd {
+        let (n, problems) = c.finish(&mut procs);
+        notes.extend(n);
+        failed_steps += problems.len() as u32;
+        notes.extend(problems);
+    }
     if let (Some(c), Some(spec)) = (&crowd, &sc.crowd) {
         let (n, problems) = c.check(spec, &st, (cnaptd_peak_rss_mib, snaptd_peak_rss_mib));
         notes.extend(n);
@@ -352,6 +371,7 @@ fn describe(a: &Action) -> String {
         Action::SnaptRestart { down_s } => format!("snaptd killed, back in {down_s} s"),
         Action::RelayKill => "the box's relay is killed".into(),
         Action::SnaptUpgrade => "snaptd upgrades: a new process takes over".into(),
+        Action::RelaysRestart { down_s } => format!("every relay killed, back in {down_s} s"),
         Action::Modem {
             registered,
             rsrp_dbm,

@@ -41,6 +41,11 @@ pub struct Scenario {
     /// namespace; the box lists the relays (`[[snapt]] relays`).
     #[serde(default)]
     pub relay_fleet: bool,
+    /// A crowd of this many other boxes (`cbox-crowd`: real TLS sessions
+    /// held from the LTE carrier's network, each on its own relay of the
+    /// fleet) beside the real box; see [`crate::box_crowd`].
+    #[serde(default)]
+    pub box_crowd: Option<usize>,
     /// The box also has a wired WAN (`eth1` to a site router), its
     /// preferred uplink; the timeline starts with the box on it.
     #[serde(default)]
@@ -255,6 +260,14 @@ pub enum Action {
     /// server connections to a new snaptd process and exits; the box
     /// resumes on the new one and no stream is reset.
     SnaptUpgrade,
+    /// Every relay (the single snaptd, or each of the fleet) is killed
+    /// (SIGKILL) and started again after `down_s` seconds: a fleet
+    /// restarted at once.
+    RelaysRestart {
+        /// Seconds without relays.
+        #[serde(default)]
+        down_s: f64,
+    },
     /// The relay the box's session is on is killed (SIGKILL) and stays
     /// dead (`relay_fleet` scenarios): the box must start anew on another.
     RelayKill,

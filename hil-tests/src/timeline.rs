@@ -79,6 +79,7 @@ pub(crate) fn apply(
         Action::SnaptRestart { .. } => bail!("the runner restarts snaptd itself"),
         Action::RelayKill => bail!("the runner kills the relay itself"),
         Action::SnaptUpgrade => bail!("the runner upgrades snaptd itself"),
+        Action::RelaysRestart { .. } => bail!("the runner restarts the relays itself"),
         // A pulled cable: the site router's end goes, the box sees its
         // carrier go.
         Action::LinkDown {

@@ -32,91 +32,131 @@ use std::time::{Duration, Instant};
 
 use relay_tests::apps::echo_server;
 use relay_tests::bed::{Bed, free_port, snapt_ctl};
+use relay_tests::crowd::{Tally, Target, arrive, session};
 use relay_tests::procinfo::{cpu_seconds, rss_mib};
 use relay_tests::raw::Raw;
 use relay_tests::router::{RELAYS, start_fleet};
-use wire::{BoxId, Frame, RefuseCode, VERSION};
+use wire::BoxId;
 
-#[derive(Default)]
-struct Tally {
-    /// When each TLS connection was begun (since the start).
-    attempts: Vec<Duration>,
-    busy: usize,
-    failed: usize,
-    /// When each box got its session.
-    done: Vec<Duration>,
-    /// The first refusal's reason.
-    reason: Option<String>,
-}
-
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x5eed);
-    h.finish()
-}
-
-/// One box until it has a session; its tunnel is kept open.
-async fn one_box(
-    pki: std::path::PathBuf,
-    id: String,
-    snapt: SocketAddr,
-    server: String,
+/// A box whose relay was upgraded: once its tunnel is closed it resumes
+/// its session (`crowd::session`); true once it has.
+async fn resume_box(
+    t: Target,
+    (mut old, sid): (Raw, u64),
     start: Instant,
     tally: Arc<Mutex<Tally>>,
-) -> Option<Raw> {
-    tokio::time::sleep(Duration::from_millis(random() % 200)).await;
-    let mut backoff = Duration::from_millis(200);
-    for incarnation in 1..=200u64 {
-        tally.lock().unwrap().attempts.push(start.elapsed());
-        let wait = match Raw::connect_to(&pki, &id, snapt, &server).await {
-            Ok(mut raw) => {
-                let connect = Frame::Connect {
-                    version: VERSION,
-                    window: 65536,
-                    keepalive_ms: 1000,
-                    incarnation,
-                    box_id: BoxId::new(&id).unwrap(),
-                };
-                let _ = raw.send(&connect).await;
-                match raw.recv(Duration::from_secs(10)).await {
-                    Some(Frame::ConnectAck { .. }) => {
-                        tally.lock().unwrap().done.push(start.elapsed());
-                        return Some(raw);
-                    }
-                    Some(Frame::Refused {
-                        code: RefuseCode::Busy,
-                        retry_after_ms,
-                        reason,
-                    }) if retry_after_ms > 0 => {
-                        let mut t = tally.lock().unwrap();
-                        t.busy += 1;
-                        t.reason.get_or_insert(reason);
-                        drop(t);
-                        let w = Duration::from_millis(u64::from(retry_after_ms));
-                        w + Duration::from_millis(random() % (w.as_millis() as u64 / 4 + 1))
-                    }
-                    _ => {
-                        tally.lock().unwrap().failed += 1;
-                        jittered(&mut backoff)
-                    }
-                }
-            }
-            Err(_) => {
-                tally.lock().unwrap().failed += 1;
-                jittered(&mut backoff)
-            }
-        };
-        tokio::time::sleep(wait).await;
+) -> bool {
+    if !old.closed_within(Duration::from_secs(30)).await {
+        return false;
     }
-    None
+    let mut incarnation = 1;
+    match session(&t, Some((sid, 0)), &mut incarnation, &tally, start).await {
+        Some((raw, _, resumed)) => {
+            // Held until the end of the run, as a live box would.
+            std::mem::forget(raw);
+            resumed
+        }
+        None => false,
+    }
 }
 
-/// Full jitter over a ceiling doubling to 5 s.
-fn jittered(ceiling: &mut Duration) -> Duration {
-    let w = Duration::from_millis(random() % (ceiling.as_millis() as u64 + 1));
-    *ceiling = (*ceiling * 2).min(Duration::from_secs(5));
-    w
+/// The crowd holds its sessions on one relay, which is then upgraded
+/// (`cboxctl snapt upgrade`): the sessions move to the new process and
+/// every box resumes its own.
+async fn upgrade_storm(bed: &mut Bed, ids: &[String]) {
+    let echo = echo_server().await;
+    let port = free_port();
+    let ctl = bed.snaptd(
+        "snaptd-upgrade",
+        port,
+        "max_boxes = 100000",
+        &format!("[[service]]\nname = \"echo\"\ntarget = \"{echo}\"\n[session]\ninactivity_timeout_ms = 120000\n"),
+    );
+    let snapt: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let old_pid = bed.daemons.last().map(|d| d.pid()).unwrap_or(0);
+    let idle_rss = rss_mib(old_pid);
+    let arrivals = Arc::new(Mutex::new(Tally::default()));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for id in ids {
+        set.spawn(arrive(
+            target(bed, id, snapt, "127.0.0.1"),
+            start,
+            arrivals.clone(),
+        ));
+    }
+    let mut kept = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(Some(b)) = r {
+            kept.push(b);
+        }
+    }
+    let old_rss = rss_mib(old_pid);
+    // Which box each session belongs to: asked from the relay itself.
+    let st = snapt_ctl(&ctl, &["status"]).unwrap_or_default();
+    let owner: std::collections::HashMap<u64, String> = st["boxes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| Some((b["session_id"].as_u64()?, b["box_id"].as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let start = Instant::now();
+    let mut resumes = tokio::task::JoinSet::new();
+    for (raw, sid) in kept {
+        let Some(id) = owner.get(&sid).cloned() else {
+            continue;
+        };
+        resumes.spawn(resume_box(
+            target(bed, &id, snapt, "127.0.0.1"),
+            (raw, sid),
+            start,
+            tally.clone(),
+        ));
+    }
+    let c = ctl.clone();
+    let reply = tokio::task::spawn_blocking(move || snapt_ctl(&c, &["upgrade"]))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("upgrade: {e}"));
+    let new_pid = reply["successor_pid"].as_u64().unwrap_or(0) as u32;
+    bed.descendants.push(new_pid);
+    let cpu0 = cpu_seconds(new_pid);
+    let mut resumed = 0;
+    while let Some(r) = resumes.join_next().await {
+        resumed += usize::from(r.unwrap_or(false));
+    }
+    let cpu = cpu_seconds(new_pid) - cpu0;
+    let st = snapt_ctl(&ctl, &["status"]).unwrap_or_default();
+    row(
+        &format!(
+            "upgrade of the relay holding them (handover {} ms, of which stopping {} ms)",
+            reply["handover_ms"], reply["stopped_ms"]
+        ),
+        &tally,
+        resumed,
+        ids.len(),
+        &st["handshakes_shed"].to_string(),
+        &format!("{cpu:.2}"),
+        rss_mib(new_pid) - idle_rss,
+    );
+    println!(
+        "\nupgrade: {} sessions handed over; old process {old_rss:.1} MiB, new one {:.1} MiB with the same sessions",
+        reply["sessions"],
+        rss_mib(new_pid)
+    );
+}
+
+/// Where box `id` of the crowd goes.
+fn target(bed: &Bed, id: &str, addr: SocketAddr, server: &str) -> Target {
+    Target {
+        pki: bed.path("pki"),
+        id: id.to_owned(),
+        addr,
+        server: server.to_owned(),
+    }
 }
 
 async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
@@ -137,11 +177,8 @@ async fn storm(bed: &mut Bed, label: &str, top: &str, ids: &[String]) {
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for id in ids {
-        set.spawn(one_box(
-            bed.path("pki"),
-            id.clone(),
-            snapt,
-            "127.0.0.1".into(),
+        set.spawn(arrive(
+            target(bed, id, snapt, "127.0.0.1"),
             start,
             tally.clone(),
         ));
@@ -181,15 +218,8 @@ fn row(
     rss_mib: f64,
 ) {
     let t = tally.lock().unwrap();
-    let all = t.done.iter().max().copied().unwrap_or_default();
-    let mut windows = std::collections::HashMap::<u128, usize>::new();
-    for a in &t.attempts {
-        *windows.entry(a.as_millis() / 100).or_default() += 1;
-    }
-    let peak = windows.values().max().copied().unwrap_or(0) * 10;
-    let mut done = t.done.clone();
-    done.sort();
-    let median = done.get(done.len() / 2).copied().unwrap_or_default();
+    let (median, all) = t.median_and_max();
+    let peak = t.peak_attempts_per_s();
     println!(
         "| {label} | {kept}/{boxes} | {:.2} s | {:.2} s | {} | {} | {} | {shed} | {peak} | {cpu} | {:.1} MiB ({:.1} KiB per box, {:.0} boxes per GiB) |",
         median.as_secs_f64(),
@@ -240,11 +270,8 @@ async fn fleet_storm(bed: &mut Bed, ids: &[String]) {
         if let Some(i) = RELAYS.iter().position(|r| *r == relay) {
             planned[i] += 1;
         }
-        set.spawn(one_box(
-            bed.path("pki"),
-            id.clone(),
-            fleet.router,
-            relay,
+        set.spawn(arrive(
+            target(bed, id, fleet.router, &relay),
             start,
             tally.clone(),
         ));
@@ -340,4 +367,5 @@ async fn main() {
     )
     .await;
     fleet_storm(&mut bed, &ids).await;
+    upgrade_storm(&mut bed, &ids).await;
 }

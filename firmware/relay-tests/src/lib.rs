@@ -15,6 +15,7 @@
 
 pub mod apps;
 pub mod bed;
+pub mod crowd;
 pub mod cutter;
 pub mod procinfo;
 pub mod raw;
