@@ -24,6 +24,16 @@ const SESSION: &str =
 /// second).
 const DECISION: &str = "[decision]\ndwell_ms = 2000\nmin_interval_ms = 4000\nhold_down_ms = 6000\nprobe_interval_ms = 1000\n";
 
+/// The `[session]` and `[decision]` sections of a scenario's boxes: the
+/// test timers, or nothing (the shipped defaults).
+pub fn timers(sc: &crate::scenario::Scenario) -> (&'static str, &'static str) {
+    if sc.shipped_defaults {
+        ("", "")
+    } else {
+        (SESSION, DECISION)
+    }
+}
+
 /// The daemons' files under a run's folder.
 #[derive(Debug)]
 pub struct Daemons {
@@ -63,11 +73,7 @@ impl Daemons {
     /// With `shipped_defaults`, no test timers: the daemons' own defaults.
     pub fn configure(dir: &Path, sc: &crate::scenario::Scenario) -> anyhow::Result<Self> {
         let (wired, transparent, pan) = (sc.wired_wan, sc.transparent, sc.pan_dhcp);
-        let (session, decision) = if sc.shipped_defaults {
-            ("", "")
-        } else {
-            (SESSION, DECISION)
-        };
+        let (session, decision) = timers(sc);
         let pki = dir.join("pki");
         for args in [
             &["init"][..],
@@ -242,6 +248,16 @@ impl Daemons {
             .find(|(n, ..)| *n == relay)
             .map(|(.., proc_name)| (relay.clone(), *proc_name))
             .with_context(|| format!("unknown relay {relay}"))
+    }
+
+    /// The relays' names (the fleet's three, or the single relay's
+    /// address, which is what its boxes name).
+    pub fn relay_names(&self) -> Vec<String> {
+        if self.fleet {
+            RELAYS.iter().map(|(n, ..)| (*n).to_owned()).collect()
+        } else {
+            vec![addr::INTERNET.to_owned()]
+        }
     }
 
     /// The relays' process names (one, or the fleet's three).

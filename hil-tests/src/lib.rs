@@ -24,6 +24,7 @@ pub mod radio_vm;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod second_box;
 pub mod stranger;
 mod timeline;
 pub mod topology;

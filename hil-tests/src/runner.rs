@@ -43,6 +43,9 @@ pub fn run_mode(
     if sc.pan_dhcp {
         world.add_laptop()?;
     }
+    if sc.second_box {
+        world.add_second_box()?;
+    }
     let world = world;
     let (mut wp, mut lp) = (LinkParams::wifi(), LinkParams::lte());
     if zero_delay {
@@ -87,6 +90,15 @@ pub fn run_mode(
     } else {
         None
     };
+    let second_box = if sc.second_box {
+        Some(crate::second_box::SecondBox::start(
+            &world, dir, sc, &mut procs,
+        )?)
+    } else {
+        None
+    };
+    // Relays that lost their state during the run (killed or restarted).
+    let mut cut_relays: Vec<String> = Vec::new();
     let box_crowd = match sc.box_crowd {
         Some(n) => Some(crate::box_crowd::BoxCrowd::start(
             &world, dir, sc, n, &mut procs,
@@ -154,11 +166,13 @@ pub fn run_mode(
                     },
                 ),
                 Action::SnaptRestart { down_s } => {
+                    cut_relays.extend(daemons.relay_names());
                     procs.kill("snaptd");
                     snaptd_back = Some(Instant::now() + Duration::from_secs_f64(*down_s));
                     Ok(())
                 }
                 Action::RelaysRestart { down_s } => {
+                    cut_relays.extend(daemons.relay_names());
                     for name in daemons.relay_procs() {
                         procs.kill(name);
                     }
@@ -167,6 +181,7 @@ pub fn run_mode(
                 }
                 Action::SnaptUpgrade => daemons.upgrade_snaptd(&mut procs).map(|n| notes.push(n)),
                 Action::RelayKill => daemons.box_relay().map(|(relay, proc_name)| {
+                    cut_relays.push(relay.clone());
                     procs.kill(proc_name);
                     relay_killed = Some((Instant::now(), relay));
                 }),
@@ -253,6 +268,12 @@ pub fn run_mode(
     let site = &st["sites"][0];
     let (cnaptd_cpu_s, cnaptd_peak_rss_mib) = procs::figures(procs.pid("cnaptd"));
     let (snaptd_cpu_s, snaptd_peak_rss_mib) = procs::figures(procs.pid("snaptd"));
+    if let Some(b) = second_box {
+        let (n, problems) = b.finish(&mut procs, &cut_relays);
+        notes.extend(n);
+        failed_steps += problems.len() as u32;
+        notes.extend(problems);
+    }
     if let Some(c) = box_crowd {
         let (n, problems) = c.finish(&mut procs);
         notes.extend(n);

@@ -46,6 +46,10 @@ pub struct Scenario {
     /// fleet) beside the real box; see [`crate::box_crowd`].
     #[serde(default)]
     pub box_crowd: Option<usize>,
+    /// A second real box (cnaptd `box-2` on a wired site, its own record
+    /// stream); see [`crate::second_box`].
+    #[serde(default)]
+    pub second_box: bool,
     /// The box also has a wired WAN (`eth1` to a site router), its
     /// preferred uplink; the timeline starts with the box on it.
     #[serde(default)]

@@ -31,6 +31,8 @@ pub mod addr {
     pub const BOX_CABLE: &str = "198.18.40.2";
     /// The internet host running snaptd and the application servers.
     pub const INTERNET: &str = "198.18.30.1";
+    /// The second box's wired address (fleet scenarios).
+    pub const BOX2: &str = "198.18.50.2";
     /// The box's client-service address at the SNAPT (on the internet
     /// host): what servers push to.
     pub const PUSH: &str = "198.18.30.10";
@@ -300,6 +302,33 @@ impl Topology {
             "netns", &bx,
         ])?;
         self.ip("laptop", &["link", "set", "lap0", "up"])?;
+        Ok(())
+    }
+
+    /// A second box on a wired site (`box2`: its `eth0` straight to the
+    /// internet, 198.18.50.2; no radio, no NAT), for the fleet scenarios'
+    /// second real cnaptd.
+    pub fn add_second_box(&mut self) -> anyhow::Result<()> {
+        let ns = self.ns("box2");
+        run(&["ip", "netns", "add", &ns])?;
+        self.created.push(ns.clone());
+        self.ip("box2", &["link", "set", "lo", "up"])?;
+        let internet = self.ns("internet");
+        run(&[
+            "ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", "box2",
+            "netns", &internet,
+        ])?;
+        self.ip("box2", &["link", "set", "eth0", "up"])?;
+        self.ip("internet", &["link", "set", "box2", "up"])?;
+        self.ip(
+            "box2",
+            &["addr", "add", &format!("{}/24", addr::BOX2), "dev", "eth0"],
+        )?;
+        self.ip(
+            "internet",
+            &["addr", "add", "198.18.50.1/24", "dev", "box2"],
+        )?;
+        self.ip("box2", &["route", "add", "default", "via", "198.18.50.1"])?;
         Ok(())
     }
 

@@ -3,8 +3,9 @@
 //!
 //! * throughput and MB moved per relay CPU-second, up (phone → server) and
 //!   down, with one and four streams: direct TCP, a pair of stunnel
-//!   processes (box + server, cbox's shape, if `stunnel4` is installed) and
-//!   cnaptd + snaptd;
+//!   processes (box + server, cbox's shape, if `stunnel4` is installed),
+//!   cnaptd + snaptd, and (`DATAPATH_FLEET=1`) cnaptd + HAProxy + a relay
+//!   of a fleet of three (the CPU of the box, the relays and the router);
 //! * a download beside 0, 1,000 and 5,000 idle streams (and how long each
 //!   thousand took to open);
 //! * the daemons' memory idle, with 1,000 and 5,000 open streams, and after
@@ -18,6 +19,7 @@
 //! cargo build --release --workspace
 //! cargo run --release -p relay-tests --example datapath
 //! DATAPATH_ONLY=idle …   # only the idle-stream and memory figures
+//! DATAPATH_FLEET=1 …     # also through three snaptd behind HAProxy
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -235,6 +237,43 @@ async fn main() {
             pids: vec![cnaptd, snaptd],
         },
     ];
+    // The same box behind a fleet: three snaptd behind HAProxy (routing on
+    // the SNI), a second cnaptd naming its relay; the hosted side's CPU
+    // counts the relays and the router.
+    if std::env::var("DATAPATH_FLEET").is_ok_and(|v| v == "1") {
+        let fleet =
+            relay_tests::router::start_fleet(&mut bed, "", &format!("{server_services}{session}"));
+        let fports: Vec<u16> = services.iter().map(|_| free_port()).collect();
+        let fservices: String = services
+            .iter()
+            .zip(&fports)
+            .map(|((n, _), p)| format!("[[service]]\nname = \"{n}\"\nlisten = \"127.0.0.1:{p}\"\n"))
+            .collect();
+        let relays: Vec<String> = relay_tests::router::RELAYS
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect();
+        let c2 = bed.cnaptd(
+            "box-2",
+            &format!(
+                "[[snapt]]\nname = \"fleet\"\naddress = \"{}\"\nrelays = [{}]\n\
+                 [[uplink]]\nname = \"a\"\nsource = \"127.0.0.3\"\n{fservices}{session}",
+                fleet.router,
+                relays.join(", ")
+            ),
+        );
+        wait_established(&c2);
+        let mut pids = vec![bed.daemons.last().map(|d| d.pid()).unwrap_or(0)];
+        pids.extend(fleet.daemons.iter().map(|i| bed.daemons[*i].pid()));
+        pids.push(bed.daemons[fleet.router_daemon].pid());
+        carriers.push(Carrier {
+            name: "fleet (HAProxy)",
+            up: at(fports[0]),
+            down_one: at(fports[1]),
+            down_four: at(fports[2]),
+            pids,
+        });
+    }
     let first_stunnel = bed.daemons.len();
     match stunnel_pair(&mut bed, &[sink, big, quarter]) {
         Some(f) => carriers.insert(
