@@ -367,3 +367,22 @@ async fn a_successor_that_dies_half_way_leaves_everything_with_the_old_relay() {
         keys.max_gap, bulk.max_gap
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_under_way_carries_on_in_the_new_process() {
+    let (mut bed, snapt, _control, _svc) = bed_with_echo("upgrade-drain", &[]).await;
+    let c = snapt.clone();
+    tokio::task::spawn_blocking(move || snapt_ctl(&c, &["drain", "--deadline", "600"]))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("drain: {e}"));
+    let v = upgrade(&snapt).await;
+    bed.descendants
+        .push(v["successor_pid"].as_u64().unwrap() as u32);
+    let st = snapt_ctl(&snapt, &["status"]).unwrap();
+    assert_eq!(st["pid"], v["successor_pid"], "{st}");
+    let left = st["draining"]["deadline_in_s"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("not draining: {st}"));
+    assert!((590..=600).contains(&left), "{st}");
+}

@@ -112,6 +112,7 @@ impl ServerDriver {
             streams,
             flows,
             images,
+            drain_s,
             ..
         } = inh;
         let mut conns: HashMap<Key, (bool, OwnedFd)> = streams
@@ -156,6 +157,10 @@ impl ServerDriver {
                 let _ = s.set_zero_linger();
             }
             debug!(box_id = %b, stream = %sid, "connection without a stream closed");
+        }
+        if let Some(s) = drain_s {
+            // A drain under way carries on, with the time it had left.
+            let _ = self.start_drain(s);
         }
         info!(
             sessions = done.sessions,

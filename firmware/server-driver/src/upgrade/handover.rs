@@ -250,6 +250,9 @@ impl ServerDriver {
         }
         let mut inh = Inheritance {
             images: self.server.images(),
+            drain_s: self
+                .drain_deadline
+                .map(|d| d.saturating_duration_since(Instant::now()).as_secs()),
             ..Inheritance::default()
         };
         for img in &mut inh.images {
@@ -360,7 +363,8 @@ fn send_all(channel: &Channel, inh: &Inheritance) -> std::io::Result<()> {
         channel.send(&msg, &[])?;
     }
     let mut end = END.to_vec();
-    end.extend_from_slice(format!("{} {}", all.len(), image.len()).as_bytes());
+    let drain = inh.drain_s.map_or("-".into(), |s| s.to_string());
+    end.extend_from_slice(format!("{} {} {drain}", all.len(), image.len()).as_bytes());
     channel.send(&end, &[])?;
     // The successor imports and starts accepting before it answers.
     channel.set_timeout(Duration::from_secs(30))?;

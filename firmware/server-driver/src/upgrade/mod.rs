@@ -47,7 +47,7 @@ const HELLO: &[u8] = b"HELLO";
 const SOCKETS: &[u8] = b"SOCKETS\n";
 /// A piece of the sessions' images.
 const IMAGE: &[u8] = b"IMAGE";
-/// Everything was sent: `END <descriptors> <image bytes>`.
+/// Everything was sent: `END <descriptors> <image bytes> <drain s|->`.
 const END: &[u8] = b"END ";
 /// The new process has taken over and accepts.
 const TAKEN: &[u8] = b"TAKEN";
@@ -131,6 +131,8 @@ pub(crate) struct Inheritance {
     pub(crate) flows: Vec<(Key, OwnedFd)>,
     /// The sessions.
     pub(crate) images: Vec<SessionImage>,
+    /// Seconds left of a drain for maintenance under way.
+    pub(crate) drain_s: Option<u64>,
 }
 
 impl Inheritance {
@@ -174,14 +176,24 @@ pub fn receive(channel: Channel) -> std::io::Result<(Channel, InheritanceBox)> {
             }
         } else if let Some(piece) = msg.strip_prefix(IMAGE) {
             image.extend_from_slice(piece);
-        } else if let Some(counts) = msg.strip_prefix(END) {
-            let counts = String::from_utf8_lossy(counts);
+        } else if let Some(end) = msg.strip_prefix(END) {
+            let end = String::from_utf8_lossy(end);
+            let mut words = end.split(' ');
+            let counts = format!(
+                "{} {}",
+                words.next().unwrap_or_default(),
+                words.next().unwrap_or_default()
+            );
             let expected = format!("{fds_seen} {}", image.len());
             if counts != expected {
                 return Err(bad(format!(
                     "the predecessor sent {counts} (descriptors, image bytes), {expected} arrived"
                 )));
             }
+            inh.drain_s = match words.next() {
+                None | Some("-") => None,
+                Some(s) => Some(s.parse().map_err(|_| bad(format!("bad drain {s:?}")))?),
+            };
             inh.images = session::image::decode(&image).map_err(|e| bad(e.to_string()))?;
             return Ok((channel, InheritanceBox(inh)));
         } else {
