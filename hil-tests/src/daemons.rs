@@ -429,7 +429,7 @@ impl Daemons {
 fn haproxy_config(internet: &str) -> String {
     let mut c = format!(
         "global\n    maxconn 4000\n\
-         defaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 60s\n    timeout server 60s\n    retries 1\n    default-server check inter 500ms fall 2 rise 2\n\
+         defaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 60s\n    timeout server 60s\n    retries 0\n    default-server check inter 500ms fall 2 rise 2\n\
          frontend relays\n    bind {internet}:4433\n    tcp-request inspect-delay 5s\n    tcp-request content accept if {{ req_ssl_hello_type 1 }}\n"
     );
     for (n, (name, ..)) in RELAYS.iter().enumerate() {

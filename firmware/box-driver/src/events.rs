@@ -263,7 +263,14 @@ impl BoxDriver {
                 ) {
                     self.coord.replace(site, fresh);
                 }
-                self.schedule_retry(site);
+                if std::mem::take(&mut self.sites[site].relay_gone)
+                    && self.sites[site].relays.any_up(super::now())
+                {
+                    // Its relay is gone: a sibling takes the new session now.
+                    self.connect_site(site, None);
+                } else {
+                    self.schedule_retry(site);
+                }
             }
             Event::Datagram { flow, bytes } => {
                 if let Some((sock, peer)) = self.flows.reply_to(&(site, flow), super::now()) {

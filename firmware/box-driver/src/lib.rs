@@ -185,6 +185,9 @@ struct Site {
     /// session's relay (TLS failed): at [`RELAY_GONE_AFTER`] the relay is
     /// taken for gone and a new session starts on another.
     relay_misses: u32,
+    /// The session's relay was just given up: the new session starts at
+    /// once on a sibling (no back-off: another host).
+    relay_gone: bool,
     /// Phone connections reset because the session was ending.
     reset_by_end: usize,
     /// Wait between standby attempts that failed.
@@ -307,6 +310,7 @@ impl BoxDriver {
                 not_before: None,
                 relays: relays::RelaySet::new(s.relays.clone()),
                 relay_misses: 0,
+                relay_gone: false,
                 reset_by_end: 0,
                 standby_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
             })

@@ -141,6 +141,7 @@ impl BoxDriver {
                     // The next relay is another host: no reason to wait the
                     // back-off this one's failures built up.
                     s.backoff.reset();
+                    s.relay_gone = true;
                     if let Some(session) = self.coord.site(site) {
                         session.close(&format!(
                             "relay {relay} unreachable behind the router ({error})"

@@ -1,7 +1,7 @@
 //! A relay fleet on loopback: three snaptd, each with the server
 //! certificate of its own name, behind Debian's HAProxy routing on the TLS
 //! SNI without terminating TLS (the configuration of docs/operations.md:
-//! health checks every 0.5 s, `timeout connect 500ms`, `retries 1`).
+//! health checks every 0.5 s, `timeout connect 500ms`, `retries 0`: a dead relay's connection is refused at once, not after HAProxy's turn-around wait).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ pub const RELAYS: [&str; 3] = ["relay-1.test", "relay-2.test", "relay-3.test"];
 pub fn haproxy_config(front: u16, backends: &[u16]) -> String {
     let mut c = format!(
         "global\n    maxconn 8000\n\
-         defaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 60s\n    timeout server 60s\n    retries 1\n    default-server check inter 500ms fall 2 rise 2\n\
+         defaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 60s\n    timeout server 60s\n    retries 0\n    default-server check inter 500ms fall 2 rise 2\n\
          frontend relays\n    bind 127.0.0.1:{front}\n    tcp-request inspect-delay 5s\n    tcp-request content accept if {{ req_ssl_hello_type 1 }}\n"
     );
     for (i, name) in RELAYS.iter().enumerate() {
