@@ -34,6 +34,11 @@ impl Mode {
         Mode::MptcpEvent,
     ];
 
+    /// The mode of a short name ([`Mode::name`]).
+    pub fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == name)
+    }
+
     /// Short name.
     pub fn name(self) -> &'static str {
         match self {

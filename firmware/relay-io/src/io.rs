@@ -107,7 +107,7 @@ pub enum WriteCmd {
 pub fn spawn_writer<W, F, G>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
-    gate: Option<crate::transport::SendGate>,
+    gate: Option<crate::gate::SendGate>,
     mut on_written: F,
     on_end: G,
     span: Span,

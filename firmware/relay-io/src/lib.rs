@@ -8,12 +8,15 @@
 //! * [`udp`]: datagram sockets, and the flows of the phones' UDP
 //!   conversations with their ages (ended like a NAT's mappings).
 //! * [`out`]: the driver's end of a tunnel writer, held to a byte budget.
+//! * [`gate`]: holds a tunnel's writer while its socket holds what the
+//!   path needs (unsent bytes, bytes in flight).
 //! * [`connect`]: a TCP connection bound to one uplink, then TLS; a probe.
 //!
 //! Every protocol decision is the session core's (`session`).
 #![warn(missing_docs)]
 
 pub mod connect;
+pub mod gate;
 pub mod io;
 pub mod locals;
 pub mod out;

@@ -135,8 +135,7 @@ impl Handshakes {
                 }
             }
         };
-        let gate =
-            relay_io::transport::SendGate::new(&tcp, relay_io::out::TUNNEL_NOTSENT_LOWAT).ok();
+        let gate = relay_io::gate::SendGate::new(&tcp, relay_io::out::TUNNEL_NOTSENT_LOWAT).ok();
         let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

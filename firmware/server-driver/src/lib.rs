@@ -943,13 +943,13 @@ impl TunnelDoor {
     /// certificate with `serial`; false once the driver is gone.
     ///
     /// `gate` holds the writer back while the tunnel's TCP socket has more
-    /// than a little unsent (see [`relay_io::transport::SendGate`]).
+    /// than a little unsent (see [`relay_io::gate::SendGate`]).
     pub fn enter<S>(
         &self,
         stream: S,
         identity: BoxId,
         serial: String,
-        gate: Option<relay_io::transport::SendGate>,
+        gate: Option<relay_io::gate::SendGate>,
     ) -> bool
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,

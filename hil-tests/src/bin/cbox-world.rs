@@ -33,11 +33,12 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-const USAGE: &str = "usage: cbox-world demo | run [--json FILE] SCENARIO.toml… | compare [--json FILE] SCENARIO.toml… | soak [--handovers N] [--seed S] | clean
+const USAGE: &str = "usage: cbox-world demo | run [--json FILE] SCENARIO.toml… | compare [--json FILE] [--modes cbox,plain-tcp,…] SCENARIO.toml… | soak [--handovers N] [--seed S] | clean
 
   demo      the box doing live handovers, with a live view (the README's main job)
   run       scenarios of the test suite (hil-tests/scenarios/*.toml), pass/fail each
-  compare   scenarios for cbox and the baselines (plain TCP, MPTCP …), figures as ratios
+  compare   scenarios for cbox and the baselines (plain TCP, MPTCP …), figures as ratios;
+            --modes runs only some of cbox, plain-tcp, mptcp, mptcp-backup, mptcp-event
   soak      hours of handovers compressed: --handovers N (default 1000), --seed S
   clean     removes namespaces and directories left by an interrupted run";
 
@@ -272,7 +273,27 @@ fn suite(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
 /// interactive stream's stall and integrity, as ratios to cbox's.
 fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
     use hil_tests::runner::Mode;
-    let (json_out, files) = parse_args(args)?;
+    let mut modes = Mode::ALL.to_vec();
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--modes" {
+            let list = it
+                .next()
+                .context("--modes needs a list, e.g. cbox,plain-tcp")?;
+            modes = list
+                .split(',')
+                .map(|n| {
+                    Mode::from_name(n.trim()).with_context(|| {
+                        format!("--modes: unknown mode {n:?} (cbox, plain-tcp, mptcp, mptcp-backup, mptcp-event)")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let (json_out, files) = parse_args(&rest)?;
     let mut all: Vec<Report> = Vec::new();
     println!(
         "{:<18} {:<6} {:<13} {:>10} {:>9} {:>8} {:>9} {:>9} {:>8}  outcome",
@@ -297,7 +318,7 @@ fn compare(args: &[String], stop: &AtomicBool) -> anyhow::Result<()> {
         for &zero in links {
             let mut cbox_stall = None;
             let mut row: Vec<Report> = Vec::new();
-            for mode in Mode::ALL {
+            for &mode in &modes {
                 let dir = workdir(&format!("{}-{}-{}", sc.name, mode.name(), zero));
                 let r = runner::run_mode(&sc, &dir, mode, zero, false, stop)
                     .with_context(|| format!("{} / {}", sc.name, mode.name()))?;
