@@ -19,6 +19,7 @@
 //! cargo build --release --workspace
 //! cargo run --release -p relay-tests --example datapath
 //! DATAPATH_ONLY=idle …   # only the idle-stream and memory figures
+//! DATAPATH_ONLY=throughput …  # only the throughput table
 //! DATAPATH_FLEET=1 …     # also through three snaptd behind HAProxy
 //! ```
 #![allow(
@@ -299,8 +300,10 @@ async fn main() {
     );
     let mut direct = std::collections::HashMap::new();
     let mut stunnel = std::collections::HashMap::new();
-    // DATAPATH_ONLY=idle skips the throughput table (for profiling).
-    let only_idle = std::env::var("DATAPATH_ONLY").is_ok_and(|v| v == "idle");
+    // DATAPATH_ONLY=idle skips the throughput table (for profiling),
+    // DATAPATH_ONLY=throughput everything after it.
+    let only = std::env::var("DATAPATH_ONLY").unwrap_or_default();
+    let only_idle = only == "idle";
     for c in carriers.iter().filter(|_| !only_idle) {
         for (up, streams) in [(true, 1), (false, 1), (true, 4), (false, 4)] {
             let target = match (up, streams) {
@@ -337,6 +340,9 @@ async fn main() {
         }
     }
     println!("  (x stunnel: throughput ratio / MB-per-CPU-second ratio)");
+    if only == "throughput" {
+        return;
+    }
 
     // --- idle streams --------------------------------------------------------
     println!("\n== a 256 MiB download beside idle streams (cnaptd + snaptd) ==");

@@ -53,7 +53,37 @@ struct Seen {
     /// Whether BBR's minimum round trip can be trusted for the in-flight
     /// cap (`stale`).
     cap: stale::CapState,
+    /// What the last reading let the writer write, less what it wrote
+    /// since, and when it was read: while a chunk fits in it no new
+    /// reading is needed (acknowledgements only add room).
+    allowance: Option<(Instant, u64)>,
 }
+
+/// Takes a write of `len` plain bytes from `allowance` if it covers them
+/// and is recent; else forgets it (the next write reads the socket).
+fn pass(allowance: &mut Option<(Instant, u64)>, now: Instant, len: usize) -> bool {
+    let len = on_the_wire(len);
+    match *allowance {
+        Some((at, room)) if now.saturating_duration_since(at) < ALLOWANCE_AGE && room >= len => {
+            *allowance = Some((at, room - len));
+            true
+        }
+        _ => {
+            *allowance = None;
+            false
+        }
+    }
+}
+
+/// What `len` plain bytes take in the socket: TLS adds 22 bytes per
+/// record of at most 16 KiB.
+fn on_the_wire(len: usize) -> u64 {
+    (len + len / 512 + 22) as u64
+}
+
+/// How long a reading's allowance serves: the rate it was computed at
+/// moves little within it.
+const ALLOWANCE_AGE: Duration = Duration::from_millis(2);
 
 /// How long a reading of BBR's estimates is used.
 const BBR_REFRESH: Duration = Duration::from_millis(5);
@@ -83,6 +113,9 @@ struct Verdict {
     limit: u32,
     /// `None`: write; else look again after this long.
     wait: Option<Duration>,
+    /// What may still be written before this reading would hold the
+    /// writer (0 when it holds it).
+    room: u64,
 }
 
 /// The gate's rule, apart from the socket: `bbr` is what BBR knows of the
@@ -105,13 +138,19 @@ fn verdict(i: &TcpInfo, bbr: Option<BbrPath>, cap: bool, floor: u32) -> Verdict 
     };
     let Some(rate) = rate else {
         let wait = (i.notsent > floor).then_some(GATE_RECHECK);
-        return Verdict { limit: floor, wait };
+        let room = u64::from(floor.saturating_sub(i.notsent));
+        return Verdict {
+            limit: floor,
+            wait,
+            room,
+        };
     };
     let bytes_in = |t: Duration| rate as f64 * t.as_secs_f64();
     let limit = u32::try_from(bytes_in(GATE_TIME) as u64)
         .unwrap_or(GATE_CEILING)
         .clamp(floor, GATE_CEILING);
     let mut excess = u64::from(i.notsent.saturating_sub(limit));
+    let mut room = u64::from(limit.saturating_sub(i.notsent));
     // Bytes in flight only against a filtered estimate: a cap from the
     // last delivery rate would feed on itself (less in flight, a lower
     // rate, a smaller cap).
@@ -126,12 +165,13 @@ fn verdict(i: &TcpInfo, bbr: Option<BbrPath>, cap: bool, floor: u32) -> Verdict 
             .max(u64::from(limit));
         let held = u64::from(i.unacked) * mss + u64::from(i.notsent);
         excess = excess.max(held.saturating_sub(cap));
+        room = room.min(cap.saturating_sub(held));
     }
     let wait = (excess > 0).then(|| {
         Duration::from_secs_f64(excess as f64 / rate as f64)
             .clamp(Duration::from_micros(200), GATE_RECHECK)
     });
-    Verdict { limit, wait }
+    Verdict { limit, wait, room }
 }
 
 impl SendGate {
@@ -168,10 +208,7 @@ impl SendGate {
             return (None, false);
         }
         let now = Instant::now();
-        let mut seen = match self.seen.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut seen = self.seen();
         let path = match seen.bbr {
             Some((at, path)) if now.duration_since(at) < BBR_REFRESH => Some(path),
             _ => {
@@ -195,9 +232,33 @@ impl SendGate {
     /// Times the in-flight cap was lifted because BBR's round trip was
     /// stale (the path got longer).
     pub fn cap_lifts(&self) -> u64 {
+        self.seen().cap.lifts
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         match self.seen.lock() {
-            Ok(g) => g.cap.lifts,
-            Err(poisoned) => poisoned.into_inner().cap.lifts,
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Whether a write of `len` (plain) bytes may go without a new reading
+    /// of the socket: the last reading's allowance still covers it (then it
+    /// is taken from it). On a fast path most writes, on a slow one none.
+    pub fn try_pass(&self, len: usize) -> bool {
+        pass(&mut self.seen().allowance, Instant::now(), len)
+    }
+
+    /// As [`Self::ready`] before a write of `len` (plain) bytes, without a
+    /// reading while the last one's allowance covers them ([`Self::try_pass`]).
+    pub async fn ready_for(&self, len: usize) {
+        if self.try_pass(len) {
+            return;
+        }
+        self.ready().await;
+        let mut seen = self.seen();
+        if let Some((_, room)) = &mut seen.allowance {
+            *room = room.saturating_sub(on_the_wire(len));
         }
     }
 
@@ -223,6 +284,7 @@ impl SendGate {
                 self.lowat.store(v.limit, Ordering::Relaxed);
             }
             let Some(wait) = v.wait else {
+                self.seen().allowance = Some((Instant::now(), v.room));
                 return;
             };
             match tokio::time::timeout(wait, self.fd.writable()).await {
@@ -303,6 +365,40 @@ mod tests {
     }
 
     #[test]
+    fn a_reading_lets_the_writes_it_covers_pass_without_another() {
+        let t = Instant::now();
+        let mut a = Some((t, 40_000));
+        assert!(pass(&mut a, t, 16_384));
+        assert!(pass(&mut a, t + Duration::from_millis(1), 16_384));
+        // What is left (about 7 kB) does not cover another: read again.
+        assert!(!pass(&mut a, t + Duration::from_millis(1), 16_384));
+        assert_eq!(a, None);
+        assert!(!pass(&mut a, t, 1), "nothing to take from");
+        // An old reading does not serve, however much it allowed.
+        let mut a = Some((t, 1 << 30));
+        assert!(!pass(&mut a, t + ALLOWANCE_AGE, 100));
+    }
+
+    #[tokio::test]
+    async fn the_allowance_is_what_the_reading_found_room_for() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (_far, _) = l.accept().await.unwrap();
+        let gate = SendGate::new(&c, 4096).unwrap();
+        gate.ready().await;
+        let room = gate.seen().allowance.map(|(_, r)| r);
+        // Nothing unsent: at least the floor, at most the unsent ceiling.
+        assert!(
+            room.is_some_and(|r| (4096..=u64::from(GATE_CEILING)).contains(&r)),
+            "{room:?}"
+        );
+        assert!(!gate.try_pass(1 << 20), "more than the reading allowed");
+        assert_eq!(gate.seen().allowance, None);
+    }
+
+    #[test]
     fn without_a_filtered_estimate_only_the_unsent_bytes_count() {
         // Without BBR's bandwidth the delivery rate sets the unsent limit,
         // but no cap on bytes in flight (it would feed on itself).
@@ -311,7 +407,8 @@ mod tests {
             v,
             Verdict {
                 limit: 12_500,
-                wait: None
+                wait: None,
+                room: 12_500
             }
         );
         // Nothing measured yet: the floor.
@@ -323,7 +420,8 @@ mod tests {
             v,
             Verdict {
                 limit: 4096,
-                wait: Some(GATE_RECHECK)
+                wait: Some(GATE_RECHECK),
+                room: 0
             }
         );
     }
