@@ -93,7 +93,7 @@ def reader():
             expect = i + 1
             now = time.monotonic()
             if i in sent_at:
-                rtts.append((now - sent_at.pop(i)) * 1000)
+                rtts.append(((now - sent_at.pop(i)) * 1000, now - started))
             if last is not None:
                 result["max_gap_ms"] = max(result["max_gap_ms"], (now - last) * 1000)
             last = now
@@ -131,8 +131,11 @@ if child is not None:
         broke(f"{rest[1]} exited with {result['exit_code']}")
 if rtts:
     rtts.sort()
-    result["rtt_p50_ms"] = round(rtts[len(rtts) // 2], 2)
-    result["rtt_p99_ms"] = round(rtts[min(len(rtts) - 1, len(rtts) * 99 // 100)], 2)
+    result["rtt_p50_ms"] = round(rtts[len(rtts) // 2][0], 2)
+    result["rtt_p99_ms"] = round(rtts[min(len(rtts) - 1, len(rtts) * 99 // 100)][0], 2)
+    # The slowest 1 % with when they came back (s since the start): where
+    # the tail comes from.
+    result["slowest"] = [[round(t, 2), round(r, 1)] for r, t in rtts[-max(1, len(rtts) // 100):]]
 # Written whole, then renamed: the runner waits for the file to appear and
 # must never read it half-written.
 with open(out + ".tmp", "w") as f:

@@ -72,15 +72,45 @@ pub fn tune(s: &TcpStream) {
 /// ahead of it in the kernel is what is in flight, not a buffer of seconds,
 /// and TCP keep-alive ([`TUNNEL_KEEPALIVE`]: a socket whose peer vanished
 /// is closed even where no session timer watches it, e.g. a tunnel not yet
-/// part of a session).
+/// part of a session), and BBR ([`TUNNEL_CONGESTION`]).
 pub fn tune_tunnel(s: &TcpStream) {
     tune(s);
+    use_bbr(s);
     if let Err(e) = crate::transport::set_notsent_lowat(s, crate::out::TUNNEL_NOTSENT_LOWAT) {
         tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
     }
     let (idle, interval, count) = TUNNEL_KEEPALIVE;
     if let Err(e) = crate::transport::set_keepalive(s, idle, interval, count) {
         tracing::debug!(error = %e, "TCP keep-alive not set");
+    }
+}
+
+/// The congestion control of tunnels: the send gate caps a tunnel's bytes
+/// in flight from BBR's estimates (`crate::gate`); under another control
+/// it bounds only the unsent bytes, and the bottleneck's queue is the
+/// control's (a loss-based one fills it).
+pub const TUNNEL_CONGESTION: &str = "bbr";
+
+/// Asks for [`TUNNEL_CONGESTION`] on a tunnel socket unless it runs it
+/// already. Without it (not built into the kernel or loaded, or not in
+/// `net.ipv4.tcp_allowed_congestion_control` for a process without
+/// `CAP_NET_ADMIN`) the system's default stays, said once per process.
+fn use_bbr(s: &TcpStream) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if crate::transport::congestion_control(s).is_ok_and(|c| c == TUNNEL_CONGESTION) {
+        return;
+    }
+    if let Err(e) = crate::transport::set_congestion_control(s, TUNNEL_CONGESTION)
+        && !SAID.swap(true, Ordering::Relaxed)
+    {
+        let now = crate::transport::congestion_control(s).unwrap_or_default();
+        tracing::warn!(
+            error = %e,
+            congestion = %now,
+            "tunnels cannot run BBR: keystrokes will wait behind the bottleneck's queue \
+             (load tcp_bbr and allow it: docs/operations.md)"
+        );
     }
 }
 
@@ -166,5 +196,24 @@ pub async fn probe(address: &str, egress: &Egress, timeout: Duration) -> Option<
             Some(start.elapsed())
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tunnel_socket_runs_bbr_whatever_the_systems_default() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        crate::transport::set_congestion_control(&c, "reno").unwrap();
+        tune_tunnel(&c);
+        assert_eq!(
+            crate::transport::congestion_control(&c).unwrap(),
+            TUNNEL_CONGESTION,
+            "this test needs tcp_bbr (modprobe tcp_bbr)"
+        );
+        assert!(c.nodelay().unwrap());
     }
 }

@@ -211,6 +211,30 @@ impl TcpWatch {
     }
 }
 
+/// Sets the congestion control of the socket behind `fd`
+/// (`TCP_CONGESTION`): one of the kernel's allowed ones
+/// (`net.ipv4.tcp_allowed_congestion_control`), or any loaded one with
+/// `CAP_NET_ADMIN`. Set to a different one, a live connection's control
+/// starts afresh (its state is initialised again).
+#[allow(unsafe_code)]
+pub fn set_congestion_control(fd: impl AsFd, name: &str) -> std::io::Result<()> {
+    // SAFETY: `name` is a valid buffer of `name.len()` bytes for the call;
+    // the kernel copies at most that many.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The congestion control of the socket behind `fd` (`TCP_CONGESTION`).
 #[allow(unsafe_code)]
 pub fn congestion_control(fd: impl AsFd) -> std::io::Result<String> {
@@ -356,6 +380,16 @@ mod tests {
         assert_eq!(notsent_lowat(&c).unwrap(), 16 * 1024);
         let f = std::fs::File::open("/dev/null").unwrap();
         assert!(set_notsent_lowat(&f, 1).is_err());
+    }
+
+    #[test]
+    fn the_congestion_control_is_set_and_read_back() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        set_congestion_control(&c, "reno").unwrap();
+        assert_eq!(congestion_control(&c).unwrap(), "reno");
+        assert!(set_congestion_control(&c, "no-such-control").is_err());
+        assert_eq!(congestion_control(&c).unwrap(), "reno");
     }
 
     #[test]

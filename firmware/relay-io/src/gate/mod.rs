@@ -44,7 +44,7 @@ pub struct SendGate {
 }
 
 /// What a gate remembers between its readings.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Seen {
     /// BBR's estimates as last read, and when: they move over round trips,
     /// so a reading serves [`BBR_REFRESH`] of writes (one system call per
@@ -57,6 +57,39 @@ struct Seen {
     /// since, and when it was read: while a chunk fits in it no new
     /// reading is needed (acknowledgements only add room).
     allowance: Option<(Instant, u64)>,
+    /// When BBR's round-trip clock was last restarted (or the gate made).
+    restarted: Instant,
+    /// Times it was restarted (for figures).
+    restarts: u64,
+    /// BBR could not be set again after a restart: no more restarts.
+    restart_failed: bool,
+}
+
+/// How often the gate restarts BBR's round-trip clock on a busy tunnel
+/// whose round trip is current: sooner than BBR's own 10 s, after which it
+/// would spend 200 ms in PROBE_RTT at four segments in flight — every
+/// stream of the tunnel (each keystroke) stalled behind it, where separate
+/// connections would only slow the download.
+pub const BBR_RESTART_EVERY: Duration = Duration::from_secs(8);
+
+/// Whether BBR's minimum round trip is the connection's (`TCP_INFO`'s, of
+/// the last 5 minutes) within a tenth: a restarted BBR takes the
+/// connection's as its own, which after a path got longer is stale.
+fn round_trip_is_current(connection_min: Duration, bbr_min: Duration) -> bool {
+    bbr_min.saturating_sub(connection_min) <= bbr_min / 10 + Duration::from_micros(100)
+}
+
+/// Restarts BBR on a live connection: set to another control and back, it
+/// is initialised again — its round-trip clock starts now (with the
+/// connection's minimum), and it measures the bandwidth anew within a
+/// round trip (the gate's in-flight cap holds its start-up gain).
+/// Without `CAP_NET_ADMIN`, `bbr` must be in
+/// `net.ipv4.tcp_allowed_congestion_control` (it is when it is the
+/// default); `reno` always is. Tries twice to set BBR back.
+fn restart_bbr(fd: impl AsFd) -> std::io::Result<()> {
+    use crate::transport::set_congestion_control;
+    set_congestion_control(&fd, "reno")?;
+    set_congestion_control(&fd, "bbr").or_else(|_| set_congestion_control(&fd, "bbr"))
 }
 
 /// Takes a write of `len` plain bytes from `allowance` if it covers them
@@ -197,13 +230,22 @@ impl SendGate {
             floor,
             lowat: std::sync::atomic::AtomicU32::new(0),
             bbr,
-            seen: std::sync::Mutex::new(Seen::default()),
+            seen: std::sync::Mutex::new(Seen {
+                bbr: None,
+                cap: stale::CapState::default(),
+                allowance: None,
+                restarted: Instant::now(),
+                restarts: 0,
+                restart_failed: false,
+            }),
         })
     }
 
     /// BBR's estimates (read at most every [`BBR_REFRESH`]), and whether
-    /// the in-flight cap applies, given the smoothed round trip `srtt`.
-    fn bbr_path(&self, srtt: Duration) -> (Option<BbrPath>, bool) {
+    /// the in-flight cap applies, given the reading `i`; restarts BBR's
+    /// round-trip clock when due ([`BBR_RESTART_EVERY`]).
+    fn bbr_path(&self, i: &TcpInfo) -> (Option<BbrPath>, bool) {
+        let srtt = i.rtt;
         if !self.bbr {
             return (None, false);
         }
@@ -226,7 +268,36 @@ impl SendGate {
                 "send gate: in-flight cap lifted, the path is longer than BBR's round trip"
             );
         }
+        if let Some(p) = path
+            && cap
+            && !seen.restart_failed
+            && now.duration_since(seen.restarted) >= BBR_RESTART_EVERY
+            && round_trip_is_current(i.min_rtt, p.min_rtt)
+        {
+            seen.restarted = now;
+            match restart_bbr(self.fd.get_ref()) {
+                Ok(()) => {
+                    seen.restarts += 1;
+                    tracing::debug!(
+                        bbr_min_rtt_ms = p.min_rtt.as_secs_f64() * 1e3,
+                        "send gate: BBR restarted (its round-trip clock, instead of PROBE_RTT)"
+                    );
+                }
+                Err(e) => {
+                    seen.restart_failed = true;
+                    tracing::warn!(error = %e, "send gate: BBR could not be restarted; BBR's PROBE_RTT will stall the tunnel every 10 s");
+                }
+            }
+        }
+        if seen.restart_failed {
+            return (None, false);
+        }
         (path, cap)
+    }
+
+    /// Times BBR's round-trip clock was restarted.
+    pub fn bbr_restarts(&self) -> u64 {
+        self.seen().restarts
     }
 
     /// Times the in-flight cap was lifted because BBR's round trip was
@@ -273,7 +344,7 @@ impl SendGate {
             let Ok(i) = tcp_info(self.fd.get_ref()) else {
                 return;
             };
-            let (bbr, cap) = self.bbr_path(i.rtt);
+            let (bbr, cap) = self.bbr_path(&i);
             let v = verdict(&i, bbr, cap, self.floor);
             // The writability edge comes at the low-water mark: keep it at
             // the limit (a system call only when the limit moved by a quarter).
@@ -396,6 +467,43 @@ mod tests {
         );
         assert!(!gate.try_pass(1 << 20), "more than the reading allowed");
         assert_eq!(gate.seen().allowance, None);
+    }
+
+    #[test]
+    fn bbr_is_restarted_only_while_its_round_trip_is_the_connections() {
+        let ms = Duration::from_millis;
+        assert!(round_trip_is_current(ms(10), ms(10)));
+        assert!(round_trip_is_current(ms(10), ms(11)));
+        assert!(round_trip_is_current(
+            Duration::from_micros(30),
+            Duration::from_micros(90)
+        ));
+        // The path got longer: BBR measured 90 ms, the connection still
+        // remembers 10 ms; a restart would take the stale 10 ms.
+        assert!(!round_trip_is_current(ms(10), ms(90)));
+    }
+
+    #[tokio::test]
+    async fn a_restarted_bbr_runs_bbr_again_on_a_live_connection() {
+        use crate::transport::{congestion_control, set_congestion_control};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut far, _) = l.accept().await.unwrap();
+        set_congestion_control(&c, "bbr").expect("this test needs tcp_bbr (modprobe tcp_bbr)");
+        c.write_all(&[1u8; 100_000]).await.unwrap();
+        restart_bbr(&c).unwrap();
+        assert_eq!(congestion_control(&c).unwrap(), "bbr");
+        // The connection carries on.
+        c.write_all(&[2u8; 100_000]).await.unwrap();
+        let mut got = vec![0u8; 200_000];
+        far.read_exact(&mut got).await.unwrap();
+        assert!(got[..100_000].iter().all(|b| *b == 1) && got[100_000..].iter().all(|b| *b == 2));
+        assert!(
+            bbr_path(&c).is_ok(),
+            "BBR's estimates readable after the restart"
+        );
     }
 
     #[test]
