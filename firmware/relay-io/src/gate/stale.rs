@@ -3,7 +3,7 @@
 //! it would hold a tunnel at a fraction of the new path's rate (and its
 //! keepalives behind that). The gate tells a longer path from a queue of
 //! its own the way BBR's PROBE_RTT does: with the cap holding, its own
-//! queue cannot exceed half of BBR's round trip (plus the unsent
+//! queue cannot exceed a quarter of BBR's round trip (plus the unsent
 //! allowance), so a smoothed round trip that stays above twice BBR's
 //! minimum for a whole window is the path's, not the tunnel's. The cap is
 //! then lifted until BBR's minimum moves (its own PROBE_RTT took the new
@@ -21,7 +21,7 @@ pub const WINDOW_MIN: Duration = Duration::from_millis(200);
 pub const WINDOW_RTTS: u32 = 3;
 
 /// Above BBR's minimum times two plus this, a round trip is not the queue
-/// the cap allows (half a round trip and 2 ms): room for jitter.
+/// the cap allows (a quarter of a round trip and 2 ms): room for jitter.
 pub const STALE_MARGIN: Duration = Duration::from_millis(5);
 
 /// The longest the cap stays lifted before it probes again: BBR's minimum
@@ -155,7 +155,7 @@ mod tests {
         let mut s = CapState::default();
         let t = Instant::now();
         // 10 ms path, BBR start-up left 40 ms of queue, which the cap
-        // drains within 60 ms; then 14 ms (the cap's own half round trip).
+        // drains within 60 ms; then 14 ms (the cap's own queue).
         let caps = run(&mut s, t, MS(2), MS(3000), MS(10), |e| {
             if e < MS(60) {
                 MS(50) - e * 36 / 60
